@@ -1,0 +1,161 @@
+"""The one exception tree of aqe.
+
+Every error aqe raises on purpose derives from :class:`AqeError`; the CLI catches
+``AqeError`` once at its edge, prints the message and exits 2. Foreign exceptions
+(nats-py, OS errors) are translated where they enter aqe, ``raise ... from exc``,
+so no client type crosses a port.
+
+::
+
+    AqeError
+    ├── ConfigError (ValueError)            bad settings, missing binary, bad stream file
+    ├── EventError (ValueError)
+    │   ├── UnknownEventTypeError           a type tag nobody registered
+    │   ├── EventValidationError            a payload that does not match its schema
+    │   └── EventDecodeError                bytes in the log that cannot become an event
+    ├── LogError
+    │   ├── LogUnavailableError (TimeoutError)   no server, no stream, timeouts
+    │   ├── ConcurrencyError                wrong last subject sequence (server error 10071)
+    │   ├── PayloadTooLargeError (ValueError)    larger than the server's max_payload
+    │   ├── BatchRejectedError              an atomic batch the server refused as a whole
+    │   └── EventNotFoundError (LookupError)     no message at that sequence
+    ├── ServerError                         the embedded nats-server would not start / stop
+    ├── ProjectionError
+    │   └── UnknownProjectionError (LookupError)
+    └── CommandRejectedError                a command handler decided "no"
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AqeError",
+    "BatchRejectedError",
+    "CommandRejectedError",
+    "ConcurrencyError",
+    "ConfigError",
+    "EventDecodeError",
+    "EventError",
+    "EventNotFoundError",
+    "EventValidationError",
+    "LogError",
+    "LogUnavailableError",
+    "PayloadTooLargeError",
+    "ProjectionError",
+    "ServerError",
+    "UnknownEventTypeError",
+    "UnknownProjectionError",
+]
+
+
+class AqeError(Exception):
+    """Base of every error aqe raises on purpose."""
+
+
+class ConfigError(AqeError, ValueError):
+    """Settings, files or the environment are not usable as given."""
+
+
+class EventError(AqeError, ValueError):
+    """An event could not be built, validated or decoded."""
+
+
+class UnknownEventTypeError(EventError):
+    """A type tag that no registered event (nor upcaster) knows."""
+
+    def __init__(self, event_type: str, known: tuple[str, ...] = ()) -> None:
+        self.event_type = event_type
+        self.known = known
+        hint = f"; known types: {', '.join(known)}" if known else ""
+        super().__init__(f"unknown event type {event_type!r}{hint}")
+
+
+class EventValidationError(EventError):
+    """A payload that does not match its event's schema."""
+
+    def __init__(self, event_type: str, detail: str) -> None:
+        self.event_type = event_type
+        self.detail = detail
+        super().__init__(f"invalid {event_type} payload: {detail}")
+
+
+class EventDecodeError(EventError):
+    """Bytes stored in the log that cannot be decoded into an event."""
+
+    def __init__(self, subject: str, seq: int, detail: str) -> None:
+        self.subject = subject
+        self.seq = seq
+        self.detail = detail
+        super().__init__(f"cannot decode message {seq} on {subject}: {detail}")
+
+
+class LogError(AqeError):
+    """The event log refused or failed an operation."""
+
+
+class LogUnavailableError(LogError, TimeoutError):
+    """The server (or a stream on it) cannot be reached."""
+
+
+class ConcurrencyError(LogError):
+    """Another writer appended to the aggregate first (server error 10071)."""
+
+    def __init__(self, subject: str, expected: int, actual: int | None) -> None:
+        self.subject = subject
+        self.expected = expected
+        self.actual = actual
+        shown = "unknown" if actual is None else str(actual)
+        super().__init__(
+            f"concurrent write on {subject}: expected last sequence {expected}, found {shown}"
+        )
+
+
+class PayloadTooLargeError(LogError, ValueError):
+    """A message larger than the server's max_payload."""
+
+    def __init__(self, subject: str, size: int, limit: int) -> None:
+        self.subject = subject
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event for {subject} is {size} bytes, over the server's max_payload of {limit} bytes"
+        )
+
+
+class BatchRejectedError(LogError):
+    """An atomic batch the server refused as a whole; nothing of it was stored."""
+
+    def __init__(self, batch_id: str, code: int | None, detail: str) -> None:
+        self.batch_id = batch_id
+        self.code = code
+        self.detail = detail
+        super().__init__(f"atomic batch {batch_id} rejected (code {code}): {detail}")
+
+
+class EventNotFoundError(LogError, LookupError):
+    """No message at the requested stream sequence."""
+
+    def __init__(self, stream: str, seq: int) -> None:
+        self.stream = stream
+        self.seq = seq
+        super().__init__(f"no message with sequence {seq} in stream {stream}")
+
+
+class ServerError(AqeError):
+    """The embedded nats-server could not be started, checked or stopped."""
+
+
+class ProjectionError(AqeError):
+    """A projection could not be run, rebuilt or verified."""
+
+
+class UnknownProjectionError(ProjectionError, LookupError):
+    """A projection name nobody registered."""
+
+    def __init__(self, name: str, known: tuple[str, ...]) -> None:
+        self.name = name
+        self.known = known
+        super().__init__(f"unknown projection {name!r}; known: {', '.join(known) or 'none'}")
+
+
+class CommandRejectedError(AqeError):
+    """A command handler's decision: the command is not allowed in this state."""

@@ -1,0 +1,22 @@
+"""The default registry holding every event type aqe ships."""
+
+from __future__ import annotations
+
+from aqe.events._registry import EventRegistry
+from aqe.events.agents import AgentHeartbeat, AgentRegistered
+from aqe.events.patterns import PatternAdded
+from aqe.events.testruns import TestCaseExecuted, TestRunFinished, TestRunStarted
+
+__all__ = ["REGISTRY"]
+
+REGISTRY = EventRegistry(
+    [
+        TestRunStarted,
+        TestRunFinished,
+        TestCaseExecuted,
+        PatternAdded,
+        AgentRegistered,
+        AgentHeartbeat,
+    ]
+)
+"""Every event type aqe can decode; later capabilities register theirs here."""

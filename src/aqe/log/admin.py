@@ -1,0 +1,170 @@
+"""Make a server's streams match ``streams/*.json``; list and inspect them.
+
+An adapter module: it talks to JetStream's management API through nats-py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import nats.js.errors
+from nats.js.api import RetentionPolicy, StorageType, StoreCompression, StreamConfig
+
+from aqe.errors import ConfigError
+from aqe.log.jetstream import _translated
+from aqe.log.streams import StreamSpec, diff_specs
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
+
+__all__ = ["StreamChange", "StreamState", "apply_streams", "describe_streams"]
+
+_NS = 1_000_000_000
+
+
+class StreamChange(msgspec.Struct, frozen=True, kw_only=True):
+    """What ``apply`` did (or would do) to one stream."""
+
+    name: str
+    action: Literal["create", "update", "unchanged"]
+    diff: dict[str, tuple[Any, Any]]
+
+
+class StreamState(msgspec.Struct, frozen=True, kw_only=True):
+    """A stream as the server reports it, beside its file definition."""
+
+    name: str
+    declared: bool
+    exists: bool
+    messages: int = 0
+    bytes: int = 0
+    first_seq: int = 0
+    last_seq: int = 0
+    subjects: int = 0
+    consumers: int = 0
+    config: dict[str, Any] = msgspec.field(default_factory=dict)
+    drift: dict[str, tuple[Any, Any]] = msgspec.field(default_factory=dict)
+
+
+def _to_config(spec: StreamSpec) -> StreamConfig:
+    return StreamConfig(
+        name=spec.name,
+        description=spec.description or None,
+        subjects=list(spec.subjects),
+        retention=RetentionPolicy(spec.retention),
+        storage=StorageType(spec.storage),
+        num_replicas=spec.replicas,
+        duplicate_window=spec.duplicate_window_s,
+        compression=StoreCompression(spec.compression),
+        max_age=spec.max_age_s,
+        max_bytes=spec.max_bytes,
+        max_msg_size=spec.max_msg_size,
+        deny_delete=spec.deny_delete,
+        deny_purge=spec.deny_purge,
+        allow_atomic=spec.allow_atomic,
+        allow_msg_ttl=spec.allow_msg_ttl,
+        allow_direct=True,
+    )
+
+
+def _comparable(cfg: StreamConfig) -> dict[str, Any]:
+    """The live config in StreamSpec's vocabulary, for :func:`diff_specs`."""
+
+    def enum_value(value: Any, default: str) -> str:
+        return str(getattr(value, "value", value) or default)
+
+    return {
+        "name": cfg.name,
+        "subjects": sorted(cfg.subjects or []),
+        "description": cfg.description or "",
+        "retention": enum_value(cfg.retention, "limits"),
+        "storage": enum_value(cfg.storage, "file"),
+        "replicas": cfg.num_replicas or 1,
+        "duplicate_window_s": float(cfg.duplicate_window or 0),
+        "compression": enum_value(cfg.compression, "none"),
+        "max_age_s": float(cfg.max_age or 0),
+        "max_bytes": cfg.max_bytes if cfg.max_bytes is not None else -1,
+        "max_msg_size": cfg.max_msg_size if cfg.max_msg_size is not None else -1,
+        "deny_delete": bool(cfg.deny_delete),
+        "deny_purge": bool(cfg.deny_purge),
+        "allow_atomic": bool(cfg.allow_atomic),
+        "allow_msg_ttl": bool(cfg.allow_msg_ttl),
+    }
+
+
+async def _live_config(nc: Client, name: str) -> StreamConfig | None:
+    js = nc.jetstream()
+    with _translated(name):
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            return None
+    return info.config
+
+
+async def apply_streams(
+    nc: Client, specs: Sequence[StreamSpec], *, dry_run: bool = False
+) -> list[StreamChange]:
+    """Create missing streams and update drifted ones; report every stream.
+
+    Raises:
+        ConfigError: the server refused a definition (for example a change of
+            storage type, which JetStream cannot apply in place).
+    """
+    js = nc.jetstream()
+    changes: list[StreamChange] = []
+    for spec in specs:
+        live = await _live_config(nc, spec.name)
+        diff = diff_specs(spec, None if live is None else _comparable(live))
+        action: Literal["create", "update", "unchanged"]
+        action = "create" if live is None else ("update" if diff else "unchanged")
+        if not dry_run and action != "unchanged":
+            with _translated(spec.name):
+                try:
+                    if action == "create":
+                        await js.add_stream(_to_config(spec))
+                    else:
+                        await js.update_stream(_to_config(spec))
+                except nats.js.errors.BadRequestError as exc:
+                    raise ConfigError(
+                        f"server refused stream {spec.name}: {exc.description}"
+                    ) from exc
+        changes.append(StreamChange(name=spec.name, action=action, diff=diff))
+    return changes
+
+
+async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamState]:
+    """Every declared stream plus any other stream on the server, with state and drift."""
+    js = nc.jetstream()
+    declared = {s.name: s for s in specs}
+    with _translated("$JS.API.STREAM.LIST"):
+        infos = await js.streams_info()
+    live = {str(i.config.name): i for i in infos}
+    out: list[StreamState] = []
+    for name in sorted(set(declared) | set(live)):
+        info = live.get(name)
+        spec = declared.get(name)
+        if info is None:
+            out.append(StreamState(name=name, declared=True, exists=False))
+            continue
+        comparable = _comparable(info.config)
+        drift = diff_specs(spec, comparable) if spec else {}
+        state = info.state
+        out.append(
+            StreamState(
+                name=name,
+                declared=spec is not None,
+                exists=True,
+                messages=state.messages,
+                bytes=state.bytes,
+                first_seq=state.first_seq,
+                last_seq=state.last_seq,
+                subjects=getattr(state, "num_subjects", 0) or 0,
+                consumers=state.consumer_count,
+                config=comparable,
+                drift=drift,
+            )
+        )
+    return out
