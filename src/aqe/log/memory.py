@@ -138,6 +138,20 @@ class InMemoryEventLog:
         seq = self._store(stream, subject, data, hdrs)
         return AppendResult(stream=stream.spec.name, seq=seq, subject=subject, event_id=msg_id)
 
+    async def append_raw(
+        self, subject: str, data: bytes, headers: Mapping[str, str] | None = None
+    ) -> int:
+        """Store arbitrary bytes on a subject, as a foreign or buggy writer would.
+
+        Not part of the EventLog port: tests use it to put corrupt messages in a
+        stream and check that projections park them.
+        """
+        self._check_open()
+        stream = self._stream_for(subject)
+        hdrs = dict(headers or {})
+        hdrs.setdefault(Headers.MSG_ID, f"raw-{len(stream.messages) + 1}")
+        return self._store(stream, subject, data, hdrs)
+
     async def append_many(self, items: Sequence[NewEvent]) -> list[AppendResult]:
         """Append events one after another (not atomically)."""
         return [

@@ -1,0 +1,55 @@
+"""Projections: deterministic folds of the log, checkpointed and rebuildable.
+
+The runtime (:mod:`~aqe.projections.runner`) resumes at checkpoint + 1, parks what
+it cannot fold on a dead-letter subject, and saves state with checkpoints
+atomically. Each projection module defines one fold; :data:`PROJECTIONS` names them.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from aqe.errors import UnknownProjectionError
+from aqe.projections.base import Projection
+from aqe.projections.catalog import CatalogProjection, CatalogState
+from aqe.projections.deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetters
+from aqe.projections.replay import VerifyReport, rebuild, verify
+from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
+from aqe.projections.store import Snapshot, SnapshotStore
+
+__all__ = [
+    "PROJECTIONS",
+    "CatalogProjection",
+    "CatalogState",
+    "DeadLetter",
+    "DeadLetterSink",
+    "MemoryDeadLetters",
+    "Progress",
+    "Projection",
+    "ProjectionRunner",
+    "RunStats",
+    "Snapshot",
+    "SnapshotStore",
+    "VerifyReport",
+    "get_projection",
+    "projection_lock",
+    "rebuild",
+    "verify",
+]
+
+PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
+    "catalog": CatalogProjection,
+}
+"""Every projection aqe ships, by name; later capabilities add theirs."""
+
+
+def get_projection(name: str) -> Projection[Any]:
+    """A fresh instance of the named projection.
+
+    Raises:
+        UnknownProjectionError: no projection has that name.
+    """
+    try:
+        factory = PROJECTIONS[name]
+    except KeyError:
+        raise UnknownProjectionError(name, tuple(sorted(PROJECTIONS))) from None
+    return factory()

@@ -1,0 +1,128 @@
+"""Where a projection's state and checkpoints live: one file, replaced atomically.
+
+The state and the per-stream checkpoints are written together into a temporary
+file, fsynced and renamed over ``state.json``; a kill -9 at any instant leaves
+either the previous snapshot or the new one, never a mix, so a resumed run
+re-applies exactly the events after the stored checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Generic
+
+import msgspec
+
+from aqe.errors import ProjectionError
+from aqe.projections.base import Projection, S
+
+__all__ = ["Snapshot", "SnapshotStore"]
+
+_FORMAT = 1
+
+
+class _Header(msgspec.Struct, frozen=True, kw_only=True):
+    format: int
+    projection: str
+    version: int
+    checkpoints: dict[str, int]
+    events_applied: int = 0
+    dead_letters: int = 0
+
+
+class Snapshot(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
+    """A loaded state with the sequences it includes."""
+
+    state: S
+    checkpoints: dict[str, int]
+    events_applied: int = 0
+    dead_letters: int = 0
+
+
+class SnapshotStore(Generic[S]):
+    """Keeps one projection's snapshot in ``<directory>/state.json``."""
+
+    FILE = "state.json"
+
+    def __init__(self, projection: Projection[S], directory: Path) -> None:
+        self.projection = projection
+        self.directory = directory
+
+    @property
+    def path(self) -> Path:
+        """The snapshot file."""
+        return self.directory / self.FILE
+
+    def load(self) -> Snapshot[S]:
+        """The stored snapshot, or an initial one when nothing (compatible) is stored.
+
+        Raises:
+            ProjectionError: the file exists but is not a snapshot of this projection.
+        """
+        if not self.path.exists():
+            return Snapshot(state=self.projection.initial(), checkpoints={})
+        try:
+            raw = self.path.read_bytes()
+            header_end = raw.index(b"\n")
+            header = msgspec.json.decode(raw[:header_end], type=_Header)
+        except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProjectionError(
+                f"{self.path}: not a snapshot ({exc}); delete it or run `aqe replay`"
+            ) from exc
+        if header.projection != self.projection.name:
+            raise ProjectionError(f"{self.path} belongs to projection {header.projection}")
+        if header.format != _FORMAT or header.version != self.projection.version:
+            # Another fold version: resume is unsafe, start over from the log.
+            return Snapshot(state=self.projection.initial(), checkpoints={})
+        try:
+            state = self.projection.decode(raw[header_end + 1 :])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProjectionError(f"{self.path}: state does not decode: {exc}") from exc
+        return Snapshot(
+            state=state,
+            checkpoints=dict(header.checkpoints),
+            events_applied=header.events_applied,
+            dead_letters=header.dead_letters,
+        )
+
+    def save(self, snapshot: Snapshot[S]) -> None:
+        """Write state and checkpoints atomically (temp file, fsync, rename, fsync dir)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        header = _Header(
+            format=_FORMAT,
+            projection=self.projection.name,
+            version=self.projection.version,
+            checkpoints=dict(sorted(snapshot.checkpoints.items())),
+            events_applied=snapshot.events_applied,
+            dead_letters=snapshot.dead_letters,
+        )
+        body = msgspec.json.encode(header) + b"\n" + self.projection.encode(snapshot.state)
+        tmp = self.directory / f".{self.FILE}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            fh.write(body)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def exists(self) -> bool:
+        """Whether a snapshot file is present."""
+        return self.path.exists()
+
+    def describe(self) -> dict[str, Any]:
+        """Header fields of the stored snapshot (empty when none) for status output."""
+        if not self.path.exists():
+            return {}
+        with open(self.path, "rb") as fh:
+            line = fh.readline()
+        try:
+            header = msgspec.json.decode(line, type=_Header)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return {}
+        out: dict[str, Any] = msgspec.to_builtins(header)
+        return out
