@@ -19,7 +19,13 @@ from aqe.log.streams import StreamSpec, diff_specs
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["StreamChange", "StreamState", "apply_streams", "describe_streams"]
+__all__ = [
+    "StreamChange",
+    "StreamState",
+    "apply_streams",
+    "create_missing_streams",
+    "describe_streams",
+]
 
 _NS = 1_000_000_000
 
@@ -42,7 +48,6 @@ class StreamState(msgspec.Struct, frozen=True, kw_only=True):
     bytes: int = 0
     first_seq: int = 0
     last_seq: int = 0
-    subjects: int = 0
     consumers: int = 0
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     drift: dict[str, tuple[Any, Any]] = msgspec.field(default_factory=dict)
@@ -104,6 +109,18 @@ async def _live_config(nc: Client, name: str) -> StreamConfig | None:
     return info.config
 
 
+async def _put(nc: Client, spec: StreamSpec, *, create: bool) -> None:
+    js = nc.jetstream()
+    with _translated(spec.name):
+        try:
+            if create:
+                await js.add_stream(_to_config(spec))
+            else:
+                await js.update_stream(_to_config(spec))
+        except nats.js.errors.BadRequestError as exc:
+            raise ConfigError(f"server refused stream {spec.name}: {exc.description}") from exc
+
+
 async def apply_streams(
     nc: Client, specs: Sequence[StreamSpec], *, dry_run: bool = False
 ) -> list[StreamChange]:
@@ -113,7 +130,6 @@ async def apply_streams(
         ConfigError: the server refused a definition (for example a change of
             storage type, which JetStream cannot apply in place).
     """
-    js = nc.jetstream()
     changes: list[StreamChange] = []
     for spec in specs:
         live = await _live_config(nc, spec.name)
@@ -121,18 +137,23 @@ async def apply_streams(
         action: Literal["create", "update", "unchanged"]
         action = "create" if live is None else ("update" if diff else "unchanged")
         if not dry_run and action != "unchanged":
-            with _translated(spec.name):
-                try:
-                    if action == "create":
-                        await js.add_stream(_to_config(spec))
-                    else:
-                        await js.update_stream(_to_config(spec))
-                except nats.js.errors.BadRequestError as exc:
-                    raise ConfigError(
-                        f"server refused stream {spec.name}: {exc.description}"
-                    ) from exc
+            await _put(nc, spec, create=action == "create")
         changes.append(StreamChange(name=spec.name, action=action, diff=diff))
     return changes
+
+
+async def create_missing_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[str]:
+    """Create declared streams that do not exist yet; never touch existing ones.
+
+    Returns:
+        The names of the streams created.
+    """
+    created: list[str] = []
+    for spec in specs:
+        if await _live_config(nc, spec.name) is None:
+            await _put(nc, spec, create=True)
+            created.append(spec.name)
+    return created
 
 
 async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamState]:
@@ -161,7 +182,6 @@ async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[Stre
                 bytes=state.bytes,
                 first_seq=state.first_seq,
                 last_seq=state.last_seq,
-                subjects=getattr(state, "num_subjects", 0) or 0,
                 consumers=state.consumer_count,
                 config=comparable,
                 drift=drift,

@@ -1,0 +1,81 @@
+"""The ``aqe`` command: parse, build adapters, call one function, render.
+
+No domain logic lives here. ``AqeError`` is caught once, at :func:`main`: its message
+is printed on one line and the exit status is 2. Anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from aqe import __version__
+from aqe.cli._context import AppContext
+from aqe.cli._demo import demo
+from aqe.cli._events import events, publish
+from aqe.cli._projections import consume, projections, replay
+from aqe.cli._server import server
+from aqe.cli._streams import streams
+from aqe.errors import AqeError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="aqe")
+@click.option(
+    "--data-dir",
+    envvar="AQE_DATA_DIR",
+    metavar="DIR",
+    help="Where projections and the embedded server keep their files [env AQE_DATA_DIR; "
+    "default ./.aqe].",
+)
+@click.option(
+    "--nats-url",
+    envvar="AQE_NATS_URL",
+    metavar="URL",
+    help="NATS server or cluster (comma-separated) to use instead of the embedded server "
+    "[env AQE_NATS_URL]. Auth and TLS: AQE_NATS_USER/PASSWORD, AQE_NATS_TOKEN, AQE_NATS_CREDS, "
+    "AQE_NATS_TLS_CA/CERT/KEY.",
+)
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None, nats_url: str | None) -> None:
+    """aqe: the event backbone of an agentic quality-engineering fleet.
+
+    Every fact (a test ran, an agent joined, a pattern was added) is an immutable event
+    in NATS JetStream; every view is a projection rebuilt by replaying the log. With no
+    --nats-url, aqe starts and reuses its own nats-server under the data directory.
+
+    Start with `aqe demo`.
+    """
+    ctx.obj = AppContext(data_dir, nats_url)
+
+
+cli.add_command(demo)
+cli.add_command(publish)
+cli.add_command(events)
+cli.add_command(consume)
+cli.add_command(replay)
+cli.add_command(projections)
+cli.add_command(streams)
+cli.add_command(server)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``aqe`` script."""
+    try:
+        rv = cli.main(args=argv, prog_name="aqe", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aqe: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except AqeError as exc:
+        click.echo(f"aqe: error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("aqe: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,5 @@
+"""``python -m aqe.cli``."""
+
+from aqe.cli import main
+
+main()

@@ -1,0 +1,325 @@
+"""``aqe consume``, ``aqe replay`` and ``aqe projections list|show``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+
+if TYPE_CHECKING:
+    from aqe.log.jetstream import JetStreamEventLog
+    from aqe.projections import Progress, Projection
+
+
+def projections_root(app: AppContext) -> Path:
+    """Where projection directories live: ``<data dir>/projections``."""
+    return app.settings.data_dir / "projections"
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr; yields ``set_completed(n)`` (a no-op when disabled)."""
+    if not enabled or total <= 0:
+        yield lambda _n: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=total)
+    with bar:
+        yield lambda n: bar.update(task, completed=min(total, n))
+
+
+def fold_progress(
+    set_completed: Callable[[int], None], start: dict[str, int]
+) -> Callable[[Progress], None]:
+    """Turn runner progress (stream, seq) into events done since ``start``."""
+    done: dict[str, int] = {}
+
+    def update(p: Progress) -> None:
+        done[p.stream] = p.seq - start.get(p.stream, 0)
+        set_completed(sum(done.values()))
+
+    return update
+
+
+async def pending_events(
+    log: JetStreamEventLog, projection: Projection[Any], root: Path
+) -> tuple[int, dict[str, int]]:
+    """(events not yet folded, the checkpoints they start after)."""
+    from aqe.projections import SnapshotStore
+
+    snap = SnapshotStore(projection, root / projection.name).load()
+    start = {s: snap.checkpoints.get(s, 0) for s in projection.streams}
+    total = 0
+    for stream in projection.streams:
+        total += max(0, await log.last_seq(stream) - start[stream])
+    return total, start
+
+
+def _stats_line(stats: Any) -> str:
+    cps = ", ".join(f"{k}={v}" for k, v in sorted(stats.checkpoints.items()))
+    return (
+        f"{stats.projection}: applied {stats.applied} events, {stats.dead_letters} dead letters, "
+        f"{stats.rate:,.0f} events/s; checkpoints {cps}"
+    )
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="Keep folding new events until interrupted (Ctrl-C or SIGTERM).",
+)
+@click.option(
+    "--flush-every",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Save state and checkpoints at least every N events.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@pass_app
+def consume(
+    app: AppContext, name: str, follow: bool, flush_every: int, quiet: bool, as_json: bool
+) -> None:
+    """Fold the log into projection NAME from its checkpoint (see `aqe projections list`)."""
+    from aqe.projections import (
+        ProjectionRunner,
+        SnapshotStore,
+        get_projection,
+        projection_lock,
+    )
+    from aqe.projections.deadletter import JetStreamDeadLetters
+
+    projection = get_projection(name)
+    root = projections_root(app)
+
+    async def go() -> Any:
+        async with open_log(app) as log:
+            total, start = await pending_events(log, projection, root)
+            bar_total = 0 if follow else total
+            with (
+                projection_lock(root / projection.name),
+                progress_bar(bar_total, f"consume {name}", not (quiet or as_json)) as set_done,
+            ):
+                runner = ProjectionRunner(
+                    projection,
+                    log,
+                    SnapshotStore(projection, root / projection.name),
+                    JetStreamDeadLetters(log.connection),
+                    flush_every=flush_every,
+                    on_progress=fold_progress(set_done, start),
+                    progress_every=1000,
+                )
+                task = asyncio.ensure_future(runner.run(follow=follow))
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, task.cancel)
+                if follow and not as_json:
+                    console(stderr=True).print(
+                        f"following {', '.join(projection.streams)} into {root / name} "
+                        "(Ctrl-C stops)"
+                    )
+                try:
+                    return await task
+                except asyncio.CancelledError:
+                    return None
+
+    stats = run(go())
+    if stats is None:
+        console(stderr=True).print(f"{name}: stopped; state and checkpoints saved")
+        return
+    if as_json:
+        print_json(msgspec_dump(stats))
+    else:
+        console().print(_stats_line(stats))
+
+
+def msgspec_dump(value: Any) -> Any:
+    """Structs to JSON-ready builtins, properties included where useful."""
+    import msgspec
+
+    data = msgspec.to_builtins(value)
+    if hasattr(value, "rate"):
+        data["rate"] = round(value.rate, 1)
+    return data
+
+
+@click.command()
+@click.argument("name")
+@click.option(
+    "--until-seq",
+    type=click.IntRange(min=0),
+    metavar="N",
+    help="Stop every stream at sequence N (replay the past as of N).",
+)
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Rebuild aside up to the live checkpoints and compare; change nothing.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@pass_app
+def replay(
+    app: AppContext, name: str, until_seq: int | None, verify: bool, quiet: bool, as_json: bool
+) -> None:
+    """Rebuild projection NAME from the log into a fresh directory and swap it in.
+
+    With --verify, rebuild aside and print any difference from the live projection;
+    the exit status is 1 when they differ.
+    """
+    from aqe.projections import get_projection, rebuild
+    from aqe.projections import verify as verify_projection
+    from aqe.projections.deadletter import JetStreamDeadLetters
+
+    projection = get_projection(name)
+    root = projections_root(app)
+    until = None if until_seq is None else dict.fromkeys(projection.streams, until_seq)
+
+    async def go() -> Any:
+        async with open_log(app) as log:
+            total = 0
+            for stream in projection.streams:
+                last = await log.last_seq(stream)
+                total += min(last, until_seq) if until_seq is not None else last
+            label = f"{'verify' if verify else 'replay'} {name}"
+            with progress_bar(total, label, not (quiet or as_json)) as set_completed:
+                on_progress = fold_progress(set_completed, {})
+                if verify:
+                    return await verify_projection(projection, log, root, on_progress=on_progress)
+                return await rebuild(
+                    projection,
+                    log,
+                    root,
+                    JetStreamDeadLetters(log.connection),
+                    until=until,
+                    on_progress=on_progress,
+                )
+
+    result = run(go())
+    if as_json:
+        print_json(msgspec_dump(result))
+    elif verify:
+        out = console()
+        cps = ", ".join(f"{k}={v}" for k, v in sorted(result.checkpoints.items()))
+        if result.equal:
+            out.print(
+                f"{name}: live state equals a rebuild from the log ({cps}, "
+                f"{result.live_bytes} bytes)"
+            )
+        else:
+            out.print(f"[red]{name}: live state differs from a rebuild ({cps})[/red]")
+            for line in result.differences:
+                out.print(f"  {line}")
+    else:
+        console().print(_stats_line(result) + " (rebuilt from sequence 1 and swapped in)")
+    if verify and not result.equal:
+        raise SystemExit(1)
+
+
+@click.group()
+def projections() -> None:
+    """List projections and show what they know."""
+
+
+@projections.command(name="list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """Every projection with its checkpoints and how far it lags the log."""
+    from aqe.projections import PROJECTIONS, SnapshotStore, get_projection
+
+    root = projections_root(app)
+
+    async def go() -> list[dict[str, Any]]:
+        rows = []
+        async with open_log(app) as log:
+            for pname in sorted(PROJECTIONS):
+                proj = get_projection(pname)
+                header = SnapshotStore(proj, root / pname).describe()
+                cps = header.get("checkpoints", {})
+                lag = 0
+                for stream in proj.streams:
+                    lag += max(0, await log.last_seq(stream) - cps.get(stream, 0))
+                rows.append(
+                    {
+                        "name": pname,
+                        "streams": list(proj.streams),
+                        "checkpoints": cps,
+                        "lag": lag,
+                        "events_applied": header.get("events_applied", 0),
+                        "dead_letters": header.get("dead_letters", 0),
+                        "path": str(root / pname),
+                        "built": bool(header),
+                    }
+                )
+        return rows
+
+    rows = run(go())
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("projection", "streams", "checkpoints", "lag", "applied", "dead letters")
+    for r in rows:
+        cps = ", ".join(f"{k}={v}" for k, v in sorted(r["checkpoints"].items())) or "never run"
+        table.add_row(
+            r["name"],
+            " ".join(r["streams"]),
+            cps,
+            str(r["lag"]),
+            str(r["events_applied"]),
+            str(r["dead_letters"]),
+        )
+    console().print(table)
+
+
+@projections.command()
+@click.argument("name")
+@json_option
+@pass_app
+def show(app: AppContext, name: str, as_json: bool) -> None:
+    """Print what projection NAME knows (as of its checkpoint; run `aqe consume` first)."""
+    from aqe.cli._render import render_state
+    from aqe.projections import SnapshotStore, get_projection
+
+    projection = get_projection(name)
+    snap = SnapshotStore(projection, projections_root(app) / name).load()
+    if as_json:
+        import msgspec
+
+        print_json(
+            {
+                "checkpoints": snap.checkpoints,
+                "state": msgspec.json.decode(projection.encode(snap.state)),
+            }
+        )
+        return
+    render_state(name, snap.state, snap.checkpoints)

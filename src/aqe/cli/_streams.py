@@ -1,0 +1,123 @@
+"""``aqe streams apply|list|info``: make the server match ``streams/*.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+
+
+@click.group()
+def streams() -> None:
+    """Stream definitions (streams/*.json) and their state on the server."""
+
+
+def _specs(directory: Path | None) -> Any:
+    from aqe.log.streams import load_stream_specs
+
+    return load_stream_specs(directory)
+
+
+@streams.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change without changing it.")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Folder of stream files [default: the project's streams/].",
+)
+@json_option
+@pass_app
+def apply(app: AppContext, dry_run: bool, directory: Path | None, as_json: bool) -> None:
+    """Create or update streams so the server matches the files; print what changed."""
+    from aqe.log.admin import apply_streams
+
+    specs = _specs(directory)
+
+    async def go() -> Any:
+        async with open_log(app, ensure_streams=False) as log:
+            return await apply_streams(log.connection, specs, dry_run=dry_run)
+
+    changes = run(go())
+    if as_json:
+        print_json(changes)
+        return
+    out = console()
+    verb = {"create": "would create", "update": "would update"} if dry_run else {}
+    for change in changes:
+        action = verb.get(change.action, change.action)
+        out.print(f"[bold]{change.name}[/bold]: {action}")
+        if change.action == "update":
+            for field, (old, new) in sorted(change.diff.items()):
+                out.print(f"    {field}: {old!r} -> {new!r}")
+
+
+@streams.command(name="list")
+@json_option
+@pass_app
+def list_(app: AppContext, as_json: bool) -> None:
+    """List declared and live streams with message counts and drift."""
+    from rich.table import Table
+
+    from aqe.log.admin import describe_streams
+
+    async def go() -> Any:
+        async with open_log(app, ensure_streams=False) as log:
+            return await describe_streams(log.connection, log.specs)
+
+    states = run(go())
+    if as_json:
+        print_json(states)
+        return
+    table = Table("stream", "messages", "bytes", "first", "last", "status")
+    for s in states:
+        if not s.exists:
+            status = "[yellow]missing: run `aqe streams apply`[/yellow]"
+        elif not s.declared:
+            status = "not declared in streams/"
+        elif s.drift:
+            status = f"[yellow]drift: {', '.join(sorted(s.drift))}[/yellow]"
+        else:
+            status = "[green]in sync[/green]"
+        table.add_row(
+            s.name,
+            str(s.messages),
+            str(s.bytes),
+            str(s.first_seq),
+            str(s.last_seq),
+            status,
+        )
+    console().print(table)
+
+
+@streams.command()
+@click.argument("name")
+@json_option
+@pass_app
+def info(app: AppContext, name: str, as_json: bool) -> None:
+    """Show one stream: its state and live configuration."""
+    from aqe.errors import ConfigError
+    from aqe.log.admin import describe_streams
+
+    async def go() -> Any:
+        async with open_log(app, ensure_streams=False) as log:
+            return await describe_streams(log.connection, log.specs)
+
+    found = [s for s in run(go()) if s.name == name]
+    if not found or not found[0].exists:
+        raise ConfigError(f"stream {name} does not exist on the server")
+    state = found[0]
+    if as_json:
+        print_json(state)
+        return
+    out = console()
+    out.print(
+        f"[bold]{state.name}[/bold]  messages {state.messages}  bytes {state.bytes}  "
+        f"seq {state.first_seq}..{state.last_seq}"
+    )
+    for key, value in state.config.items():
+        mark = "  [yellow](differs from file)[/yellow]" if key in state.drift else ""
+        out.print(f"  {key}: {value!r}{mark}")

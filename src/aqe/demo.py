@@ -1,0 +1,254 @@
+"""A seeded simulation of a small QE fleet, for ``aqe demo`` and the benchmarks.
+
+It produces what a real fleet would append: agents registering and heartbeating, a
+pattern library being seeded, and CI runs of a suite in which most tests pass, a few
+are flaky (fail, then pass on rerun) and one breaks at a known commit. The same seed
+gives the same events with the same ids, so running it twice stores nothing new
+(within the streams' duplicate window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import msgspec
+
+from aqe.events import (
+    AgentHeartbeat,
+    AgentRegistered,
+    Event,
+    Outcome,
+    PatternAdded,
+    TestCaseExecuted,
+    TestRunFinished,
+    TestRunStarted,
+)
+
+__all__ = ["FleetPlan", "SimulatedRun", "simulate_fleet", "starter_patterns"]
+
+_MODULES = {
+    "tests/unit/test_parser.py": [
+        "test_parse_empty",
+        "test_parse_nested",
+        "test_unicode_names",
+        "test_reject_entities",
+        "test_large_system_out",
+    ],
+    "tests/unit/test_subjects.py": ["test_round_trip", "test_wildcards", "test_dots_escaped"],
+    "tests/unit/test_scoring.py": [
+        "test_apfd_perfect_order",
+        "test_apfd_reverse_order",
+        "test_napfd_budget",
+        "test_ties_are_stable",
+    ],
+    "tests/integration/test_checkout.py": [
+        "test_cart_total",
+        "test_coupon_applies",
+        "test_payment_timeout",
+        "test_refund_flow",
+    ],
+    "tests/integration/test_auth.py": [
+        "test_login_ok",
+        "test_login_locked",
+        "test_token_refresh",
+        "test_logout_everywhere",
+    ],
+    "tests/e2e/test_dashboard.py": [
+        "test_renders_history",
+        "test_filters_flaky",
+        "test_export_csv",
+    ],
+}
+_PARAMS = ["", "[sqlite]", "[postgres]"]
+
+
+class FleetPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """How big a fleet to simulate."""
+
+    runs: int = 30
+    seed: int = 7
+    agents: int = 3
+    flaky_share: float = 0.08
+    broken_at_run: int = 20
+    start: datetime = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
+
+
+class SimulatedRun(msgspec.Struct, frozen=True, kw_only=True):
+    """One CI run's events, which land together as one atomic batch."""
+
+    run_id: str
+    events: tuple[Event, ...]
+
+
+def _test_ids() -> list[str]:
+    ids: list[str] = []
+    for module, names in _MODULES.items():
+        for name in names:
+            params = _PARAMS if "integration" in module else [""]
+            ids.extend(f"{module}::{name}{p}" for p in params)
+    return ids
+
+
+def _commit(seed: int, run: int) -> str:
+    return hashlib.sha1(f"{seed}:{run}".encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
+    """Agent and pattern events, then one :class:`SimulatedRun` per CI run."""
+    rng = random.Random(plan.seed)  # noqa: S311 - a simulation, not cryptography
+    tests = _test_ids()
+    durations = {t: round(rng.lognormvariate(-2.0, 1.0), 3) for t in tests}
+    flaky = {t: rng.uniform(0.1, 0.35) for t in tests if rng.random() < plan.flaky_share}
+    broken = sorted(t for t in tests if "timeout" in t)[:1]
+    agents = [f"ci-runner-{i + 1}" for i in range(plan.agents)]
+
+    setup: list[Event] = [
+        AgentRegistered(
+            agent_id=a,
+            role="test-runner",
+            capabilities=("pytest", "junit"),
+            host=f"ci-{i + 1}.local",
+            version="0.1.0",
+        )
+        for i, a in enumerate(agents)
+    ]
+    setup.append(
+        AgentRegistered(
+            agent_id="flaky-hunter", role="analyzer", capabilities=("history", "quarantine")
+        )
+    )
+    setup.extend(starter_patterns())
+
+    runs: list[SimulatedRun] = []
+    for r in range(plan.runs):
+        run_id = f"ci-{plan.seed}-{r + 1:04d}"
+        agent = agents[r % len(agents)]
+        commit = _commit(plan.seed, r)
+        started = plan.start + timedelta(hours=3 * r)
+        events: list[Event] = [
+            TestRunStarted(
+                run_id=run_id,
+                suite="shop",
+                commit=commit,
+                branch="main",
+                ci_url=f"https://ci.example.test/runs/{r + 1}",
+                started_at=started,
+                agent_id=agent,
+            )
+        ]
+        counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
+        total_time = 0.0
+        for test in tests:
+            duration = round(durations[test] * rng.uniform(0.8, 1.3), 3)
+            outcome: Outcome
+            message: str | None
+            if "e2e" in test and r % 10 == 9:
+                outcome, message = "skipped", "dashboard env unavailable"
+            elif test in broken and r + 1 >= plan.broken_at_run:
+                outcome, message = "failed", "TimeoutError: payment gateway did not answer in 5s"
+            elif test in flaky and rng.random() < flaky[test]:
+                outcome, message = "failed", "AssertionError: flaky timing window"
+            else:
+                outcome, message = "passed", None
+            events.append(
+                TestCaseExecuted(
+                    test_id=test,
+                    run_id=run_id,
+                    outcome=outcome,
+                    duration_s=duration,
+                    message=message,
+                    file=test.split("::")[0],
+                    commit=commit,
+                )
+            )
+            total_time += duration
+            final: Outcome = outcome
+            if outcome == "failed" and test in flaky:
+                # The runner retries failures once; flaky tests usually pass then.
+                final = "passed" if rng.random() < 0.8 else "failed"
+                events.append(
+                    TestCaseExecuted(
+                        test_id=test,
+                        run_id=run_id,
+                        outcome=final,
+                        duration_s=duration,
+                        attempt=2,
+                        message=None if final == "passed" else message,
+                        file=test.split("::")[0],
+                        commit=commit,
+                    )
+                )
+                total_time += duration
+            counts[final] += 1
+        events.append(
+            TestRunFinished(
+                run_id=run_id,
+                total=len(tests),
+                passed=counts["passed"],
+                failed=counts["failed"],
+                errors=counts["error"],
+                skipped=counts["skipped"],
+                duration_s=round(total_time, 3),
+                finished_at=started + timedelta(seconds=total_time),
+            )
+        )
+        runs.append(SimulatedRun(run_id=run_id, events=tuple(events)))
+        setup.extend(
+            AgentHeartbeat(
+                agent_id=a,
+                beat=r + 1,
+                status="busy" if a == agent else "idle",
+                load=1.0 if a == agent else 0.0,
+            )
+            for a in agents
+        )
+    return setup, runs
+
+
+def starter_patterns() -> Iterator[PatternAdded]:
+    """A handful of real test patterns the demo seeds the library with."""
+    yield PatternAdded(
+        pattern_id="pytest-tmp-path",
+        name="Isolated files with tmp_path",
+        description="Give each test its own directory so tests never share files.",
+        category="isolation",
+        framework="pytest",
+        tags=("fixtures", "filesystem"),
+        code="def test_writes_report(tmp_path):\n    out = tmp_path / 'r.xml'\n"
+        "    write_report(out)\n    assert out.read_text().startswith('<?xml')\n",
+    )
+    yield PatternAdded(
+        pattern_id="pytest-parametrize-ids",
+        name="Parametrize with readable ids",
+        description="One test body, many cases, each named in the report.",
+        category="parametrisation",
+        framework="pytest",
+        tags=("parametrize",),
+        code="@pytest.mark.parametrize('raw, want', [('1', 1), ('-2', -2)], ids=['pos', 'neg'])\n"
+        "def test_parse_int(raw, want):\n    assert parse_int(raw) == want\n",
+    )
+    yield PatternAdded(
+        pattern_id="seeded-random",
+        name="Deterministic randomness",
+        description="Seed every random source so a failure reproduces.",
+        category="flakiness",
+        framework="pytest",
+        tags=("flaky", "seed"),
+        code="def test_shuffle_is_stable():\n    rng = random.Random(1234)\n"
+        "    assert shuffle(items, rng) == shuffle(items, random.Random(1234))\n",
+    )
+    yield PatternAdded(
+        pattern_id="retry-with-backoff",
+        name="Poll with a deadline instead of sleep",
+        description="Wait for a condition with bounded retries rather than a fixed sleep.",
+        category="flakiness",
+        framework="pytest",
+        tags=("flaky", "async", "timing"),
+        code="async def wait_for(cond, timeout=5.0, step=0.05):\n"
+        "    deadline = time.monotonic() + timeout\n    while not cond():\n"
+        "        if time.monotonic() > deadline:\n            raise TimeoutError\n"
+        "        await asyncio.sleep(step)\n",
+    )
