@@ -103,14 +103,24 @@ class EventRegistry:
             raise EventDecodeError(subject, seq, str(exc)) from exc
 
     def upcast(self, raw: dict[str, Any]) -> dict[str, Any]:
-        """Apply upcasters until the object's tag is a registered one."""
+        """Apply upcasters until the object's tag is a registered one.
+
+        Raises:
+            EventValidationError: an upcaster loops, or fails on the old object (a
+                missing key or a value of the wrong type in a malformed old message).
+        """
         seen: set[str] = set()
         tag = raw.get(TAG_FIELD)
         while isinstance(tag, str) and tag in self._upcasters and tag not in self._types:
             if tag in seen:
                 raise EventValidationError(tag, "upcaster loop")
             seen.add(tag)
-            raw = self._upcasters[tag](dict(raw))
+            try:
+                raw = self._upcasters[tag](dict(raw))
+            except (KeyError, TypeError, ValueError) as exc:
+                # Old messages predate today's validation; a bad one must surface as
+                # EventDecodeError (parkable), not as whatever the upcaster tripped on.
+                raise EventValidationError(tag, f"upcaster failed: {exc!r}") from exc
             tag = raw.get(TAG_FIELD)
         return raw
 

@@ -107,17 +107,29 @@ def load_stream_specs(directory: Path | None = None) -> tuple[StreamSpec, ...]:
 
 def _check_unique(specs: Iterable[StreamSpec]) -> None:
     seen_names: set[str] = set()
-    seen_subjects: dict[str, str] = {}
+    seen_subjects: list[tuple[str, str]] = []
     for spec in specs:
         if spec.name in seen_names:
             raise ConfigError(f"stream {spec.name} is declared twice")
         seen_names.add(spec.name)
         for subject in spec.subjects:
-            if subject in seen_subjects:
-                raise ConfigError(
-                    f"subject {subject} is in both {seen_subjects[subject]} and {spec.name}"
-                )
-            seen_subjects[subject] = spec.name
+            for other, owner in seen_subjects:
+                if subject == other or (owner != spec.name and _subjects_overlap(subject, other)):
+                    raise ConfigError(
+                        f"subject {subject} of {spec.name} overlaps {other} of {owner}"
+                    )
+            seen_subjects.append((subject, spec.name))
+
+
+def _subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject matches both filters (the server refuses such streams)."""
+    a_tokens, b_tokens = a.split("."), b.split(".")
+    for x, y in zip(a_tokens, b_tokens, strict=False):
+        if ">" in (x, y):
+            return True
+        if "*" not in (x, y) and x != y:
+            return False
+    return len(a_tokens) == len(b_tokens)
 
 
 def stream_for_subject(specs: Iterable[StreamSpec], subject: str) -> StreamSpec | None:

@@ -43,6 +43,8 @@ class CatalogProjection:
 
     def __init__(self, streams: tuple[str, ...] = ("AQE_AGENTS", "AQE_PATTERNS", "AQE_TESTS")):
         self.streams = streams
+        # Per event class: (tag, "domain.aggregate"); parsing tags per event is wasted work.
+        self._kinds: dict[type[Event], tuple[str, str]] = {}
 
     def initial(self) -> CatalogState:
         """An empty catalog."""
@@ -50,9 +52,12 @@ class CatalogProjection:
 
     def apply(self, state: CatalogState, envelope: Envelope, event: Event) -> CatalogState:
         """Count the event and update its aggregate's entry."""
-        tag = event.type_tag()
-        parts = event.tag_parts()
-        kind = f"{parts.domain}.{parts.aggregate}"
+        cls = type(event)
+        known = self._kinds.get(cls)
+        if known is None:
+            parts = event.tag_parts()
+            known = self._kinds[cls] = (cls.type_tag(), f"{parts.domain}.{parts.aggregate}")
+        tag, kind = known
         agg_id = event.aggregate_id()
         state.events += 1
         state.by_type[tag] = state.by_type.get(tag, 0) + 1

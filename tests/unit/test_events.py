@@ -1,0 +1,385 @@
+"""Event Structs, the registry's single decoder, validation and upcasting."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, ClassVar, cast
+
+import msgspec
+import pytest
+
+from aqe.errors import EventDecodeError, EventValidationError, UnknownEventTypeError
+from aqe.events import (
+    REGISTRY,
+    AgentHeartbeat,
+    AgentRegistered,
+    Event,
+    EventRegistry,
+    PatternAdded,
+    TestCaseExecuted,
+    TestRunFinished,
+    TestRunStarted,
+)
+
+WHEN = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
+
+# One fully populated example per registered type; a new type must add one here.
+SAMPLES: dict[str, Event] = {
+    e.type_tag(): e
+    for e in [
+        TestRunStarted(
+            run_id="gh-8812-1",
+            suite="unit",
+            commit="9f2c1e7",
+            branch="main",
+            ci_url="https://ci.example/8812",
+            started_at=WHEN,
+            agent_id="agent-1",
+        ),
+        TestRunFinished(
+            run_id="gh-8812-1",
+            total=10,
+            passed=7,
+            failed=1,
+            errors=1,
+            skipped=1,
+            duration_s=12.5,
+            finished_at=WHEN,
+        ),
+        TestCaseExecuted(
+            test_id="tests/api/test_login.py::TestLogin::test_redirect[admin user]",
+            run_id="gh-8812-1",
+            outcome="failed",
+            duration_s=0.25,
+            attempt=2,
+            message="AssertionError: 302 != 303",
+            file="tests/api/test_login.py",
+            commit="9f2c1e7",
+        ),
+        PatternAdded(
+            pattern_id="p-42",
+            name="retry on 503",
+            code="def test_retry(): ...",
+            description="Réessaie — unicode survives",
+            category="resilience",
+            framework="pytest",
+            tags=("http", "retry"),
+        ),
+        AgentRegistered(
+            agent_id="agent-1",
+            role="runner",
+            capabilities=("pytest", "gpu"),
+            host="ci-7",
+            version="0.1.0",
+        ),
+        AgentHeartbeat(agent_id="agent-1", beat=3, status="busy", load=0.75),
+    ]
+}
+
+
+def case(**overrides: Any) -> TestCaseExecuted:
+    fields: dict[str, Any] = {"test_id": "tests/test_a.py::test_x", "run_id": "r1"}
+    fields["outcome"] = "passed"
+    fields.update(overrides)
+    return TestCaseExecuted(**fields)
+
+
+def test_every_registered_type_has_a_sample() -> None:
+    assert sorted(SAMPLES) == list(REGISTRY.tags())
+
+
+@pytest.mark.parametrize("tag", sorted(SAMPLES))
+def test_round_trip_through_the_wire(tag: str) -> None:
+    event = SAMPLES[tag]
+    data = event.to_json()
+    assert msgspec.json.decode(data)["event"] == tag
+    decoded = REGISTRY.decode(data, subject="s", seq=1)
+    assert decoded == event
+    assert type(decoded) is type(event)
+    assert decoded.to_json() == data
+
+
+@pytest.mark.parametrize("tag", sorted(SAMPLES))
+def test_build_from_payload_equals_struct(tag: str) -> None:
+    event = SAMPLES[tag]
+    payload = msgspec.json.decode(event.to_json())
+    del payload["event"]
+    assert REGISTRY.build(tag, payload) == event
+
+
+@pytest.mark.parametrize("tag", sorted(SAMPLES))
+def test_aggregate_id_is_the_id_field(tag: str) -> None:
+    event = SAMPLES[tag]
+    assert event.aggregate_id() == getattr(event, type(event).id_field)
+
+
+def test_default_id_is_deterministic_and_hashes_the_payload() -> None:
+    first, again = case(), case()
+    assert first is not again
+    assert first.default_id() == again.default_id()
+    assert first.default_id() == hashlib.sha256(first.to_json()).hexdigest()[:32]
+    assert len(first.default_id()) == 32
+    assert set(first.default_id()) <= set("0123456789abcdef")
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        {"run_id": "r2"},
+        {"outcome": "failed"},
+        {"attempt": 2},
+        {"duration_s": 0.5},
+        {"test_id": "tests/test_a.py::test_y"},
+        {"message": ""},
+    ],
+)
+def test_default_id_differs_for_different_facts(other: dict[str, Any]) -> None:
+    assert case(**other).default_id() != case().default_id()
+
+
+def test_default_ids_of_all_samples_are_distinct() -> None:
+    ids = {e.default_id() for e in SAMPLES.values()}
+    assert len(ids) == len(SAMPLES)
+
+
+# --- build() validation -------------------------------------------------------------------
+
+
+def test_build_unknown_type_lists_known_types() -> None:
+    with pytest.raises(UnknownEventTypeError) as info:
+        REGISTRY.build("tests.case.vanished.v1", {})
+    assert info.value.event_type == "tests.case.vanished.v1"
+    assert info.value.known == REGISTRY.tags()
+    assert "tests.case.executed.v1" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"run_id": "r", "outcome": "passed"}, "test_id"),
+        ({"test_id": "t", "outcome": "passed"}, "run_id"),
+        ({"test_id": 5, "run_id": "r", "outcome": "passed"}, "test_id"),
+        ({"test_id": "t", "run_id": "r", "outcome": "passed", "attempt": [1]}, "attempt"),
+        ({"test_id": "t", "run_id": "r", "outcome": "passed", "duration_s": {}}, "duration_s"),
+        ({"test_id": "t", "run_id": "r", "outcome": "flaky"}, "outcome"),
+    ],
+)
+def test_build_invalid_payload_names_the_field(payload: dict[str, Any], field: str) -> None:
+    with pytest.raises(EventValidationError) as info:
+        REGISTRY.build("tests.case.executed.v1", payload)
+    assert info.value.event_type == "tests.case.executed.v1"
+    assert f"`{field}`" in info.value.detail or f"$.{field}" in info.value.detail
+
+
+def test_build_rejects_a_contradicting_tag_field() -> None:
+    payload = {"event": "tests.run.started.v1", "test_id": "t", "run_id": "r", "outcome": "passed"}
+    with pytest.raises(EventValidationError, match="event"):
+        REGISTRY.build("tests.case.executed.v1", payload)
+
+
+def test_build_bad_datetime_names_the_field() -> None:
+    with pytest.raises(EventValidationError, match="started_at"):
+        REGISTRY.build("tests.run.started.v1", {"run_id": "r", "started_at": "yesterday"})
+
+
+# --- decode() errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "detail"),
+    [
+        (b"\xff\x00garbage", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"event": "tests.case.executed.v1"', "not JSON"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"42", "not a JSON object"),
+        (b'"tests.case.executed.v1"', "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (b'{"event": "tests.case.vanished.v1", "test_id": "t"}', "unknown event type"),
+        (b'{"test_id": "t", "run_id": "r", "outcome": "passed"}', "event"),
+        (b'{"event": 7}', "event"),
+        (b'{"event": "tests.case.executed.v1", "run_id": "r", "outcome": "passed"}', "test_id"),
+        (
+            b'{"event": "tests.run.finished.v1", "run_id": "r", "total": "1", '
+            b'"passed": 1, "failed": 0}',
+            "total",
+        ),
+    ],
+)
+def test_decode_failure_carries_subject_and_seq(data: bytes, detail: str) -> None:
+    with pytest.raises(EventDecodeError) as info:
+        REGISTRY.decode(data, subject="aqe.tests.case.t.executed", seq=17)
+    err = info.value
+    assert err.subject == "aqe.tests.case.t.executed"
+    assert err.seq == 17
+    assert detail in err.detail
+    assert "aqe.tests.case.t.executed" in str(err)
+    assert "17" in str(err)
+
+
+def test_decode_ignores_unknown_fields() -> None:
+    data = b'{"event": "agents.agent.heartbeat.v1", "agent_id": "a", "beat": 1, "new": true}'
+    assert REGISTRY.decode(data) == AgentHeartbeat(agent_id="a", beat=1)
+
+
+def test_decode_fills_defaults_of_absent_fields() -> None:
+    data = b'{"event": "tests.case.executed.v1", "test_id": "t", "run_id": "r", "outcome": "error"}'
+    event = REGISTRY.decode(data)
+    assert event == TestCaseExecuted(test_id="t", run_id="r", outcome="error")
+
+
+# --- upcasting ----------------------------------------------------------------------------
+# Tags must be vN with N >= 1, so the chain under test is v1 -> v2 -> v3 (v3 is current).
+
+
+class WidgetRenamed(Event, frozen=True, kw_only=True, tag="demo.widget.renamed.v3"):
+    """Test-local current version: ``name`` became ``new_name``, ``reason`` was added."""
+
+    id_field: ClassVar[str] = "widget_id"
+
+    widget_id: str
+    new_name: str
+    old_name: str | None = None
+    reason: str = ""
+
+
+def _v1_to_v2(raw: dict[str, Any]) -> dict[str, Any]:
+    # v1 had "id" and "name"; v2 named the id "widget_id".
+    raw["widget_id"] = raw.pop("id")
+    raw["event"] = "demo.widget.renamed.v2"
+    return raw
+
+
+def _v2_to_v3(raw: dict[str, Any]) -> dict[str, Any]:
+    raw["new_name"] = raw.pop("name")
+    raw["event"] = "demo.widget.renamed.v3"
+    return raw
+
+
+def widget_registry() -> EventRegistry:
+    registry = EventRegistry([WidgetRenamed])
+    registry.register_upcaster("demo.widget.renamed.v2", _v2_to_v3)
+    registry.register_upcaster("demo.widget.renamed.v1", _v1_to_v2)
+    return registry
+
+
+def test_upcaster_decodes_retired_v2_bytes_into_current() -> None:
+    old = b'{"event": "demo.widget.renamed.v2", "widget_id": "w1", "name": "Knob"}'
+    event = widget_registry().decode(old, subject="aqe.demo.widget.w1.renamed", seq=3)
+    assert event == WidgetRenamed(widget_id="w1", new_name="Knob")
+
+
+def test_upcasters_chain_from_v1() -> None:
+    old = b'{"event": "demo.widget.renamed.v1", "id": "w1", "name": "Knob"}'
+    assert widget_registry().decode(old) == WidgetRenamed(widget_id="w1", new_name="Knob")
+
+
+def test_current_tag_decodes_without_upcasting() -> None:
+    event = WidgetRenamed(widget_id="w1", new_name="Knob", reason="typo")
+    assert widget_registry().decode(event.to_json()) == event
+
+
+def test_build_accepts_a_retired_tag() -> None:
+    built = widget_registry().build("demo.widget.renamed.v1", {"id": "w1", "name": "Knob"})
+    assert built == WidgetRenamed(widget_id="w1", new_name="Knob")
+
+
+def test_upcast_result_is_still_validated() -> None:
+    old = b'{"event": "demo.widget.renamed.v2", "name": "Knob"}'
+    with pytest.raises(EventDecodeError, match="widget_id") as info:
+        widget_registry().decode(old, subject="s", seq=9)
+    assert info.value.seq == 9
+
+
+def test_upcaster_failing_on_a_malformed_old_message_is_a_decode_error() -> None:
+    old = b'{"event": "demo.widget.renamed.v2", "widget_id": "w1"}'
+    with pytest.raises(EventDecodeError, match="upcaster failed") as info:
+        widget_registry().decode(old, subject="s", seq=9)
+    assert info.value.seq == 9
+    assert isinstance(info.value.__cause__, EventValidationError)
+    with pytest.raises(EventValidationError, match=r"demo\.widget\.renamed\.v2"):
+        widget_registry().build("demo.widget.renamed.v2", {"widget_id": "w1"})
+
+
+def test_upcaster_loop_is_a_decode_error() -> None:
+    registry = EventRegistry([WidgetRenamed])
+    registry.register_upcaster("demo.widget.renamed.v1", lambda raw: raw)
+    with pytest.raises(EventDecodeError, match="loop"):
+        registry.decode(b'{"event": "demo.widget.renamed.v1"}', subject="s", seq=1)
+
+
+def test_upcaster_for_a_current_tag_is_refused() -> None:
+    registry = EventRegistry([WidgetRenamed])
+    with pytest.raises(ValueError, match="current"):
+        registry.register_upcaster("demo.widget.renamed.v3", _v2_to_v3)
+
+
+def test_fresh_registry_does_not_touch_the_default_one() -> None:
+    widget_registry()
+    assert "demo.widget.renamed.v3" not in REGISTRY.tags()
+    with pytest.raises(EventDecodeError, match="unknown event type"):
+        REGISTRY.decode(WidgetRenamed(widget_id="w", new_name="n").to_json())
+
+
+# --- registration -------------------------------------------------------------------------
+
+
+class BadlyTagged(Event, frozen=True, kw_only=True, tag="Demo.Widget-Renamed"):
+    id_field: ClassVar[str] = "widget_id"
+
+    widget_id: str
+
+
+class UnversionedTag(Event, frozen=True, kw_only=True, tag="demo.widget.renamed"):
+    id_field: ClassVar[str] = "widget_id"
+
+    widget_id: str
+
+
+class ImpostorWidgetRenamed(Event, frozen=True, kw_only=True, tag="demo.widget.renamed.v3"):
+    id_field: ClassVar[str] = "widget_id"
+
+    widget_id: str
+
+
+class NoIdField(Event, frozen=True, kw_only=True, tag="demo.widget.moved.v1"):
+    widget_id: str
+
+
+class WrongIdField(Event, frozen=True, kw_only=True, tag="demo.widget.moved.v1"):
+    id_field: ClassVar[str] = "widget"
+
+    widget_id: str
+
+
+@pytest.mark.parametrize("cls", [BadlyTagged, UnversionedTag])
+def test_register_malformed_tag_raises(cls: type[Event]) -> None:
+    with pytest.raises(ValueError, match=r"domain\.aggregate\.action\.vN"):
+        EventRegistry([cls])
+
+
+def test_register_duplicate_tag_raises() -> None:
+    registry = EventRegistry([WidgetRenamed])
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register(ImpostorWidgetRenamed)
+    assert registry.types["demo.widget.renamed.v3"] is WidgetRenamed
+
+
+def test_registering_the_same_class_again_is_harmless() -> None:
+    registry = EventRegistry([WidgetRenamed])
+    registry.register(WidgetRenamed)
+    assert registry.tags() == ("demo.widget.renamed.v3",)
+
+
+@pytest.mark.parametrize("cls", [NoIdField, WrongIdField])
+def test_register_requires_an_id_field(cls: type[Event]) -> None:
+    with pytest.raises(ValueError, match="id_field"):
+        EventRegistry([cls])
+
+
+def test_registry_exposes_sorted_tags_and_copies_types() -> None:
+    tags = REGISTRY.tags()
+    assert list(tags) == sorted(tags)
+    cast("dict[str, type[Event]]", REGISTRY.types).clear()
+    assert REGISTRY.tags() == tags

@@ -1,0 +1,80 @@
+"""The pure layers import no client library (STYLE: dependencies flow inward).
+
+The subprocess is deliberate: this process has usually imported nats already (the shared
+conftest starts servers), so only a fresh interpreter can tell what an import pulls in.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import aqe.events
+
+PURE_MODULES = ["aqe.errors", "aqe.events", "aqe.events.schema", "aqe.log"]
+
+_PROBE = """
+import importlib, json, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def _modules_after_import(*names: str) -> set[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout))
+
+
+def _is_nats(module: str) -> bool:
+    return module == "nats" or module.startswith("nats.")
+
+
+@pytest.mark.parametrize("name", PURE_MODULES)
+def test_pure_module_does_not_import_nats(name: str) -> None:
+    loaded = _modules_after_import(name)
+    assert name in loaded
+    assert not sorted(m for m in loaded if _is_nats(m))
+    assert "aqe.log.jetstream" not in loaded
+
+
+def test_all_pure_modules_together_do_not_import_nats() -> None:
+    loaded = _modules_after_import(*PURE_MODULES)
+    assert not sorted(m for m in loaded if _is_nats(m))
+
+
+def test_the_probe_does_see_nats_when_imported() -> None:
+    # Guards the test above against passing because the probe is blind.
+    assert "nats" in _modules_after_import("nats")
+
+
+def test_events_package_imports_only_errors_from_aqe() -> None:
+    package = Path(aqe.events.__file__).parent
+    offenders: list[str] = []
+    for path in sorted(package.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in names:
+                top = module.split(".")[0]
+                inside = module == "aqe.errors" or module.startswith(("aqe.events", "aqe.errors"))
+                if (top == "aqe" and not inside) or top == "nats":
+                    offenders.append(f"{path.name}: {module}")
+    assert offenders == []
