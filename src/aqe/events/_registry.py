@@ -136,7 +136,7 @@ class EventRegistry:
         if not isinstance(tag, str) or tag not in self._types:
             raise UnknownEventTypeError(str(tag), self.tags())
         try:
-            event = msgspec.convert(obj, self._types[tag], strict=False)
+            event = msgspec.convert(obj, self._types[tag], strict=True)
         except msgspec.ValidationError as exc:
             raise EventValidationError(tag, str(exc)) from exc
         return event

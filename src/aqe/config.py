@@ -1,0 +1,213 @@
+"""Settings: where aqe keeps its data and which NATS server it talks to.
+
+Settings come from the environment (``AQE_*`` variables) with keyword overrides on top,
+typically from CLI options. With no ``AQE_NATS_URL`` aqe runs its own embedded
+nats-server under the data directory; with one it connects to that server or cluster.
+
+============================  ======================  =====================================
+variable                      field                   meaning
+============================  ======================  =====================================
+``AQE_DATA_DIR``              ``data_dir``            projections, embedded server (``./.aqe``)
+``AQE_NATS_URL``              ``nats_url``            server URL(s), comma-separated; unset
+                                                      means "use the embedded server"
+``AQE_NATS_USER``             ``user``                user name (needs a password)
+``AQE_NATS_PASSWORD``         ``password``            password
+``AQE_NATS_TOKEN``            ``token``               token authentication
+``AQE_NATS_CREDS``            ``creds_file``          ``.creds`` file (JWT + nkey seed)
+``AQE_NATS_TLS_CA``           ``tls_ca``              CA bundle to verify the server
+``AQE_NATS_TLS_CERT``         ``tls_cert``            client certificate (needs the key)
+``AQE_NATS_TLS_KEY``          ``tls_key``             client key (needs the certificate)
+``AQE_NATS_CONNECT_TIMEOUT``  ``connect_timeout``     seconds per connection attempt (5)
+============================  ======================  =====================================
+
+Authentication and TLS settings apply to ``AQE_NATS_URL`` only; the embedded server
+listens on loopback without them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from aqe.errors import ConfigError
+
+__all__ = ["DEFAULT_DATA_DIR", "ENV_VARS", "Settings"]
+
+DEFAULT_DATA_DIR: Final = Path(".aqe")
+"""Data directory used when neither ``AQE_DATA_DIR`` nor an override names one."""
+
+ENV_VARS: Final[Mapping[str, str]] = {
+    "data_dir": "AQE_DATA_DIR",
+    "nats_url": "AQE_NATS_URL",
+    "user": "AQE_NATS_USER",
+    "password": "AQE_NATS_PASSWORD",
+    "token": "AQE_NATS_TOKEN",
+    "creds_file": "AQE_NATS_CREDS",
+    "tls_ca": "AQE_NATS_TLS_CA",
+    "tls_cert": "AQE_NATS_TLS_CERT",
+    "tls_key": "AQE_NATS_TLS_KEY",
+    "connect_timeout": "AQE_NATS_CONNECT_TIMEOUT",
+}
+"""Field name → environment variable that sets it."""
+
+_PATH_FIELDS: Final = frozenset({"data_dir", "creds_file", "tls_ca", "tls_cert", "tls_key"})
+_FILE_FIELDS: Final = ("creds_file", "tls_ca", "tls_cert", "tls_key")
+
+OverrideValue = str | float | os.PathLike[str] | None
+
+
+def _name(field_name: str) -> str:
+    """Return how errors name a setting: its variable and its field."""
+    return f"{ENV_VARS[field_name]} ({field_name})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where aqe keeps its data and how it reaches NATS.
+
+    Construct it with :meth:`from_env` in applications; the plain constructor does not read
+    the environment, which keeps tests hermetic. Both validate.
+
+    Attributes:
+        data_dir: Directory for projections and the embedded server's files.
+        nats_url: Server URL, or a comma-separated list for a cluster; ``None`` means aqe
+            starts and manages an embedded nats-server under ``data_dir``.
+        user: User name for user/password authentication.
+        password: Password for ``user``.
+        token: Token for token authentication.
+        creds_file: NATS ``.creds`` file (decentralised JWT authentication).
+        tls_ca: CA bundle used to verify the server's certificate.
+        tls_cert: Client certificate for mutual TLS.
+        tls_key: Private key of ``tls_cert``.
+        connect_timeout: Seconds allowed for one connection attempt.
+    """
+
+    data_dir: Path = DEFAULT_DATA_DIR
+    nats_url: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    connect_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        """Check that the settings are usable together.
+
+        Raises:
+            ConfigError: A setting is missing its partner, conflicts with another, names
+                a file that does not exist, or has an impossible value.
+        """
+        if self.nats_url is not None and not self.server_urls:
+            raise ConfigError(f"{_name('nats_url')} is set but names no server")
+        if self.user is not None and self.password is None:
+            raise ConfigError(f"{_name('user')} is set but {_name('password')} is not")
+        if self.password is not None and self.user is None:
+            raise ConfigError(f"{_name('password')} is set but {_name('user')} is not")
+        methods = [
+            name
+            for name, value in (
+                ("user", self.user),
+                ("token", self.token),
+                ("creds_file", self.creds_file),
+            )
+            if value is not None
+        ]
+        if len(methods) > 1:
+            shown = " and ".join(_name(m) for m in methods)
+            raise ConfigError(f"choose one way to authenticate: {shown} are all set")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            have, missing = (
+                ("tls_cert", "tls_key") if self.tls_key is None else ("tls_key", "tls_cert")
+            )
+            raise ConfigError(
+                f"{_name(have)} is set to {getattr(self, have)} but {_name(missing)} is not; "
+                "a client certificate needs its key"
+            )
+        for field_name in _FILE_FIELDS:
+            path = getattr(self, field_name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{_name(field_name)}: no such file: {path}")
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"{_name('data_dir')}: not a directory: {self.data_dir}")
+        if not math.isfinite(self.connect_timeout) or self.connect_timeout <= 0:
+            raise ConfigError(
+                f"{_name('connect_timeout')} must be a positive number of seconds, "
+                f"not {self.connect_timeout}"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: OverrideValue) -> Settings:
+        """Build settings from ``AQE_*`` variables with keyword overrides on top.
+
+        Empty variables count as unset. Overrides use field names; an override of ``None``
+        is ignored, so CLI options that were not given can be passed straight through.
+
+        Args:
+            env: The environment to read; ``os.environ`` when omitted.
+            **overrides: Field values that win over the environment (paths may be
+                strings).
+
+        Returns:
+            Validated settings.
+
+        Raises:
+            ConfigError: A variable or override is malformed or the settings do not
+                validate; the message names the variable.
+            TypeError: An override names no field of :class:`Settings`.
+        """
+        source: Mapping[str, str] = os.environ if env is None else env
+        unknown = sorted(set(overrides) - set(ENV_VARS))
+        if unknown:
+            raise TypeError(f"Settings.from_env() got unknown settings: {', '.join(unknown)}")
+
+        values: dict[str, object] = {}
+        for field_name, variable in ENV_VARS.items():
+            override = overrides.get(field_name)
+            if override is not None:
+                values[field_name] = _coerce(field_name, override, variable)
+                continue
+            raw = source.get(variable, "").strip()
+            if raw:
+                values[field_name] = _coerce(field_name, raw, variable)
+        return cls(**values)  # type: ignore[arg-type]
+
+    @property
+    def embedded(self) -> bool:
+        """Whether aqe should run its own nats-server (no ``nats_url`` configured)."""
+        return self.nats_url is None
+
+    @property
+    def server_urls(self) -> tuple[str, ...]:
+        """The URLs in ``nats_url``, split on commas; empty when embedded."""
+        if self.nats_url is None:
+            return ()
+        return tuple(url.strip() for url in self.nats_url.split(",") if url.strip())
+
+
+def _coerce(field_name: str, value: OverrideValue, variable: str) -> object:
+    """Turn a raw variable or override into the field's type."""
+    if value is None:
+        return None
+    if field_name in _PATH_FIELDS:
+        if isinstance(value, float | int):
+            raise ConfigError(f"{variable} ({field_name}) must be a path, not {value!r}")
+        return Path(value).expanduser()
+    if field_name == "connect_timeout":
+        if isinstance(value, os.PathLike):
+            raise ConfigError(f"{variable} ({field_name}) must be a number of seconds, not a path")
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(
+                f"{variable} ({field_name}) must be a number of seconds, not {value!r}"
+            ) from None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
