@@ -383,3 +383,27 @@ def test_registry_exposes_sorted_tags_and_copies_types() -> None:
     assert list(tags) == sorted(tags)
     cast("dict[str, type[Event]]", REGISTRY.types).clear()
     assert REGISTRY.tags() == tags
+
+
+def test_fields_at_their_default_are_left_out_of_the_wire() -> None:
+    event = TestCaseExecuted(test_id="t", run_id="r", outcome="passed")
+    assert event.to_json() == (
+        b'{"event":"tests.case.executed.v1","test_id":"t","run_id":"r","outcome":"passed"}'
+    )
+
+
+def test_adding_a_defaulted_field_keeps_old_ids() -> None:
+
+    from aqe.events import Event
+
+    class Before(Event, frozen=True, kw_only=True, tag="demo.thing.happened.v1"):
+        id_field: ClassVar[str] = "thing_id"
+        thing_id: str
+
+    class After(Event, frozen=True, kw_only=True, tag="demo.thing.happened.v1"):
+        id_field: ClassVar[str] = "thing_id"
+        thing_id: str
+        note: str = ""
+
+    assert Before(thing_id="x").default_id() == After(thing_id="x").default_id()
+    assert After(thing_id="x", note="n").default_id() != Before(thing_id="x").default_id()

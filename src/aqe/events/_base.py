@@ -48,7 +48,7 @@ def parse_tag(tag: str) -> TagParts:
     )
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field=TAG_FIELD):
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field=TAG_FIELD, omit_defaults=True):
     """Base of every event: an immutable fact, past tense, with a versioned tag.
 
     Subclasses set ``tag="<domain>.<aggregate>.<action>.v<N>"`` and ``id_field``, the
