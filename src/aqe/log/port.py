@@ -9,7 +9,10 @@ Contract (checked by ``tests/contract/test_event_log.py`` for every adapter):
   sequence (0 = the subject must be empty); a mismatch raises ``ConcurrencyError``.
 * ``append_batch`` is atomic per chunk of at most ``MAX_BATCH`` events: a chunk lands
   whole or not at all. Inputs longer than ``MAX_BATCH`` are split into consecutive
-  chunks and the result says how many; chunks before a failing one stay stored.
+  chunks that commit in order, and the result says how many; chunks before a failing
+  one stay stored. An adapter may pipeline chunks when no event is conditional; then
+  chunks it already sent after the failing one may be stored too, each whole (the
+  JetStream adapter: at most one).
 * ``append_many`` pipelines single appends (fast, not atomic), returning one result
   per event in input order.
 * ``read`` yields envelopes of one stream in sequence order from ``after_seq + 1``; it
