@@ -22,6 +22,7 @@ so no client type crosses a port.
     ├── ServerError                         the embedded nats-server would not start / stop
     ├── ProjectionError
     │   └── UnknownProjectionError (LookupError)
+    ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
     └── CommandRejectedError                a command handler decided "no"
 """
 
@@ -41,6 +42,7 @@ __all__ = [
     "LogUnavailableError",
     "PayloadTooLargeError",
     "ProjectionError",
+    "ReportError",
     "ServerError",
     "UnknownEventTypeError",
     "UnknownProjectionError",
@@ -155,6 +157,21 @@ class UnknownProjectionError(ProjectionError, LookupError):
         self.name = name
         self.known = known
         super().__init__(f"unknown projection {name!r}; known: {', '.join(known) or 'none'}")
+
+
+class ReportError(AqeError, ValueError):
+    """A test report (JUnit XML, CTRF, pytest-json, spool) that cannot be ingested.
+
+    The message names the file, the line when known, and the reason, e.g.
+    ``report.xml:12: mismatched tag``.
+    """
+
+    def __init__(self, path: str, reason: str, line: int | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        self.line = line
+        where = f"{path}:{line}" if line is not None else path
+        super().__init__(f"{where}: {reason}")
 
 
 class CommandRejectedError(AqeError):

@@ -18,6 +18,8 @@ from aqe.events import (
     EventRegistry,
     PatternAdded,
     TestCaseExecuted,
+    TestCaseQuarantined,
+    TestCaseUnquarantined,
     TestRunFinished,
     TestRunStarted,
 )
@@ -36,6 +38,7 @@ SAMPLES: dict[str, Event] = {
             ci_url="https://ci.example/8812",
             started_at=WHEN,
             agent_id="agent-1",
+            source="junit",
         ),
         TestRunFinished(
             run_id="gh-8812-1",
@@ -46,6 +49,7 @@ SAMPLES: dict[str, Event] = {
             skipped=1,
             duration_s=12.5,
             finished_at=WHEN,
+            flaky=1,
         ),
         TestCaseExecuted(
             test_id="tests/api/test_login.py::TestLogin::test_redirect[admin user]",
@@ -56,6 +60,23 @@ SAMPLES: dict[str, Event] = {
             message="AssertionError: 302 != 303",
             file="tests/api/test_login.py",
             commit="9f2c1e7",
+            suite="api",
+            name="test_redirect[admin user]",
+            classname="tests.api.test_login.TestLogin",
+            output="GET /login -> 302\n\x1b[31mred\x1b[0m",
+            started_at=WHEN,
+        ),
+        TestCaseQuarantined(
+            test_id="tests.api.test_login.TestLogin.test_redirect[admin user]",
+            reason="flaky: failed then passed on 9f2c1e7",
+            by="agent-1",
+            at=WHEN,
+        ),
+        TestCaseUnquarantined(
+            test_id="tests.api.test_login.TestLogin.test_redirect[admin user]",
+            reason="20 green runs",
+            by="alice",
+            at=WHEN,
         ),
         PatternAdded(
             pattern_id="p-42",

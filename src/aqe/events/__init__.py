@@ -9,7 +9,14 @@ from aqe.events._envelope import ENVELOPE_VERSION, Envelope, Headers
 from aqe.events._registry import EventRegistry, Upcaster
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentStatus
 from aqe.events.patterns import PatternAdded
-from aqe.events.testruns import Outcome, TestCaseExecuted, TestRunFinished, TestRunStarted
+from aqe.events.testruns import (
+    Outcome,
+    TestCaseExecuted,
+    TestCaseQuarantined,
+    TestCaseUnquarantined,
+    TestRunFinished,
+    TestRunStarted,
+)
 
 __all__ = [
     "ENVELOPE_VERSION",
@@ -26,6 +33,8 @@ __all__ = [
     "PatternAdded",
     "TagParts",
     "TestCaseExecuted",
+    "TestCaseQuarantined",
+    "TestCaseUnquarantined",
     "TestRunFinished",
     "TestRunStarted",
     "Upcaster",

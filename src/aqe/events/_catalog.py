@@ -5,7 +5,13 @@ from __future__ import annotations
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered
 from aqe.events.patterns import PatternAdded
-from aqe.events.testruns import TestCaseExecuted, TestRunFinished, TestRunStarted
+from aqe.events.testruns import (
+    TestCaseExecuted,
+    TestCaseQuarantined,
+    TestCaseUnquarantined,
+    TestRunFinished,
+    TestRunStarted,
+)
 
 __all__ = ["REGISTRY"]
 
@@ -14,6 +20,8 @@ REGISTRY = EventRegistry(
         TestRunStarted,
         TestRunFinished,
         TestCaseExecuted,
+        TestCaseQuarantined,
+        TestCaseUnquarantined,
         PatternAdded,
         AgentRegistered,
         AgentHeartbeat,

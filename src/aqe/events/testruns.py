@@ -7,7 +7,14 @@ from typing import ClassVar, Literal
 
 from aqe.events._base import Event
 
-__all__ = ["Outcome", "TestCaseExecuted", "TestRunFinished", "TestRunStarted"]
+__all__ = [
+    "Outcome",
+    "TestCaseExecuted",
+    "TestCaseQuarantined",
+    "TestCaseUnquarantined",
+    "TestRunFinished",
+    "TestRunStarted",
+]
 
 Outcome = Literal["passed", "failed", "error", "skipped"]
 """What one execution of a test case came to."""
@@ -26,6 +33,9 @@ class TestRunStarted(Event, frozen=True, kw_only=True, tag="tests.run.started.v1
     ci_url: str | None = None
     started_at: datetime | None = None
     agent_id: str | None = None
+    source: str | None = None
+    """What produced the results: ``pytest-plugin``, ``junit``, ``ctrf``, ``pytest-json``,
+    ``iofrol``..."""
 
 
 class TestRunFinished(Event, frozen=True, kw_only=True, tag="tests.run.finished.v1"):
@@ -42,6 +52,8 @@ class TestRunFinished(Event, frozen=True, kw_only=True, tag="tests.run.finished.
     skipped: int = 0
     duration_s: float = 0.0
     finished_at: datetime | None = None
+    flaky: int = 0
+    """Tests that failed and then passed on a retry inside this run."""
 
 
 class TestCaseExecuted(Event, frozen=True, kw_only=True, tag="tests.case.executed.v1"):
@@ -62,3 +74,37 @@ class TestCaseExecuted(Event, frozen=True, kw_only=True, tag="tests.case.execute
     message: str | None = None
     file: str | None = None
     commit: str | None = None
+    suite: str | None = None
+    """The suite (report ``testsuite``, package, CTRF suite) the case ran in."""
+    name: str | None = None
+    """The case's own name as the report gave it (``test_id`` is the normalised one)."""
+    classname: str | None = None
+    """The report's class name (JUnit ``classname``), when it had one."""
+    output: str | None = None
+    """Captured output (``system-out``/``system-err``), truncated with a marker."""
+    started_at: datetime | None = None
+
+
+class TestCaseQuarantined(Event, frozen=True, kw_only=True, tag="tests.case.quarantined.v1"):
+    """A test was put in quarantine: its failures stop failing the build."""
+
+    __test__ = False
+    id_field: ClassVar[str] = "test_id"
+
+    test_id: str
+    reason: str = ""
+    by: str | None = None
+    """Who decided: a person, an agent id, or a workflow."""
+    at: datetime | None = None
+
+
+class TestCaseUnquarantined(Event, frozen=True, kw_only=True, tag="tests.case.unquarantined.v1"):
+    """A test left quarantine (fixed, verified, or released by hand)."""
+
+    __test__ = False
+    id_field: ClassVar[str] = "test_id"
+
+    test_id: str
+    reason: str = ""
+    by: str | None = None
+    at: datetime | None = None
