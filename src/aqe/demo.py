@@ -13,6 +13,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from xml.sax.saxutils import escape, quoteattr
 
 import msgspec
 
@@ -26,8 +27,9 @@ from aqe.events import (
     TestRunFinished,
     TestRunStarted,
 )
+from aqe.ingest.identity import split_pytest_nodeid, test_identity
 
-__all__ = ["FleetPlan", "SimulatedRun", "simulate_fleet", "starter_patterns"]
+__all__ = ["FleetPlan", "SimulatedRun", "junit_report", "simulate_fleet", "starter_patterns"]
 
 _MODULES = {
     "tests/unit/test_parser.py": [
@@ -84,6 +86,7 @@ class SimulatedRun(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _test_ids() -> list[str]:
+    """pytest node ids of the simulated suite."""
     ids: list[str] = []
     for module, names in _MODULES.items():
         for name in names:
@@ -142,6 +145,8 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
         counts = {"passed": 0, "failed": 0, "error": 0, "skipped": 0}
         total_time = 0.0
         for test in tests:
+            test_id = test_identity(*split_pytest_nodeid(test))
+            name = split_pytest_nodeid(test)[1]
             duration = round(durations[test] * rng.uniform(0.8, 1.3), 3)
             outcome: Outcome
             message: str | None
@@ -155,13 +160,14 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
                 outcome, message = "passed", None
             events.append(
                 TestCaseExecuted(
-                    test_id=test,
+                    test_id=test_id,
                     run_id=run_id,
                     outcome=outcome,
                     duration_s=duration,
                     message=message,
                     file=test.split("::")[0],
                     commit=commit,
+                    name=name,
                 )
             )
             total_time += duration
@@ -171,7 +177,7 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
                 final = "passed" if rng.random() < 0.8 else "failed"
                 events.append(
                     TestCaseExecuted(
-                        test_id=test,
+                        test_id=test_id,
                         run_id=run_id,
                         outcome=final,
                         duration_s=duration,
@@ -179,6 +185,7 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
                         message=None if final == "passed" else message,
                         file=test.split("::")[0],
                         commit=commit,
+                        name=name,
                     )
                 )
                 total_time += duration
@@ -206,6 +213,55 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
             for a in agents
         )
     return setup, runs
+
+
+def junit_report(run: SimulatedRun) -> str:
+    """The run as a Maven Surefire-style JUnit XML report, as a CI job would upload it.
+
+    A test that failed and then passed on the rerun carries a ``flakyFailure``; one
+    that failed again carries a ``rerunFailure`` under its ``failure``.
+    """
+    start = next(e for e in run.events if isinstance(e, TestRunStarted))
+    attempts: dict[str, list[TestCaseExecuted]] = {}
+    for event in run.events:
+        if isinstance(event, TestCaseExecuted):
+            attempts.setdefault(event.test_id, []).append(event)
+    cases: list[str] = []
+    counts = {"failed": 0, "error": 0, "skipped": 0}
+    for test_id, tries in attempts.items():
+        first, last = tries[0], tries[-1]
+        name = last.name or test_id
+        classname = test_id[: -len(name) - 1] if test_id.endswith("." + name) else ""
+        if last.outcome in counts:
+            counts[last.outcome] += 1
+        body = ""
+        message = quoteattr(first.message or "")
+        if last.outcome == "skipped":
+            body = f"<skipped message={message}/>"
+        elif last.outcome == "failed":
+            body = f'<failure message={message} type="AssertionError">{escape(first.message or "")}'
+            body += "".join(
+                f'<rerunFailure message={message} type="AssertionError"/>' for _ in tries[1:]
+            )
+            body += "</failure>"
+        elif len(tries) > 1:
+            body = "".join(
+                f'<flakyFailure message={quoteattr(t.message or "")} type="AssertionError"/>'
+                for t in tries[:-1]
+            )
+        cases.append(
+            f"  <testcase name={quoteattr(name)} classname={quoteattr(classname)} "
+            f'time="{last.duration_s:.3f}">{body}</testcase>'
+        )
+    stamp = start.started_at.strftime("%Y-%m-%dT%H:%M:%S") if start.started_at else ""
+    header = (
+        f'<testsuite name={quoteattr(start.suite)} tests="{len(attempts)}" '
+        f'failures="{counts["failed"]}" errors="{counts["error"]}" '
+        f'skipped="{counts["skipped"]}" timestamp="{stamp}">'
+    )
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + "\n".join(
+        [header, *cases, "</testsuite>", ""]
+    )
 
 
 def starter_patterns() -> Iterator[PatternAdded]:

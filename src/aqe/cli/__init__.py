@@ -17,6 +17,7 @@ from aqe.cli._events import events, publish
 from aqe.cli._projections import consume, projections, replay
 from aqe.cli._server import server
 from aqe.cli._streams import streams
+from aqe.cli._tests import broken, flaky, history, ingest, quarantine, runs, unquarantine
 from aqe.errors import AqeError
 
 __all__ = ["cli", "main"]
@@ -60,6 +61,13 @@ cli.add_command(replay)
 cli.add_command(projections)
 cli.add_command(streams)
 cli.add_command(server)
+cli.add_command(ingest)
+cli.add_command(history)
+cli.add_command(flaky)
+cli.add_command(broken)
+cli.add_command(runs)
+cli.add_command(quarantine)
+cli.add_command(unquarantine)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,86 +28,127 @@ from aqe.cli._projections import fold_progress, pending_events, progress_bar, pr
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @pass_app
 def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
-    """Publish a realistic fleet's events, fold them into projections, show what they know.
+    """Publish a realistic fleet's events, ingest its CI reports, show what aqe knows.
 
-    Simulates agents registering and heartbeating, a pattern library being seeded and
-    RUNS CI runs of a suite with flaky and broken tests; each run lands as one atomic
-    batch. Then folds the catalog projection, checks it against a rebuild from the
-    log, and prints it.
+    Simulates agents registering and heartbeating and a pattern library being seeded,
+    then RUNS CI runs of a suite with flaky and broken tests, each written as the
+    Surefire-style JUnit XML report a CI job would upload and ingested like `aqe ingest`
+    does (one run, atomic batches). Folds the catalog and test-history projections,
+    checks both against a rebuild from the log, and prints the catalog and the flaky
+    and broken tests.
     """
     from aqe.cli._render import render_catalog
-    from aqe.demo import FleetPlan, simulate_fleet
+    from aqe.cli._tests import render_status_table
+    from aqe.demo import FleetPlan, junit_report, simulate_fleet
+    from aqe.events import TestRunStarted
+    from aqe.ingest.parsers import parse_report
+    from aqe.ingest.runs import append_run, run_events
     from aqe.log import NewEvent
     from aqe.projections import (
         CatalogProjection,
+        HistoryProjection,
+        Projection,
         ProjectionRunner,
         SnapshotStore,
         projection_lock,
         verify,
     )
     from aqe.projections.deadletter import JetStreamDeadLetters
+    from aqe.projections.history import load_rows
 
     out = console()
     setup, sim_runs = simulate_fleet(FleetPlan(runs=runs, seed=seed))
-    total = len(setup) + sum(len(r.events) for r in sim_runs)
     root = projections_root(app)
+    reports_dir = app.settings.data_dir / "demo" / "reports"
+    reports_dir.mkdir(parents=True, exist_ok=True)
 
     async def go() -> dict[str, Any]:
         async with open_log(app) as log:
             where = app.settings.nats_url or "the embedded nats-server"
-            out.print(f"[bold]1.[/bold] publishing {total} fleet events to {where}")
-            started = time.perf_counter()
-            new = dups = 0
-            with progress_bar(total, "publish", not quiet) as tick:
-                results = await log.append_many([NewEvent(event=e) for e in setup])
-                new += sum(not r.duplicate for r in results)
-                dups += sum(r.duplicate for r in results)
-                done = len(setup)
-                for sim in sim_runs:
-                    batch = await log.append_batch([NewEvent(event=e) for e in sim.events])
-                    new += batch.count - batch.duplicates
-                    dups += batch.duplicates
-                    done += batch.count
-                    tick(done)
-            publish_s = time.perf_counter() - started
+            out.print(f"[bold]1.[/bold] publishing {len(setup)} fleet events to {where}")
+            results = await log.append_many([NewEvent(event=e) for e in setup])
+            new = sum(not r.duplicate for r in results)
             out.print(
-                f"   {new} appended, {dups} already stored (deduplicated by event id), "
-                f"{publish_s:.2f} s; each CI run landed as one atomic batch"
+                f"   {new} appended, {len(results) - new} already stored (deduplicated by id)"
             )
 
-            projection = CatalogProjection()
-            out.print("[bold]2.[/bold] folding the log into the catalog projection")
-            store = SnapshotStore(projection, root / projection.name)
-            pending, start = await pending_events(log, projection, root)
-            with (
-                projection_lock(root / projection.name),
-                progress_bar(pending, "consume catalog", not quiet) as set_completed,
-            ):
-                stats = await ProjectionRunner(
-                    projection,
-                    log,
-                    store,
-                    JetStreamDeadLetters(log.connection),
-                    on_progress=fold_progress(set_completed, start),
-                    progress_every=1000,
-                ).run()
             out.print(
-                f"   applied {stats.applied} new events ({stats.rate:,.0f} events/s), "
-                f"{stats.dead_letters} dead letters"
+                f"[bold]2.[/bold] ingesting {len(sim_runs)} CI runs' JUnit reports "
+                f"from {reports_dir}"
             )
-            out.print("[bold]3.[/bold] checking the projection against a rebuild from the log")
-            report = await verify(projection, log, root)
-            verdict = "[green]identical[/green]" if report.equal else "[red]DIFFERENT[/red]"
-            out.print(f"   live vs rebuilt: {verdict} ({report.live_bytes} bytes)")
-            return {"state": store.load(), "equal": report.equal}
+            started = time.perf_counter()
+            appended = dups = flaky = events = 0
+            with progress_bar(len(sim_runs), "ingest", not quiet) as tick:
+                for i, sim in enumerate(sim_runs, start=1):
+                    path = reports_dir / f"TEST-{sim.run_id}.xml"
+                    path.write_text(junit_report(sim), encoding="utf-8")
+                    start = sim.events[0]
+                    assert isinstance(start, TestRunStarted)  # noqa: S101 - simulate_fleet's shape
+                    run_evts = run_events(
+                        [parse_report(path, "junit")],
+                        run_id=sim.run_id,
+                        commit=start.commit,
+                        branch=start.branch,
+                        ci_url=start.ci_url,
+                    )
+                    result = await append_run(log, run_evts)
+                    appended += result.appended
+                    dups += result.duplicates
+                    flaky += result.summary.flaky
+                    events += result.events
+                    tick(i)
+            out.print(
+                f"   {events} events ({appended} appended, {dups} already stored), "
+                f"{flaky} tests passed on retry, {time.perf_counter() - started:.2f} s"
+            )
+
+            equal = True
+            folds: list[tuple[int, Projection[Any]]] = [
+                (3, CatalogProjection()),
+                (4, HistoryProjection()),
+            ]
+            for step, projection in folds:
+                out.print(
+                    f"[bold]{step}.[/bold] folding the {projection.name} projection "
+                    "and checking it against a rebuild from the log"
+                )
+                store = SnapshotStore(projection, root / projection.name)
+                pending, begin = await pending_events(log, projection, root)
+                with (
+                    projection_lock(root / projection.name),
+                    progress_bar(pending, f"consume {projection.name}", not quiet) as done,
+                ):
+                    stats = await ProjectionRunner(
+                        projection,
+                        log,
+                        store,
+                        JetStreamDeadLetters(log.connection),
+                        on_progress=fold_progress(done, begin),
+                        progress_every=1000,
+                    ).run()
+                report = await verify(projection, log, root)
+                equal = equal and report.equal
+                verdict = "[green]identical[/green]" if report.equal else "[red]DIFFERENT[/red]"
+                out.print(
+                    f"   applied {stats.applied} new events ({stats.rate:,.0f} events/s), "
+                    f"{stats.dead_letters} dead letters; live vs rebuilt: {verdict}"
+                )
+            return {
+                "catalog": SnapshotStore(CatalogProjection(), root / "catalog").load(),
+                "equal": equal,
+            }
 
     result = run(go())
-    snap = result["state"]
-    out.print("[bold]4.[/bold] what the catalog knows")
+    snap = result["catalog"]
+    out.print("[bold]5.[/bold] what the catalog knows")
     render_catalog(snap.state, snap.checkpoints)
+    tests, _, _ = load_rows(root / "history")
+    out.print("[bold]6.[/bold] what the test history knows")
+    for status in ("flaky", "broken"):
+        render_status_table(status, tests)
     out.print(
-        "\nnext: [bold]aqe events tail[/bold] · [bold]aqe projections list[/bold] · "
-        "[bold]aqe replay catalog --verify[/bold] · [bold]aqe server status[/bold]"
+        "\nnext: [bold]aqe flaky[/bold] · [bold]aqe history TEST[/bold] · [bold]aqe runs[/bold]"
+        " · [bold]aqe ingest report.xml[/bold] · [bold]aqe replay history --verify[/bold]"
     )
     if not result["equal"]:
         raise SystemExit(1)

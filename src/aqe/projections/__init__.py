@@ -12,6 +12,7 @@ from aqe.errors import UnknownProjectionError
 from aqe.projections.base import Projection
 from aqe.projections.catalog import CatalogProjection, CatalogState
 from aqe.projections.deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetters
+from aqe.projections.history import HistoryProjection
 from aqe.projections.replay import VerifyReport, rebuild, verify
 from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
 from aqe.projections.store import Snapshot, SnapshotStore
@@ -22,6 +23,7 @@ __all__ = [
     "CatalogState",
     "DeadLetter",
     "DeadLetterSink",
+    "HistoryProjection",
     "MemoryDeadLetters",
     "Progress",
     "Projection",
@@ -38,6 +40,7 @@ __all__ = [
 
 PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
+    "history": HistoryProjection,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 

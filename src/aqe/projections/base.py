@@ -5,6 +5,10 @@ A projection never does I/O, reads a clock or draws random numbers inside
 ``apply`` may update the state in place and return it, but it must validate before
 it mutates: when it raises, the runner parks the event as a dead letter and goes
 on with the state as it was.
+
+A projection may also define ``materialize(state, directory, checkpoints)``: the
+snapshot store calls it after each saved snapshot to write derived, queryable copies
+of the state (LanceDB tables, see :mod:`aqe.projections.tables`) beside it.
 """
 
 from __future__ import annotations

@@ -109,6 +109,11 @@ class SnapshotStore(Generic[S]):
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+        # Derived tables come after the snapshot: a crash in between leaves tables
+        # that say which checkpoints they were built at, so readers see them stale.
+        materialize = getattr(self.projection, "materialize", None)
+        if materialize is not None:
+            materialize(snapshot.state, self.directory, header.checkpoints)
 
     def exists(self) -> bool:
         """Whether a snapshot file is present."""

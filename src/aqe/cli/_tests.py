@@ -1,0 +1,547 @@
+"""``aqe ingest`` and the test-history questions: history, flaky, broken, runs, quarantine."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._projections import fold_progress, pending_events, progress_bar, projections_root
+from aqe.errors import AqeError, ProjectionError
+
+if TYPE_CHECKING:
+    from aqe.events import Event
+    from aqe.ingest.model import ParsedReport
+    from aqe.log.jetstream import JetStreamEventLog
+    from aqe.projections.history import HistoryPolicy
+
+_REPORT_SUFFIXES = (".xml", ".json", ".jsonl")
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_VERDICT_STYLE = {"p": "green", "r": "yellow", "f": "red", "e": "magenta", "s": "dim"}
+
+
+def _report_files(paths: Sequence[str]) -> list[Path]:
+    """Files named, and report-looking files under directories named, in a stable order."""
+    out: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix in _REPORT_SUFFIXES
+            )
+            if not found:
+                raise click.BadParameter(f"{path}: no .xml/.json/.jsonl reports in it")
+            out.extend(found)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise click.BadParameter(f"{path}: no such file or directory")
+    return out
+
+
+async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) -> str | None:
+    """Fold new events into the history projection; None, or why it was skipped."""
+    from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
+    from aqe.projections.deadletter import JetStreamDeadLetters
+    from aqe.projections.history import HistoryProjection
+
+    projection = HistoryProjection()
+    root = projections_root(app)
+    total, start = await pending_events(log, projection, root)
+    if total == 0:
+        return None
+    try:
+        with (
+            projection_lock(root / projection.name),
+            progress_bar(total, "fold history", not quiet) as set_done,
+        ):
+            runner = ProjectionRunner(
+                projection,
+                log,
+                SnapshotStore(projection, root / projection.name),
+                JetStreamDeadLetters(log.connection),
+                on_progress=fold_progress(set_done, start),
+                progress_every=1000,
+            )
+            await runner.run()
+    except ProjectionError as exc:  # a follower (`aqe consume history -f`) holds it
+        return str(exc)
+    return None
+
+
+@click.command()
+@click.argument("files", nargs=-1, required=True, metavar="FILES...")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["auto", "junit", "ctrf", "pytest-json", "aqe-spool"]),
+    default="auto",
+    show_default=True,
+    help="Report format; auto sniffs each file's content.",
+)
+@click.option(
+    "--run-id", help="Run id [default: a digest of the files, so re-ingesting is a no-op]."
+)
+@click.option("--commit", help="Commit the tests ran on (enables same-commit flaky detection).")
+@click.option("--branch", help="Branch the tests ran on.")
+@click.option("--ci-url", help="Link to the CI job.")
+@click.option("--no-fold", is_flag=True, help="Only append; do not update the history projection.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@json_option
+@pass_app
+def ingest(
+    app: AppContext,
+    files: tuple[str, ...],
+    fmt: str,
+    run_id: str | None,
+    commit: str | None,
+    branch: str | None,
+    ci_url: str | None,
+    no_fold: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Append test reports to the log as one run, then update the test history.
+
+    FILES are JUnit XML (pytest, Maven Surefire, gotestsum, jest-junit), CTRF JSON,
+    pytest-json-report JSON, or spool files written by the aqe pytest plugin;
+    directories are searched for .xml/.json/.jsonl files. All files are parsed before
+    anything is published: one bad file publishes nothing and names the file and line.
+    Event ids are deterministic, so ingesting the same files again adds nothing.
+    """
+    from aqe.ingest.parsers import detect_format, parse_report
+    from aqe.ingest.runs import append_run, run_events
+    from aqe.ingest.spool import read_spool
+
+    paths = _report_files(files)
+    reports: list[ParsedReport] = []
+    events: list[Event] = []
+    for path in paths:
+        kind = detect_format(path) if fmt == "auto" else fmt
+        if kind == "aqe-spool":
+            events.extend(read_spool(path))
+        else:
+            reports.append(parse_report(path, kind))
+    if reports:
+        events.extend(
+            run_events(reports, run_id=run_id, commit=commit, branch=branch, ci_url=ci_url)
+        )
+    if not events:
+        raise click.BadParameter("the files hold no test results", param_hint="FILES")
+    show = not (quiet or as_json)
+
+    async def go() -> tuple[Any, str | None]:
+        async with open_log(app) as log:
+            with progress_bar(len(events), "ingest", show) as set_done:
+                result = await append_run(log, events, on_progress=set_done)
+            skipped = None if no_fold else await fold_history(log, app, quiet=not show)
+            return result, skipped
+
+    started = time.monotonic()
+    result, fold_skipped = run(go())
+    elapsed = time.monotonic() - started
+    if as_json:
+        import msgspec
+
+        print_json({**msgspec.to_builtins(result), "files": [str(p) for p in paths]})
+        return
+    s = result.summary
+    out = console()
+    out.print(
+        f"ingested {len(paths)} file(s) as run {', '.join(result.run_ids)}: "
+        f"{s.tests} tests, [green]{s.passed} passed[/green], [red]{s.failed} failed[/red], "
+        f"[magenta]{s.errors} errors[/magenta], {s.skipped} skipped, "
+        f"[yellow]{s.flaky} flaky on retry[/yellow] ({s.attempts} attempts)"
+    )
+    out.print(
+        f"{result.appended} events appended, {result.duplicates} already stored, "
+        f"{result.chunks} atomic batch(es), {elapsed:.2f} s"
+    )
+    if fold_skipped:
+        out.print(f"history not updated: {fold_skipped}")
+
+
+# -- questions ---------------------------------------------------------------------------
+
+
+def parse_since(value: str | None) -> int | None:
+    """``--since``: ``7d``/``12h``/``30m``/``2w`` ago, or an ISO date/time; as epoch ns."""
+    if not value:
+        return None
+    match = _DURATION_RE.match(value.strip())
+    if match:
+        seconds = int(match[1]) * _UNIT_S[match[2]]
+        return int((time.time() - seconds) * 1e9)
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use a duration like 7d, 12h, 30m or an ISO date like 2026-11-01",
+            param_hint="--since",
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp() * 1e9)
+
+
+def _policy(flip_threshold: float | None, broken_streak: int | None) -> HistoryPolicy | None:
+    from aqe.projections.history import DEFAULT_POLICY, HistoryPolicy
+
+    if flip_threshold is None and broken_streak is None:
+        return None
+    return HistoryPolicy(
+        window=DEFAULT_POLICY.window,
+        min_runs=DEFAULT_POLICY.min_runs,
+        flip_min_runs=DEFAULT_POLICY.flip_min_runs,
+        flip_threshold=DEFAULT_POLICY.flip_threshold if flip_threshold is None else flip_threshold,
+        broken_streak=DEFAULT_POLICY.broken_streak if broken_streak is None else broken_streak,
+    )
+
+
+def _load(
+    app: AppContext, refresh: bool, policy: HistoryPolicy | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """History rows, after folding what the log has that the projection lacks."""
+    from aqe.projections.history import load_rows
+
+    if refresh:
+
+        async def go() -> str | None:
+            async with open_log(app) as log:
+                return await fold_history(log, app, quiet=True)
+
+        skipped = run(go())
+        if skipped:
+            console(stderr=True).print(f"[dim]not refreshed: {skipped}[/dim]")
+    tests, runs, _ = load_rows(projections_root(app) / "history", policy)
+    return tests, runs
+
+
+def _question_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
+        click.option(
+            "--since", metavar="WHEN", help="Only tests seen / runs started since (7d, 2026-11-01)."
+        ),
+        click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N rows."),
+        click.option(
+            "--offline",
+            is_flag=True,
+            help="Answer from the local projection without folding new events first.",
+        ),
+        json_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option(
+        "--broken-streak",
+        type=click.IntRange(min=1),
+        help="Failing runs in a row that make a test broken [default 3].",
+    )(func)
+    return click.option(
+        "--flip-threshold",
+        type=click.FloatRange(0, 1),
+        help="Flip rate (pass<->fail changes per run) that makes a test flaky [default 0.2].",
+    )(func)
+
+
+_TEST_SORTS = {
+    "flip-rate": lambda r: (-(r["flip_rate"] or 0.0), r["test_id"]),
+    "pass-rate": lambda r: (r["pass_rate"] if r["pass_rate"] is not None else 2.0, r["test_id"]),
+    "runs": lambda r: (-r["runs"], r["test_id"]),
+    "failures": lambda r: (-(r["failures"] + r["errors"]), r["test_id"]),
+    "duration": lambda r: (-r["duration_p95_s"], r["test_id"]),
+    "last-seen": lambda r: (-r["last_seen_ns"], r["test_id"]),
+    "name": lambda r: r["test_id"],
+}
+
+
+def _select_tests(
+    rows: list[dict[str, Any]], since: str | None, sort: str, limit: int | None
+) -> list[dict[str, Any]]:
+    cutoff = parse_since(since)
+    if cutoff is not None:
+        rows = [r for r in rows if r["last_seen_ns"] >= cutoff]
+    rows = sorted(rows, key=_TEST_SORTS[sort])
+    return rows[:limit] if limit else rows
+
+
+def _recent(recent: str, width: int = 20) -> str:
+    """The newest verdicts, oldest left to newest right, coloured."""
+    shown = recent[:width][::-1]
+    return "".join(f"[{_VERDICT_STYLE[v]}]{v}[/]" for v in shown)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.0f}%"
+
+
+def _tests_table(title: str, rows: list[dict[str, Any]], extra: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("test")
+    table.add_column("status")
+    table.add_column("runs", justify="right")
+    table.add_column("pass", justify="right")
+    table.add_column("flip", justify="right")
+    table.add_column("p50 s", justify="right")
+    table.add_column("p95 s", justify="right")
+    table.add_column("recent (old → new)")
+    table.add_column(extra)
+    for r in rows:
+        status = r["status"] + (" (q)" if r["quarantined"] else "")
+        if extra == "failing since":
+            first_line = (r["last_failure_message"] or "").partition("\n")[0]
+            detail = f"{r['failing_since']}: {first_line[:60]}"
+        elif extra == "why":
+            detail = r["reason"]
+        else:
+            detail = r["last_run"]
+        table.add_row(
+            r["test_id"],
+            status,
+            str(r["runs"]),
+            _pct(r["pass_rate"]),
+            _pct(r["flip_rate"]),
+            f"{r['duration_p50_s']:.3f}",
+            f"{r['duration_p95_s']:.3f}",
+            _recent(r["recent"]),
+            detail,
+        )
+    console().print(table)
+
+
+_STATUS_VIEWS = {
+    "flaky": ("flaky tests", "why", "flip-rate"),
+    "broken": ("broken tests", "failing since", "runs"),
+}
+
+
+def render_status_table(
+    status: str, tests: list[dict[str, Any]], rows: list[dict[str, Any]] | None = None
+) -> None:
+    """The flaky or broken table (``rows`` default to every test of that status)."""
+    title, extra, sort = _STATUS_VIEWS[status]
+    if rows is None:
+        rows = _select_tests([r for r in tests if r["status"] == status], None, sort, None)
+    if not rows:
+        console().print(f"no {status} tests ({len(tests)} tests known)")
+        return
+    _tests_table(f"{title}: {len(rows)} of {len(tests)} tests", rows, extra)
+
+
+def _status_command(status: str) -> click.Command:
+    _, _, default_sort = _STATUS_VIEWS[status]
+
+    @click.command(name=status)
+    @click.option(
+        "--sort",
+        type=click.Choice(sorted(_TEST_SORTS)),
+        default=default_sort,
+        show_default=True,
+        help="Order of the rows.",
+    )
+    @_policy_options
+    @_question_options
+    @pass_app
+    def command(
+        app: AppContext,
+        sort: str,
+        flip_threshold: float | None,
+        broken_streak: int | None,
+        since: str | None,
+        limit: int | None,
+        offline: bool,
+        as_json: bool,
+    ) -> None:
+        tests, _ = _load(app, not offline, _policy(flip_threshold, broken_streak))
+        rows = _select_tests([r for r in tests if r["status"] == status], since, sort, limit)
+        if as_json:
+            print_json(rows)
+            return
+        render_status_table(status, tests, rows)
+
+    command.__doc__ = {
+        "flaky": "Tests that pass and fail without a change: passed on retry, failed and "
+        "passed on one commit, or flip between pass and fail too often.",
+        "broken": "Tests failing consistently: the newest runs (3 by default) all failed, "
+        "with the run the failures began in.",
+    }[status]
+    return command
+
+
+flaky = _status_command("flaky")
+broken = _status_command("broken")
+
+
+@click.command()
+@click.argument("test", required=False)
+@click.option(
+    "--sort",
+    type=click.Choice(sorted(_TEST_SORTS)),
+    default="name",
+    show_default=True,
+    help="Order of the rows.",
+)
+@click.option("--status", "status_filter", type=click.Choice(["broken", "flaky", "new", "healthy"]))
+@_policy_options
+@_question_options
+@pass_app
+def history(
+    app: AppContext,
+    test: str | None,
+    sort: str,
+    status_filter: str | None,
+    flip_threshold: float | None,
+    broken_streak: int | None,
+    since: str | None,
+    limit: int | None,
+    offline: bool,
+    as_json: bool,
+) -> None:
+    """Per-test history; with TEST (an id or a substring of one), that test in detail."""
+    tests, _ = _load(app, not offline, _policy(flip_threshold, broken_streak))
+    if test:
+        exact = [r for r in tests if r["test_id"] == test]
+        matches = exact or [r for r in tests if test in r["test_id"]]
+        if not matches:
+            raise AqeError(f"no test matches {test!r} ({len(tests)} tests known)")
+        if len(matches) == 1:
+            _one_test(matches[0], as_json)
+            return
+        tests = matches
+    if status_filter:
+        tests = [r for r in tests if r["status"] == status_filter]
+    rows = _select_tests(tests, since, sort, limit)
+    if as_json:
+        print_json(rows)
+        return
+    _tests_table(f"test history: {len(rows)} tests", rows, "last run")
+
+
+def _one_test(row: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(row)
+        return
+    from rich.table import Table
+
+    table = Table(show_header=False, title=row["test_id"], title_justify="left")
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in row.items():
+        if key == "recent":
+            value = _recent(value, 100)
+        elif key.endswith("_ns"):
+            value = (
+                datetime.fromtimestamp(value / 1e9, UTC).isoformat(timespec="seconds")
+                if value
+                else "-"
+            )
+        table.add_row(key, "-" if value is None else str(value))
+    console().print(table)
+
+
+@click.command()
+@click.option("--sort", type=click.Choice(["newest", "oldest", "failures"]), default="newest")
+@_question_options
+@pass_app
+def runs(
+    app: AppContext,
+    sort: str,
+    since: str | None,
+    limit: int | None,
+    offline: bool,
+    as_json: bool,
+) -> None:
+    """Runs with their totals, newest first."""
+    _, rows = _load(app, not offline, None)
+    cutoff = parse_since(since)
+    if cutoff is not None:
+        rows = [r for r in rows if r["started_ns"] >= cutoff]
+    if sort == "newest":
+        rows = rows[::-1]
+    elif sort == "failures":
+        rows = sorted(rows, key=lambda r: (-(r["failed"] + r["errors"]), -r["first_seq"]))
+    rows = rows[:limit] if limit else rows
+    if as_json:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"runs: {len(rows)}", title_justify="left")
+    for column in ("run", "started", "source", "commit", "tests", "passed", "failed"):
+        table.add_column(column, justify="right" if column in ("tests", "passed") else "left")
+    for column in ("errors", "skipped", "flaky", "duration s"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        started = (
+            datetime.fromtimestamp(r["started_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
+            if r["started_ns"]
+            else "-"
+        )
+        table.add_row(
+            r["run_id"],
+            started,
+            r["source"] or "-",
+            (r["commit"] or "-")[:12],
+            str(r["total"] if r["finished"] else r["executions"]),
+            str(r["passed"]),
+            f"[red]{r['failed']}[/red]" if r["failed"] else "0",
+            str(r["errors"]),
+            str(r["skipped"]),
+            str(r["flaky"]),
+            f"{r['duration_s']:.1f}",
+        )
+    console().print(table)
+
+
+def _quarantine_command(enter: bool) -> click.Command:
+    @click.command(name="quarantine" if enter else "unquarantine")
+    @click.argument("test")
+    @click.option("--reason", default="", help="Why (kept in the log).")
+    @click.option("--by", help="Who decided [default: $USER].")
+    @pass_app
+    def command(app: AppContext, test: str, reason: str, by: str | None) -> None:
+        import getpass
+
+        from aqe.events import TestCaseQuarantined, TestCaseUnquarantined
+
+        who = by or getpass.getuser()
+        now = datetime.now(UTC)
+        event: Event = (
+            TestCaseQuarantined(test_id=test, reason=reason, by=who, at=now)
+            if enter
+            else TestCaseUnquarantined(test_id=test, reason=reason, by=who, at=now)
+        )
+
+        async def go() -> int:
+            async with open_log(app) as log:
+                result = await log.append(event)
+                await fold_history(log, app, quiet=True)
+                return result.seq
+
+        seq = run(go())
+        verb = "quarantined" if enter else "released from quarantine"
+        console().print(f"{test}: {verb} (event #{seq})")
+
+    command.__doc__ = (
+        "Put TEST in quarantine: an event in the log, shown in `aqe history` and `aqe flaky`."
+        if enter
+        else "Take TEST out of quarantine (an event in the log)."
+    )
+    return command
+
+
+quarantine = _quarantine_command(True)
+unquarantine = _quarantine_command(False)

@@ -1,0 +1,118 @@
+"""Spool files: events written to disk when they could not be published yet.
+
+A spool file is JSON lines, one aqe event per line in its wire form
+(:meth:`aqe.events.Event.to_json`, the ``event`` type tag included). The pytest plugin
+writes every event of a live run to one as it goes, and deletes the file once the
+server has acknowledged them all; ``aqe ingest <file>`` appends a file that was left
+behind. Event ids are derived from the events' contents, so ingesting a spool whose
+events were partly published already stores only the missing ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import IO, TYPE_CHECKING
+
+from aqe.errors import EventError, ReportError
+from aqe.events import REGISTRY, Event
+
+if TYPE_CHECKING:
+    from aqe.config import Settings
+
+__all__ = ["SPOOL_SUFFIX", "SpoolWriter", "default_spool_dir", "read_spool"]
+
+SPOOL_SUFFIX = ".jsonl"
+"""File name suffix of the spool files aqe writes."""
+
+
+def default_spool_dir(settings: Settings) -> Path:
+    """Where spool files go unless told otherwise: ``<data_dir>/spool``."""
+    return settings.data_dir / "spool"
+
+
+class SpoolWriter:
+    """Appends events to a spool file, one flushed line each.
+
+    The file is opened for appending (parent directories are created), so a writer
+    reopened on the same path adds to what is there.
+    """
+
+    def __init__(self, path: Path) -> None:
+        """Open ``path`` for appending.
+
+        Raises:
+            OSError: the file or its directory cannot be created.
+        """
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] | None = path.open("ab")
+        self.count = 0
+        """Events written by this writer."""
+
+    def write(self, event: Event) -> None:
+        """Append one event and flush it to the operating system.
+
+        Raises:
+            ValueError: the writer is closed.
+            OSError: the write failed (disk full, file gone).
+        """
+        if self._file is None:
+            raise ValueError(f"spool {self.path} is closed")
+        self._file.write(event.to_json() + b"\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        """Close the file; closing twice is harmless."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._file is None
+
+    def __enter__(self) -> SpoolWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_spool(path: Path) -> list[Event]:
+    """Every event of a spool file, in file order.
+
+    Blank lines are skipped. Nothing is returned unless every line decodes, so a
+    file cut short by a crash (a last line of truncated JSON) is reported, not
+    half-read.
+
+    Args:
+        path: The spool file.
+
+    Returns:
+        The events.
+
+    Raises:
+        ReportError: the file cannot be read, or a line is not JSON, names an unknown
+            event type or does not match its schema (the error gives the line number).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ReportError(str(path), f"cannot read spool file: {exc.strerror or exc}") from exc
+    events: list[Event] = []
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            events.append(REGISTRY.decode(line))
+        except EventError as exc:
+            raise ReportError(str(path), _reason(exc), line=number) from exc
+    return events
+
+
+def _reason(exc: EventError) -> str:
+    # EventDecodeError's own message names a subject and sequence, which a file has not.
+    detail = getattr(exc, "detail", None)
+    return f"not an aqe event: {detail}" if isinstance(detail, str) else str(exc)

@@ -1,0 +1,113 @@
+"""``aqe ingest`` and the history questions, end to end on a real nats-server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+Runner = Callable[..., Any]  # the `aqe` fixture in conftest.py
+
+pytestmark = pytest.mark.nats
+
+
+def junit(path: Path, *cases: str, suite: str = "unit") -> Path:
+    body = "\n".join(cases)
+    path.write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?>\n'
+        f'<testsuite name="{suite}" tests="{len(cases)}" timestamp="2026-11-20T10:00:00">\n'
+        f"{body}\n</testsuite>\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def ok(name: str) -> str:
+    return f'<testcase classname="com.acme.CartTest" name="{name}" time="0.5"/>'
+
+
+def failing(name: str, message: str = "expected 3 but was 2") -> str:
+    return (
+        f'<testcase classname="com.acme.CartTest" name="{name}" time="1.5">'
+        f'<failure message="{message}" type="java.lang.AssertionError">trace</failure>'
+        "</testcase>"
+    )
+
+
+def flaky(name: str) -> str:
+    return (
+        f'<testcase classname="com.acme.CartTest" name="{name}" time="0.7">'
+        '<flakyFailure message="timeout" type="java.net.SocketTimeoutException">'
+        "trace</flakyFailure></testcase>"
+    )
+
+
+def test_ingest_summarises_and_is_idempotent(aqe: Runner, tmp_path: Path) -> None:
+    report = junit(tmp_path / "TEST-cart.xml", ok("total"), failing("coupon"), flaky("pay"))
+    first = aqe("ingest", str(report), "--commit", "c1", "-q")
+    assert first.code == 0, first.err
+    assert "3 tests" in first.out
+    assert "1 failed" in first.out
+    assert "1 flaky on retry" in first.out
+    assert "6 events appended, 0 already stored" in first.out
+    again = aqe("ingest", str(report), "--commit", "c1", "-q", "--json").json()
+    assert (again["appended"], again["duplicates"]) == (0, 6)
+    runs = aqe("runs", "--json").json()
+    assert len(runs) == 1
+    assert (runs[0]["total"], runs[0]["failed"], runs[0]["flaky"]) == (3, 1, 1)
+    assert runs[0]["commit"] == "c1"
+
+
+def test_flaky_and_broken_tables_over_several_runs(aqe: Runner, tmp_path: Path) -> None:
+    for i in range(4):
+        cases = [ok("total"), ok("pay") if i != 1 else flaky("pay")]
+        cases.append(failing("coupon") if i >= 1 else ok("coupon"))
+        report = junit(tmp_path / f"run{i}.xml", *cases)
+        result = aqe("ingest", str(report), "--commit", f"c{i}", "--run-id", f"r{i}", "-q")
+        assert result.code == 0, result.err
+    broken = aqe("broken", "--json").json()
+    assert [r["test_id"] for r in broken] == ["com.acme.CartTest.coupon"]
+    assert broken[0]["failing_since"] == "r1"
+    assert broken[0]["last_failure_message"].startswith("expected 3 but was 2\n")
+    flaky_rows = aqe("flaky", "--json").json()
+    assert [r["test_id"] for r in flaky_rows] == ["com.acme.CartTest.pay"]
+    assert "retry" in flaky_rows[0]["reason"]
+    one = aqe("history", "CartTest.total", "--json").json()
+    assert (one["runs"], one["passes"], one["status"]) == (4, 4, "healthy")
+    table = aqe("flaky")
+    assert table.code == 0
+    assert "CartTest.pay" in table.out
+    # A stricter threshold is applied on the fly, from the projection's state.
+    assert aqe("broken", "--broken-streak", "4", "--json").json() == []
+    quarantined = aqe("quarantine", "com.acme.CartTest.pay", "--reason", "timing")
+    assert quarantined.code == 0, quarantined.err
+    assert aqe("history", "com.acme.CartTest.pay", "--json").json()["quarantined"] is True
+    verify = aqe("replay", "history", "--verify")
+    assert verify.code == 0, verify.out + verify.err
+    assert "equals a rebuild" in verify.out
+
+
+def test_a_bad_report_publishes_nothing_and_names_the_line(aqe: Runner, tmp_path: Path) -> None:
+    good = junit(tmp_path / "good.xml", ok("total"))
+    bad = tmp_path / "bad.xml"
+    bad.write_text('<?xml version="1.0"?>\n<testsuite name="x">\n<testcase name="a">\n')
+    result = aqe("ingest", str(good), str(bad))
+    assert result.code == 2
+    assert result.err.startswith("aqe: error: ")
+    assert "bad.xml:" in result.err
+    assert len(result.err.strip().splitlines()) == 1
+    assert aqe("events", "tail", "--json").out.strip() == ""
+
+
+def test_question_errors_are_one_line(aqe: Runner, tmp_path: Path) -> None:
+    report = junit(tmp_path / "r.xml", ok("total"))
+    assert aqe("ingest", str(report), "-q").code == 0
+    since = aqe("history", "--since", "yesterday-ish")
+    assert since.code == 2
+    assert "--since" in since.err
+    missing = aqe("history", "no.such.test")
+    assert missing.code == 2
+    assert "no test matches" in missing.err
+    assert aqe("history", "--since", "1d", "--json").json()[0]["test_id"].endswith("total")
