@@ -17,6 +17,9 @@ from aqe.events import (
     Event,
     EventRegistry,
     PatternAdded,
+    PatternDeprecated,
+    PatternUpdated,
+    PatternUsed,
     TestCaseExecuted,
     TestCaseQuarantined,
     TestCaseUnquarantined,
@@ -86,6 +89,20 @@ SAMPLES: dict[str, Event] = {
             category="resilience",
             framework="pytest",
             tags=("http", "retry"),
+        ),
+        PatternUpdated(
+            pattern_id="p-42",
+            name="retry on 503 with jitter",
+            code="def test_retry_jitter(): ...",
+            description="now with jitter",
+            category="resilience",
+            language="python",
+            framework="pytest",
+            tags=("http", "retry", "jitter"),
+        ),
+        PatternDeprecated(pattern_id="p-41", reason="superseded", replaced_by="p-42"),
+        PatternUsed(
+            pattern_id="p-42", outcome="failure", used_by="agent-1", context="cart tests", at=WHEN
         ),
         AgentRegistered(
             agent_id="agent-1",

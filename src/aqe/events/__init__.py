@@ -8,7 +8,7 @@ from aqe.events._catalog import REGISTRY
 from aqe.events._envelope import ENVELOPE_VERSION, Envelope, Headers
 from aqe.events._registry import EventRegistry, Upcaster
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentStatus
-from aqe.events.patterns import PatternAdded
+from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
     Outcome,
     TestCaseExecuted,
@@ -31,6 +31,9 @@ __all__ = [
     "Headers",
     "Outcome",
     "PatternAdded",
+    "PatternDeprecated",
+    "PatternUpdated",
+    "PatternUsed",
     "TagParts",
     "TestCaseExecuted",
     "TestCaseQuarantined",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered
-from aqe.events.patterns import PatternAdded
+from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
     TestCaseExecuted,
     TestCaseQuarantined,
@@ -23,6 +23,9 @@ REGISTRY = EventRegistry(
         TestCaseQuarantined,
         TestCaseUnquarantined,
         PatternAdded,
+        PatternUpdated,
+        PatternDeprecated,
+        PatternUsed,
         AgentRegistered,
         AgentHeartbeat,
     ]
