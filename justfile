@@ -47,6 +47,7 @@ fmt:
 bench:
     {{py}} tests/benchmarks/bench_log.py
     {{py}} tests/benchmarks/bench_replay.py
+    {{py}} tests/benchmarks/bench_ingest.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

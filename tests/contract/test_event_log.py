@@ -136,6 +136,14 @@ class EventLogContract:
         assert [r.seq for r in results] == list(range(1, 51))
         assert [r.event_id for r in results] == [i.resolved_id() for i in items]
 
+    async def test_bounded_reads_never_come_back_short(self, log: EventLog) -> None:
+        # Regression: a read could end empty when its first messages were delivered
+        # but not yet handed to the callback when it checked for pending messages.
+        await log.append_batch([NewEvent(event=case(f"t{i}")) for i in range(600)])
+        for start in range(0, 300, 5):
+            seqs = await collect(log, "AQE_TESTS", after_seq=start, until_seq=start + 200)
+            assert seqs == list(range(start + 1, start + 201))
+
     async def test_read_from_after_seq_until_seq_and_filter(self, log: EventLog) -> None:
         for i in range(6):
             await log.append(case("even" if i % 2 == 0 else "odd", run=f"r{i}"))

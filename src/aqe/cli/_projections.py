@@ -78,6 +78,40 @@ async def pending_events(
     return total, start
 
 
+async def catch_up(
+    log: JetStreamEventLog, app: AppContext, projection: Projection[Any], *, quiet: bool
+) -> str | None:
+    """Fold what the log has that ``projection`` lacks; None, or why it was skipped.
+
+    Skipped (not an error) when another process holds the projection, e.g. an
+    ``aqe consume NAME --follow`` that keeps it current anyway.
+    """
+    from aqe.errors import ProjectionError
+    from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
+    from aqe.projections.deadletter import JetStreamDeadLetters
+
+    root = projections_root(app)
+    total, start = await pending_events(log, projection, root)
+    if total == 0:
+        return None
+    try:
+        with (
+            projection_lock(root / projection.name),
+            progress_bar(total, f"fold {projection.name}", not quiet) as set_done,
+        ):
+            await ProjectionRunner(
+                projection,
+                log,
+                SnapshotStore(projection, root / projection.name),
+                JetStreamDeadLetters(log.connection),
+                on_progress=fold_progress(set_done, start),
+                progress_every=1000,
+            ).run()
+    except ProjectionError as exc:
+        return str(exc)
+    return None
+
+
 def _stats_line(stats: Any) -> str:
     cps = ", ".join(f"{k}={v}" for k, v in sorted(stats.checkpoints.items()))
     return (

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
-from aqe.cli._projections import fold_progress, pending_events, progress_bar, projections_root
-from aqe.errors import AqeError, ProjectionError
+from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.errors import AqeError
 
 if TYPE_CHECKING:
     from aqe.events import Event
@@ -48,32 +48,9 @@ def _report_files(paths: Sequence[str]) -> list[Path]:
 
 async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) -> str | None:
     """Fold new events into the history projection; None, or why it was skipped."""
-    from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
-    from aqe.projections.deadletter import JetStreamDeadLetters
     from aqe.projections.history import HistoryProjection
 
-    projection = HistoryProjection()
-    root = projections_root(app)
-    total, start = await pending_events(log, projection, root)
-    if total == 0:
-        return None
-    try:
-        with (
-            projection_lock(root / projection.name),
-            progress_bar(total, "fold history", not quiet) as set_done,
-        ):
-            runner = ProjectionRunner(
-                projection,
-                log,
-                SnapshotStore(projection, root / projection.name),
-                JetStreamDeadLetters(log.connection),
-                on_progress=fold_progress(set_done, start),
-                progress_every=1000,
-            )
-            await runner.run()
-    except ProjectionError as exc:  # a follower (`aqe consume history -f`) holds it
-        return str(exc)
-    return None
+    return await catch_up(log, app, HistoryProjection(), quiet=quiet)
 
 
 @click.command()

@@ -536,7 +536,9 @@ class JetStreamEventLog:
             if not follow:
                 with _translated(stream):
                     info = await sub.consumer_info()
-                if info.num_pending == 0 and not buffer:
+                # Nothing pending and nothing delivered yet: the range is empty. (Messages
+                # already pushed may still be on their way to on_msg.)
+                if info.num_pending == 0 and info.delivered.consumer_seq == 0 and not buffer:
                     return
             while True:
                 while buffer:

@@ -97,6 +97,7 @@ class ProjectionRunner(Generic[S]):
         flush_interval_s: float = 1.0,
         progress_every: int = 5_000,
         on_progress: Callable[[Progress], None] | None = None,
+        materialize_interval_s: float = 30.0,
     ) -> None:
         self.projection = projection
         self.log = log
@@ -107,6 +108,8 @@ class ProjectionRunner(Generic[S]):
         self.flush_interval_s = flush_interval_s
         self.progress_every = progress_every
         self.on_progress = on_progress
+        self.materialize_interval_s = materialize_interval_s
+        self._last_materialized = time.monotonic()
         self._snapshot: Snapshot[S] | None = None
 
     async def pending(self) -> dict[str, tuple[int, int]]:
@@ -150,7 +153,7 @@ class ProjectionRunner(Generic[S]):
                     limit = None if until is None else until.get(stream)
                     await self._fold(stream, False, limit)
         finally:
-            self._save()
+            self._save(final=True)
         return RunStats(
             projection=self.projection.name,
             applied=self._applied,
@@ -218,14 +221,22 @@ class ProjectionRunner(Generic[S]):
             if self._since_flush:
                 self._save()
 
-    def _save(self) -> None:
+    def _save(self, *, final: bool = False) -> None:
+        # Derived tables (``materialize``) can cost far more than the snapshot; they
+        # are written at the end of a run and at most every materialize_interval_s
+        # in between. Readers see stale tables as stale and fall back to the state.
+        now = time.monotonic()
+        materialize = final or now - self._last_materialized >= self.materialize_interval_s
         self.store.save(
             Snapshot(
                 state=self._state,
                 checkpoints=dict(self._checkpoints),
                 events_applied=self._applied_total + self._applied,
                 dead_letters=self._dead_total + self._dead,
-            )
+            ),
+            materialize=materialize,
         )
+        if materialize:
+            self._last_materialized = now
         self._since_flush = 0
         self._last_flush = time.monotonic()

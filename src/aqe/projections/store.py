@@ -86,8 +86,12 @@ class SnapshotStore(Generic[S]):
             dead_letters=header.dead_letters,
         )
 
-    def save(self, snapshot: Snapshot[S]) -> None:
-        """Write state and checkpoints atomically (temp file, fsync, rename, fsync dir)."""
+    def save(self, snapshot: Snapshot[S], *, materialize: bool = True) -> None:
+        """Write state and checkpoints atomically (temp file, fsync, rename, fsync dir).
+
+        Then, with ``materialize`` and a projection that has ``materialize``, write its
+        derived tables for this snapshot.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         header = _Header(
             format=_FORMAT,
@@ -111,9 +115,9 @@ class SnapshotStore(Generic[S]):
             os.close(dir_fd)
         # Derived tables come after the snapshot: a crash in between leaves tables
         # that say which checkpoints they were built at, so readers see them stale.
-        materialize = getattr(self.projection, "materialize", None)
-        if materialize is not None:
-            materialize(snapshot.state, self.directory, header.checkpoints)
+        write_tables = getattr(self.projection, "materialize", None)
+        if materialize and write_tables is not None:
+            write_tables(snapshot.state, self.directory, header.checkpoints)
 
     def exists(self) -> bool:
         """Whether a snapshot file is present."""
