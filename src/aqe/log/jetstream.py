@@ -538,7 +538,8 @@ class JetStreamEventLog:
                     info = await sub.consumer_info()
                 # Nothing pending and nothing delivered yet: the range is empty. (Messages
                 # already pushed may still be on their way to on_msg.)
-                if info.num_pending == 0 and info.delivered.consumer_seq == 0 and not buffer:
+                delivered = info.delivered.consumer_seq if info.delivered else 0
+                if info.num_pending == 0 and delivered == 0 and not buffer:
                     return
             while True:
                 while buffer:
