@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from xml.sax.saxutils import escape, quoteattr
 
@@ -22,14 +21,13 @@ from aqe.events import (
     AgentRegistered,
     Event,
     Outcome,
-    PatternAdded,
     TestCaseExecuted,
     TestRunFinished,
     TestRunStarted,
 )
 from aqe.ingest.identity import split_pytest_nodeid, test_identity
 
-__all__ = ["FleetPlan", "SimulatedRun", "junit_report", "simulate_fleet", "starter_patterns"]
+__all__ = ["FleetPlan", "SimulatedRun", "junit_report", "simulate_fleet"]
 
 _MODULES = {
     "tests/unit/test_parser.py": [
@@ -123,7 +121,9 @@ def simulate_fleet(plan: FleetPlan) -> tuple[list[Event], list[SimulatedRun]]:
             agent_id="flaky-hunter", role="analyzer", capabilities=("history", "quarantine")
         )
     )
-    setup.extend(starter_patterns())
+    from aqe.search.starter import load_starter_library
+
+    setup.extend(load_starter_library())
 
     runs: list[SimulatedRun] = []
     for r in range(plan.runs):
@@ -261,50 +261,4 @@ def junit_report(run: SimulatedRun) -> str:
     )
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + "\n".join(
         [header, *cases, "</testsuite>", ""]
-    )
-
-
-def starter_patterns() -> Iterator[PatternAdded]:
-    """A handful of real test patterns the demo seeds the library with."""
-    yield PatternAdded(
-        pattern_id="pytest-tmp-path",
-        name="Isolated files with tmp_path",
-        description="Give each test its own directory so tests never share files.",
-        category="isolation",
-        framework="pytest",
-        tags=("fixtures", "filesystem"),
-        code="def test_writes_report(tmp_path):\n    out = tmp_path / 'r.xml'\n"
-        "    write_report(out)\n    assert out.read_text().startswith('<?xml')\n",
-    )
-    yield PatternAdded(
-        pattern_id="pytest-parametrize-ids",
-        name="Parametrize with readable ids",
-        description="One test body, many cases, each named in the report.",
-        category="parametrisation",
-        framework="pytest",
-        tags=("parametrize",),
-        code="@pytest.mark.parametrize('raw, want', [('1', 1), ('-2', -2)], ids=['pos', 'neg'])\n"
-        "def test_parse_int(raw, want):\n    assert parse_int(raw) == want\n",
-    )
-    yield PatternAdded(
-        pattern_id="seeded-random",
-        name="Deterministic randomness",
-        description="Seed every random source so a failure reproduces.",
-        category="flakiness",
-        framework="pytest",
-        tags=("flaky", "seed"),
-        code="def test_shuffle_is_stable():\n    rng = random.Random(1234)\n"
-        "    assert shuffle(items, rng) == shuffle(items, random.Random(1234))\n",
-    )
-    yield PatternAdded(
-        pattern_id="retry-with-backoff",
-        name="Poll with a deadline instead of sleep",
-        description="Wait for a condition with bounded retries rather than a fixed sleep.",
-        category="flakiness",
-        framework="pytest",
-        tags=("flaky", "async", "timing"),
-        code="async def wait_for(cond, timeout=5.0, step=0.05):\n"
-        "    deadline = time.monotonic() + timeout\n    while not cond():\n"
-        "        if time.monotonic() > deadline:\n            raise TimeoutError\n"
-        "        await asyncio.sleep(step)\n",
     )

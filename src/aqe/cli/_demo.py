@@ -55,6 +55,8 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
     )
     from aqe.projections.deadletter import JetStreamDeadLetters
     from aqe.projections.history import load_rows
+    from aqe.search.engine import PatternSearch
+    from aqe.search.projection import PatternsProjection
 
     out = console()
     setup, sim_runs = simulate_fleet(FleetPlan(runs=runs, seed=seed))
@@ -106,6 +108,7 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
             folds: list[tuple[int, Projection[Any]]] = [
                 (3, CatalogProjection()),
                 (4, HistoryProjection()),
+                (5, PatternsProjection()),
             ]
             for step, projection in folds:
                 out.print(
@@ -140,15 +143,44 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
 
     result = run(go())
     snap = result["catalog"]
-    out.print("[bold]5.[/bold] what the catalog knows")
+    out.print("[bold]6.[/bold] what the catalog knows")
     render_catalog(snap.state, snap.checkpoints)
     tests, _, _ = load_rows(root / "history")
-    out.print("[bold]6.[/bold] what the test history knows")
+    out.print("[bold]7.[/bold] what the test history knows")
     for status in ("flaky", "broken"):
         render_status_table(status, tests)
+    _remedies(tests, PatternSearch.open(root / "patterns"))
     out.print(
         "\nnext: [bold]aqe flaky[/bold] · [bold]aqe history TEST[/bold] · [bold]aqe runs[/bold]"
-        " · [bold]aqe ingest report.xml[/bold] · [bold]aqe replay history --verify[/bold]"
+        " · [bold]aqe patterns search 'freeze time'[/bold]"
+        " · [bold]aqe replay history --verify[/bold]"
     )
     if not result["equal"]:
         raise SystemExit(1)
+
+
+def _remedies(tests: list[dict[str, Any]], searcher: Any) -> None:
+    """For each flaky or broken test, the library's best patterns for its failure."""
+    from rich.table import Table
+
+    table = Table(
+        "test",
+        "status",
+        "failure",
+        "suggested patterns (hybrid search on the failure)",
+        title="8. remedies from the pattern library",
+        title_justify="left",
+    )
+    for row in tests:
+        if row["status"] not in ("flaky", "broken"):
+            continue
+        message = (row["last_failure_message"] or "").partition("\n")[0]
+        query = f"{row['status']} test: {message}"
+        hits = searcher.search(query, k=3).hits
+        table.add_row(
+            row["test_id"].rsplit(".", 1)[-1],
+            row["status"],
+            message[:48],
+            ", ".join(h.pattern_id for h in hits),
+        )
+    console().print(table)

@@ -16,6 +16,7 @@ from aqe.projections.history import HistoryProjection
 from aqe.projections.replay import VerifyReport, rebuild, verify
 from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
 from aqe.projections.store import Snapshot, SnapshotStore
+from aqe.search.projection import PatternsProjection
 
 __all__ = [
     "PROJECTIONS",
@@ -41,6 +42,7 @@ __all__ = [
 PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
     "history": HistoryProjection,
+    "patterns": PatternsProjection,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +22,56 @@ import msgspec
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["TABLES_DIR", "read_table", "tables_current", "write_tables"]
+__all__ = [
+    "TABLES_DIR",
+    "build_derived",
+    "derived_current",
+    "read_table",
+    "tables_current",
+    "write_tables",
+]
 
 TABLES_DIR = "tables"
 _BUILT = "built.json"
+
+
+def build_derived(
+    directory: Path,
+    name: str,
+    fill: Callable[[Path], None],
+    checkpoints: Mapping[str, int],
+) -> Path:
+    """Build a derived set ``directory/name`` with ``fill(fresh_dir)`` and swap it in.
+
+    The set is built aside, stamped with the checkpoints it was built at
+    (``built.json``), then renamed over the live one, so readers never see a
+    half-written set; :func:`derived_current` checks the stamp.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=f".{name}.new-", dir=directory))
+    try:
+        fill(fresh)
+        marker = {"checkpoints": dict(sorted(checkpoints.items()))}
+        (fresh / _BUILT).write_bytes(msgspec.json.encode(marker))
+        live = directory / name
+        retired = directory / f".{name}.old-{os.getpid()}"
+        if live.exists():
+            os.replace(live, retired)
+        os.replace(fresh, live)
+        shutil.rmtree(retired, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(fresh, ignore_errors=True)
+        raise
+    return directory / name
+
+
+def derived_current(directory: Path, name: str, checkpoints: Mapping[str, int]) -> bool:
+    """Whether ``directory/name`` was built at exactly these checkpoints."""
+    try:
+        marker = msgspec.json.decode((directory / name / _BUILT).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return False
+    return isinstance(marker, dict) and marker.get("checkpoints") == dict(checkpoints)
 
 
 def write_tables(
@@ -34,37 +80,21 @@ def write_tables(
     checkpoints: Mapping[str, int],
 ) -> Path:
     """Write ``{name: (rows, schema)}`` as LanceDB tables under ``directory/tables``."""
-    import lancedb
-    import pyarrow as pa
 
-    directory.mkdir(parents=True, exist_ok=True)
-    fresh = Path(tempfile.mkdtemp(prefix=f".{TABLES_DIR}.new-", dir=directory))
-    try:
+    def fill(fresh: Path) -> None:
+        import lancedb
+        import pyarrow as pa
+
         db = lancedb.connect(str(fresh))
         for name, (rows, schema) in tables.items():
             db.create_table(name, pa.Table.from_pylist(list(rows), schema=schema))
-        marker = {"checkpoints": dict(sorted(checkpoints.items())), "tables": sorted(tables)}
-        (fresh / _BUILT).write_bytes(msgspec.json.encode(marker))
-        live = directory / TABLES_DIR
-        retired = directory / f".{TABLES_DIR}.old-{os.getpid()}"
-        if live.exists():
-            os.replace(live, retired)
-        os.replace(fresh, live)
-        shutil.rmtree(retired, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise
-    return directory / TABLES_DIR
+
+    return build_derived(directory, TABLES_DIR, fill, checkpoints)
 
 
 def tables_current(directory: Path, checkpoints: Mapping[str, int]) -> bool:
     """Whether ``directory/tables`` was built at exactly these checkpoints."""
-    try:
-        raw = (directory / TABLES_DIR / _BUILT).read_bytes()
-        marker = msgspec.json.decode(raw)
-    except (OSError, msgspec.DecodeError):
-        return False
-    return isinstance(marker, dict) and marker.get("checkpoints") == dict(checkpoints)
+    return derived_current(directory, TABLES_DIR, checkpoints)
 
 
 def read_table(directory: Path, name: str) -> list[dict[str, Any]]:

@@ -1,0 +1,365 @@
+"""``aqe patterns``: add, import, search and evaluate the pattern library."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._projections import catch_up, progress_bar, projections_root
+
+if TYPE_CHECKING:
+    from aqe.events import PatternAdded
+    from aqe.search.engine import Mode, SearchResult
+
+_MODES = ["keyword", "semantic", "hybrid"]
+
+
+def _weights(value: str | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    try:
+        keyword, semantic = (float(part) for part in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: give two numbers, keyword,semantic (e.g. 0.6,0.4)", param_hint="--weights"
+        ) from None
+    if keyword < 0 or semantic < 0 or keyword + semantic == 0:
+        raise click.BadParameter("weights must be >= 0 and not both 0", param_hint="--weights")
+    return keyword, semantic
+
+
+async def _publish(app: AppContext, patterns: list[PatternAdded], quiet: bool) -> tuple[int, int]:
+    from aqe.log import NewEvent
+    from aqe.search.projection import PatternsProjection
+
+    async with open_log(app) as log:
+        with progress_bar(len(patterns), "publish", not quiet) as tick:
+            new = 0
+            for start in range(0, len(patterns), 500):
+                chunk = patterns[start : start + 500]
+                results = await log.append_many([NewEvent(event=p) for p in chunk])
+                new += sum(not r.duplicate for r in results)
+                tick(start + len(chunk))
+        skipped = await catch_up(log, app, PatternsProjection(), quiet=quiet)
+    if skipped:
+        console(stderr=True).print(f"search indexes not refreshed: {skipped}")
+    return new, len(patterns) - new
+
+
+@click.group()
+def patterns() -> None:
+    """The pattern library: reusable test patterns with hybrid search."""
+
+
+@patterns.command(name="import")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@json_option
+@pass_app
+def import_(app: AppContext, paths: tuple[Path, ...], quiet: bool, as_json: bool) -> None:
+    """Import patterns from TOML/JSON/JSONL files or directories (default: the starter library).
+
+    Each pattern becomes a `patterns.pattern.added.v1` event with a content-derived id,
+    so importing the same files again adds nothing; then the search indexes are
+    rebuilt (embeddings come from a cache, so unchanged text is never re-embedded).
+    """
+    from aqe.search.starter import load_pattern_files, load_starter_library, pattern_files
+
+    if paths:
+        files: list[Path] = []
+        for path in paths:
+            files.extend(pattern_files(path) if path.is_dir() else [path])
+        if not files:
+            raise click.BadParameter(
+                "no .toml/.json/.jsonl pattern files found", param_hint="PATHS"
+            )
+        library = load_pattern_files(files)
+        source = f"{len(files)} file(s)"
+    else:
+        library = load_starter_library()
+        source = "the starter library"
+    started = time.monotonic()
+    new, dups = run(_publish(app, library, quiet or as_json))
+    if as_json:
+        print_json({"patterns": len(library), "appended": new, "duplicates": dups})
+        return
+    console().print(
+        f"imported {len(library)} patterns from {source}: {new} new, {dups} already in the "
+        f"library ({time.monotonic() - started:.1f} s)"
+    )
+
+
+@patterns.command()
+@click.option("--id", "pattern_id", required=True, help="Stable id (kebab-case).")
+@click.option("--name", required=True, help="Short title.")
+@click.option("--code", required=True, help="The snippet, or @FILE to read it from a file.")
+@click.option("--description", default="", help="When to use it and why it works.")
+@click.option("--category", default="", help="e.g. fixtures, flakiness, async.")
+@click.option("--language", default="python", show_default=True)
+@click.option("--framework", default="", help="e.g. pytest, hypothesis, junit5.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@pass_app
+def add(
+    app: AppContext,
+    pattern_id: str,
+    name: str,
+    code: str,
+    description: str,
+    category: str,
+    language: str,
+    framework: str,
+    tags: tuple[str, ...],
+) -> None:
+    """Add (or replace) one pattern."""
+    from aqe.events import PatternAdded
+
+    if code.startswith("@"):
+        source = Path(code[1:])
+        try:
+            code = source.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(f"{source}: {exc.strerror}", param_hint="--code") from None
+    pattern = PatternAdded(
+        pattern_id=pattern_id,
+        name=name,
+        code=code,
+        description=description,
+        category=category,
+        language=language,
+        framework=framework,
+        tags=tags,
+    )
+    new, _ = run(_publish(app, [pattern], True))
+    console().print(f"{pattern_id}: {'added' if new else 'already in the library, unchanged'}")
+
+
+@patterns.command()
+@click.argument("query")
+@click.option("--mode", type=click.Choice(_MODES), default="hybrid", show_default=True)
+@click.option("-k", "--limit", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--category", help="Only this category.")
+@click.option("--framework", help="Only this framework.")
+@click.option("--language", help="Only this language.")
+@click.option("--rrf-k", type=click.IntRange(min=1), help="RRF rank constant [default 5].")
+@click.option("--weights", metavar="KW,SEM", help="Hybrid weights [default 0.2,0.8].")
+@click.option("--code/--no-code", "show_code", default=False, help="Print each hit's code.")
+@click.option("--offline", is_flag=True, help="Do not fold new pattern events first.")
+@json_option
+@pass_app
+def search(
+    app: AppContext,
+    query: str,
+    mode: Mode,
+    k: int,
+    category: str | None,
+    framework: str | None,
+    language: str | None,
+    rrf_k: int | None,
+    weights: str | None,
+    show_code: bool,
+    offline: bool,
+    as_json: bool,
+) -> None:
+    """Find patterns for QUERY by keyword (BM25), meaning (MiniLM) or both (RRF)."""
+    from aqe.search.engine import DEFAULT_RRF_K, DEFAULT_WEIGHTS, PatternSearch
+    from aqe.search.projection import PatternsProjection
+
+    chosen = _weights(weights) or DEFAULT_WEIGHTS
+    if not offline:
+
+        async def refresh() -> str | None:
+            async with open_log(app) as log:
+                return await catch_up(log, app, PatternsProjection(), quiet=True)
+
+        skipped = run(refresh())
+        if skipped:
+            console(stderr=True).print(f"[dim]not refreshed: {skipped}[/dim]")
+    searcher = PatternSearch.open(projections_root(app) / "patterns")
+    result = searcher.search(
+        query,
+        mode=mode,
+        k=k,
+        category=category,
+        framework=framework,
+        language=language,
+        rrf_k=rrf_k or DEFAULT_RRF_K,
+        weights=chosen,
+    )
+    if as_json:
+        import msgspec
+
+        data = msgspec.to_builtins(result)
+        data["timings"]["total_ms"] = round(result.timings.total_ms, 3)
+        print_json(data)
+        return
+    _render(result, len(searcher), show_code)
+
+
+def _render(result: SearchResult, size: int, show_code: bool) -> None:
+    from rich.syntax import Syntax
+    from rich.table import Table
+
+    out = console()
+    t = result.timings
+    title = (
+        f"{result.mode} search over {size} patterns: {len(result.hits)} hits in "
+        f"{t.total_ms:.1f} ms (embed {t.embed_ms:.1f}, keyword {t.keyword_ms:.1f}, "
+        f"vector {t.vector_ms:.1f}, fuse {t.fuse_ms:.1f})"
+    )
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "pattern", "name", "category", "framework", "score", "kw", "sem"):
+        table.add_column(column, justify="right" if column in ("#", "score") else "left")
+    for i, hit in enumerate(result.hits, start=1):
+        table.add_row(
+            str(i),
+            hit.pattern_id,
+            hit.name,
+            hit.category,
+            hit.framework,
+            f"{hit.score:.4f}",
+            str(hit.keyword_rank or "-"),
+            str(hit.semantic_rank or "-"),
+        )
+    out.print(table)
+    if show_code:
+        for hit in result.hits:
+            out.print(f"[bold]{hit.pattern_id}[/bold]: {hit.description}")
+            out.print(Syntax(hit.code, hit.language or "python", theme="ansi_dark"))
+
+
+@patterns.command(name="eval")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--mode",
+    "modes",
+    type=click.Choice([*_MODES, "all"]),
+    default="all",
+    show_default=True,
+    help="Which search mode(s) to evaluate.",
+)
+@click.option("--max-queries", type=click.IntRange(min=1), help="Evaluate the first N queries.")
+@click.option("--rrf-k", type=click.IntRange(min=1), help="RRF rank constant [default 5].")
+@click.option("--weights", metavar="KW,SEM", help="Hybrid weights [default 0.2,0.8].")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@json_option
+@pass_app
+def eval_(
+    app: AppContext,
+    dataset: Path,
+    modes: str,
+    max_queries: int | None,
+    rrf_k: int | None,
+    weights: str | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Relevance of each search mode on DATASET: nDCG@10, MRR and Recall@10.
+
+    DATASET is a BEIR-style directory (corpus.jsonl, queries.jsonl, qrels/test.tsv) or
+    the CoSQA layout (code_idx_map.txt + cosqa-retrieval-dev-500.json). The corpus is
+    indexed in memory; its embeddings go through the persistent cache, so a second
+    evaluation embeds nothing.
+    """
+    from aqe.search.engine import DEFAULT_RRF_K, DEFAULT_WEIGHTS, PatternSearch
+    from aqe.search.metrics import evaluate, load_dataset
+    from aqe.search.projection import (
+        LibraryState,
+        PatternDoc,
+        active_ids,
+        cache_dir_for,
+        embedding_text,
+    )
+
+    chosen = _weights(weights) or DEFAULT_WEIGHTS
+    data = load_dataset(dataset)
+    if max_queries:
+        import msgspec
+
+        keep = data.judged()[:max_queries]
+        data = msgspec.structs.replace(data, queries={q: data.queries[q] for q in keep})
+    state = LibraryState(
+        patterns={
+            doc_id: PatternDoc(
+                name=doc.name,
+                code=doc.code,
+                description=doc.description,
+                category=doc.category,
+                language=doc.language,
+                framework=doc.framework,
+                tags=tuple(doc.tags),
+            )
+            for doc_id, doc in data.corpus.items()
+        }
+    )
+    from aqe.search.embed import Embedder
+
+    embedder = Embedder(cache_dir_for(projections_root(app) / "patterns"))
+    show = not (quiet or as_json)
+    started = time.monotonic()
+    with progress_bar(len(state.patterns), "embed corpus", show) as tick:
+        # Warm the cache with progress; building the index then finds every vector.
+        ids = active_ids(state)
+        embedder.embed([embedding_text(state.patterns[i]) for i in ids], on_progress=tick)
+    searcher = PatternSearch.from_state(state, embedder)
+    index_s = time.monotonic() - started
+    rows = []
+    chosen_modes: list[Mode] = ["keyword", "semantic", "hybrid"]
+    if modes != "all":
+        chosen_modes = [m for m in chosen_modes if m == modes]
+    for mode in chosen_modes:
+
+        def ask(query: str, k: int, mode: Mode = mode) -> list[str]:
+            result = searcher.search(
+                query, mode=mode, k=k, rrf_k=rrf_k or DEFAULT_RRF_K, weights=chosen
+            )
+            return [hit.pattern_id for hit in result.hits]
+
+        with progress_bar(len(data.judged()), f"eval {mode}", show) as tick:
+            result = evaluate(ask, data, k=10, on_progress=tick)
+        rows.append(
+            {
+                "mode": mode,
+                "ndcg_at_10": result.ndcg,
+                "mrr": result.mrr,
+                "recall_at_10": result.recall,
+                "p50_ms": result.latency_p50_ms,
+                "p95_ms": result.latency_p95_ms,
+            }
+        )
+    summary = {
+        "dataset": data.name,
+        "corpus": len(data.corpus),
+        "queries": len(data.judged()),
+        "index_s": round(index_s, 2),
+        "embedding_cache": {"hits": embedder.hits, "misses": embedder.misses},
+        "rrf_k": rrf_k or DEFAULT_RRF_K,
+        "weights": list(chosen),
+        "results": rows,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    from rich.table import Table
+
+    table = Table(
+        title=f"{data.name}: {len(data.corpus)} docs, {len(data.judged())} queries "
+        f"(indexed in {index_s:.1f} s; embedding cache {embedder.hits} hits, "
+        f"{embedder.misses} misses)",
+        title_justify="left",
+    )
+    for column in ("mode", "nDCG@10", "MRR", "Recall@10", "p50 ms", "p95 ms"):
+        table.add_column(column, justify="left" if column == "mode" else "right")
+    for row in rows:
+        table.add_row(
+            str(row["mode"]),
+            f"{row['ndcg_at_10']:.4f}",
+            f"{row['mrr']:.4f}",
+            f"{row['recall_at_10']:.4f}",
+            f"{row['p50_ms']:.2f}",
+            f"{row['p95_ms']:.2f}",
+        )
+    console().print(table)

