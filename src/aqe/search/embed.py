@@ -28,7 +28,7 @@ import importlib.metadata
 import os
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,36 +221,41 @@ class Embedder:
 
         Args:
             texts: The texts, in the order the rows are wanted.
-            on_progress: Called with the number of texts done so far (cached ones
-                count at once, computed ones after each batch).
+            on_progress: Called with how many of ``texts`` are done so far: once
+                after the cache lookup, then after each computed batch; the last
+                call reports ``len(texts)``.
 
         Returns:
             A ``(len(texts), 384)`` float32 array of unit vectors, row ``i`` for ``texts[i]``.
+
+        A text repeated within the call is looked up and computed once; :attr:`hits`
+        and :attr:`misses` count distinct texts.
         """
         out = np.empty((len(texts), DIM), dtype=np.float32)
         if not texts:
             return out
         digests = [_digest(t) for t in texts]
+        copies = Counter(digests)
         unique: dict[bytes, str] = dict(zip(digests, texts, strict=True))
         found = self._store.get_many(self._version, list(unique))
         self.hits += len(found)
         missing = [(d, t) for d, t in unique.items() if d not in found]
-        done = len(found)
+        done = sum(copies[d] for d in found)
         if on_progress is not None:
             on_progress(done)
-        if missing:
-            # Longest first within the call: batches of similar length pad least.
-            missing.sort(key=lambda item: len(item[1]), reverse=True)
-            for start in range(0, len(missing), self.batch_size):
-                batch = missing[start : start + self.batch_size]
-                vectors = self._encode([t for _, t in batch])
-                pairs = [(d, vectors[i]) for i, (d, _) in enumerate(batch)]
-                self._store.put_many(self._version, pairs)
-                found.update(pairs)
-                self.misses += len(batch)
-                done += len(batch)
-                if on_progress is not None:
-                    on_progress(done)
+        # Longest first within the call: batches of similar length pad least.
+        missing.sort(key=lambda item: len(item[1]), reverse=True)
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            vectors = self._encode([t for _, t in batch])
+            pairs = [(d, vectors[i]) for i, (d, _) in enumerate(batch)]
+            # Committed batch by batch: a crash keeps everything computed before it.
+            self._store.put_many(self._version, pairs)
+            found.update(pairs)
+            self.misses += len(batch)
+            done += sum(copies[d] for d, _ in batch)
+            if on_progress is not None:
+                on_progress(done)
         for row, digest in enumerate(digests):
             out[row] = found[digest]
         return out
