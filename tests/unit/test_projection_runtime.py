@@ -80,7 +80,12 @@ async def test_resume_applies_only_new_events(tmp_path: Path) -> None:
     await log.append(AgentHeartbeat(agent_id="a1", beat=6))
     second = await runner(log, tmp_path / "c").run()
     assert second.applied == 1
-    assert second.resumed_from == {"AQE_AGENTS": 6, "AQE_PATTERNS": 0, "AQE_TESTS": 120}
+    assert second.resumed_from == {
+        "AQE_AGENTS": 6,
+        "AQE_LEARNING": 0,
+        "AQE_PATTERNS": 0,
+        "AQE_TESTS": 120,
+    }
     again = await runner(log, tmp_path / "c").run()
     assert again.applied == 0
 

@@ -31,7 +31,13 @@ def write(folder: Path, name: str, spec: dict[str, Any] | str) -> Path:
 
 def test_repo_streams_load() -> None:
     specs = load_stream_specs(REPO_STREAMS)
-    assert [s.name for s in specs] == ["AQE_AGENTS", "AQE_DLQ", "AQE_PATTERNS", "AQE_TESTS"]
+    assert [s.name for s in specs] == [
+        "AQE_AGENTS",
+        "AQE_DLQ",
+        "AQE_LEARNING",
+        "AQE_PATTERNS",
+        "AQE_TESTS",
+    ]
     dlq = next(s for s in specs if s.name == "AQE_DLQ")
     assert dlq.audit
     assert dlq.deny_delete

@@ -8,6 +8,7 @@ from aqe.events._catalog import REGISTRY
 from aqe.events._envelope import ENVELOPE_VERSION, Envelope, Headers
 from aqe.events._registry import EventRegistry, Upcaster
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentStatus
+from aqe.events.learning import ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
     Outcome,
@@ -28,12 +29,15 @@ __all__ = [
     "Envelope",
     "Event",
     "EventRegistry",
+    "ExperienceRecorded",
+    "ExperienceStep",
     "Headers",
     "Outcome",
     "PatternAdded",
     "PatternDeprecated",
     "PatternUpdated",
     "PatternUsed",
+    "PolicyTrained",
     "TagParts",
     "TestCaseExecuted",
     "TestCaseQuarantined",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered
+from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
     TestCaseExecuted,
@@ -26,6 +27,8 @@ REGISTRY = EventRegistry(
         PatternUpdated,
         PatternDeprecated,
         PatternUsed,
+        ExperienceRecorded,
+        PolicyTrained,
         AgentRegistered,
         AgentHeartbeat,
     ]

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aqe.errors import UnknownProjectionError
+from aqe.learning.experience import ExperienceProjection
 from aqe.projections.base import Projection
 from aqe.projections.catalog import CatalogProjection, CatalogState
 from aqe.projections.deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetters
@@ -43,6 +44,7 @@ PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
     "history": HistoryProjection,
     "patterns": PatternsProjection,
+    "experience": ExperienceProjection,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 

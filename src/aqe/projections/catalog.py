@@ -41,7 +41,9 @@ class CatalogProjection:
     name = "catalog"
     version = 1
 
-    def __init__(self, streams: tuple[str, ...] = ("AQE_AGENTS", "AQE_PATTERNS", "AQE_TESTS")):
+    def __init__(
+        self, streams: tuple[str, ...] = ("AQE_AGENTS", "AQE_LEARNING", "AQE_PATTERNS", "AQE_TESTS")
+    ):
         self.streams = streams
         # Per event class: (tag, "domain.aggregate"); parsing tags per event is wasted work.
         self._kinds: dict[type[Event], tuple[str, str]] = {}
