@@ -14,6 +14,7 @@ from aqe import __version__
 from aqe.cli._context import AppContext
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
+from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
 from aqe.cli._server import server
@@ -70,6 +71,9 @@ cli.add_command(runs)
 cli.add_command(quarantine)
 cli.add_command(unquarantine)
 cli.add_command(patterns)
+cli.add_command(learn)
+cli.add_command(prioritize)
+cli.add_command(subset_)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -150,6 +150,7 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
     for status in ("flaky", "broken"):
         render_status_table(status, tests)
     _remedies(tests, PatternSearch.open(root / "patterns"))
+    _prioritise(app)
     out.print(
         "\nnext: [bold]aqe flaky[/bold] · [bold]aqe history TEST[/bold] · [bold]aqe runs[/bold]"
         " · [bold]aqe patterns search 'freeze time'[/bold]"
@@ -157,6 +158,50 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
     )
     if not result["equal"]:
         raise SystemExit(1)
+
+
+def _prioritise(app: AppContext) -> None:
+    """The next run's order (failure-count learned online over the history) and a 50% subset."""
+    from rich.table import Table
+
+    from aqe.learning.evaluate import evaluate_online
+    from aqe.learning.registry import make_policy
+    from aqe.learning.training import history_from_log, rank_pending, subset
+
+    async def go() -> Any:
+        async with open_log(app) as log:
+            return await history_from_log(log)
+
+    cycles, _ = run(go())
+    test_ids = sorted({t for c in cycles for t in c.test_ids})
+    learned = {}
+    for name in ("random", "failure-count", "ppo"):
+        learned[name] = evaluate_online(make_policy(name, seed=7), cycles).mean_apfd
+    order = rank_pending(make_policy("failure-count"), cycles, test_ids, replay=True)
+    total = sum(r.expected_duration_s for r in order)
+    half = subset(order, total / 2)
+    table = Table(
+        "#",
+        "test",
+        "priority",
+        "expected s",
+        title="9. the next run, most likely failures first (failure-count; "
+        + ", ".join(f"{k} APFD {v:.2f}" for k, v in learned.items() if v is not None)
+        + f" over {len(cycles)} runs)",
+        title_justify="left",
+    )
+    for item in order[:8]:
+        table.add_row(
+            str(item.position),
+            item.test_id,
+            f"{item.priority:.3f}",
+            f"{item.expected_duration_s:.2f}",
+        )
+    console().print(table)
+    console().print(
+        f"   `aqe subset --budget 50%`: the first {len(half)} of {len(order)} tests fit in "
+        f"half the run's expected {total:.1f} s"
+    )
 
 
 def _remedies(tests: list[dict[str, Any]], searcher: Any) -> None:
