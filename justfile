@@ -49,6 +49,7 @@ bench:
     {{py}} tests/benchmarks/bench_replay.py
     {{py}} tests/benchmarks/bench_ingest.py
     {{py}} tests/benchmarks/bench_search.py
+    {{py}} tests/benchmarks/bench_learning.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]
