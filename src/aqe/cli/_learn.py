@@ -76,6 +76,13 @@ def learn() -> None:
     type=click.FloatRange(0.01, 1.0),
     help="NAPFD time budget (share of each cycle's duration).",
 )
+@click.option(
+    "--reward",
+    type=click.Choice(["tcfail", "failcount", "timerank"]),
+    default="tcfail",
+    show_default=True,
+    help="Reward function (unless an algorithm names its own).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @pass_app
@@ -85,6 +92,7 @@ def eval_(
     dataset: Path | None,
     seed: int,
     budget: float,
+    reward: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -102,7 +110,11 @@ def eval_(
         with progress_bar(len(cycles), f"eval {name}", not (quiet or as_json)) as tick:
             policy = make_policy(name, seed=seed)
             report = evaluate_online(
-                policy, cycles, budget=budget, on_progress=lambda done, _t: tick(done)
+                policy,
+                cycles,
+                budget=budget,
+                reward=reward,
+                on_progress=lambda done, _t: tick(done),
             )
         reports.append(report)
         if not (quiet or as_json):
@@ -120,7 +132,7 @@ def eval_(
     failing = reports[0].failing_cycles if reports else 0
     table = Table(
         title=f"{source}: {len(cycles)} cycles, {failing} with failures; NAPFD budget "
-        f"{budget:.0%}; seed {seed}",
+        f"{budget:.0%}; reward {reward}; seed {seed}",
         title_justify="left",
     )
     for column in ("algorithm", "APFD", "NAPFD", "train s", "inference s", "transitions"):
