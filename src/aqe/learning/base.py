@@ -28,6 +28,7 @@ __all__ = [
     "Policy",
     "TrainStats",
     "Transition",
+    "one_step_transitions",
 ]
 
 FEATURE_VERSION = 1
@@ -72,6 +73,31 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     reward: float
     next_state: tuple[float, ...]
     done: bool = True
+
+
+def one_step_transitions(
+    policy: str,
+    obs: CycleObservation,
+    actions: NDArray[np.floating[Any]] | NDArray[np.integer[Any]],
+    rewards: NDArray[np.floating[Any]],
+) -> list[Transition]:
+    """The transitions of a ranked cycle, one per test: ``done`` and ``next_state == state``."""
+    out: list[Transition] = []
+    for i, test_id in enumerate(obs.test_ids):
+        state = tuple(float(v) for v in obs.features[i])
+        out.append(
+            Transition(
+                cycle=obs.cycle,
+                test_id=test_id,
+                policy=policy,
+                state=state,
+                action=float(actions[i]),
+                reward=float(rewards[i]),
+                next_state=state,
+                done=True,
+            )
+        )
+    return out
 
 
 class TrainStats(msgspec.Struct, frozen=True, kw_only=True):

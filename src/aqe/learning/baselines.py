@@ -21,7 +21,14 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aqe.errors import ConfigError
-from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, Transition
+from aqe.learning.base import (
+    CycleObservation,
+    CycleOutcome,
+    Kind,
+    TrainStats,
+    Transition,
+    one_step_transitions,
+)
 
 __all__ = [
     "DurationAwarePolicy",
@@ -42,21 +49,8 @@ def _no_hyperparameters(name: str, hp: dict[str, Any]) -> None:
 def _transitions(
     name: str, obs: CycleObservation, priorities: NDArray[np.float64], outcome: CycleOutcome
 ) -> list[Transition]:
-    out: list[Transition] = []
-    for i, test_id in enumerate(obs.test_ids):
-        state = tuple(float(x) for x in obs.features[i])
-        out.append(
-            Transition(
-                cycle=obs.cycle,
-                test_id=test_id,
-                policy=name,
-                state=state,
-                action=float(priorities[i]),
-                reward=float(outcome.rewards[i]) if outcome.rewards.size else 0.0,
-                next_state=state,
-            )
-        )
-    return out
+    rewards = outcome.rewards if outcome.rewards.size else np.zeros(len(obs.test_ids))
+    return one_step_transitions(name, obs, priorities, rewards)
 
 
 class _Tally:

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aqe.errors import ConfigError
-from aqe.learning.base import CycleObservation, CycleOutcome, Transition
+from aqe.learning.base import CycleObservation, CycleOutcome, Transition, one_step_transitions
 
 __all__ = [
     "HYPERPARAMETERS_FILE",
@@ -90,22 +90,7 @@ def transitions_of(
     policy: str, obs: CycleObservation, actions: NDArray[np.int64], outcome: CycleOutcome
 ) -> list[Transition]:
     """One-step transitions (``done``, ``next_state == state``) for a ranked cycle."""
-    out: list[Transition] = []
-    for i, test_id in enumerate(obs.test_ids):
-        state = tuple(float(v) for v in obs.features[i])
-        out.append(
-            Transition(
-                cycle=obs.cycle,
-                test_id=test_id,
-                policy=policy,
-                state=state,
-                action=float(actions[i]),
-                reward=float(outcome.rewards[i]),
-                next_state=state,
-                done=True,
-            )
-        )
-    return out
+    return one_step_transitions(policy, obs, actions, outcome.rewards)
 
 
 class Memory:

@@ -44,7 +44,14 @@ from numpy.typing import NDArray
 from torch import nn
 
 from aqe.errors import ConfigError
-from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, Transition
+from aqe.learning.base import (
+    CycleObservation,
+    CycleOutcome,
+    Kind,
+    TrainStats,
+    Transition,
+    one_step_transitions,
+)
 
 __all__ = ["DDPGPolicy", "SACPolicy", "TD3Policy"]
 
@@ -231,19 +238,7 @@ class _ActorCritic:
             self._replay.add(feats, actions, rewards, feats, np.ones(len(actions), np.float32))
         self._reward_lo = min(self._reward_lo, float(rewards.min()))
         self._reward_hi = max(self._reward_hi, float(rewards.max()))
-        return [
-            Transition(
-                cycle=obs.cycle,
-                test_id=test_id,
-                policy=self.name,
-                state=tuple(feats[i].tolist()),
-                action=float(actions[i]),
-                reward=float(rewards[i]),
-                next_state=tuple(feats[i].tolist()),
-                done=True,
-            )
-            for i, test_id in enumerate(obs.test_ids)
-        ]
+        return one_step_transitions(self.name, obs, actions, rewards)
 
     def train(self) -> TrainStats:
         """A few minibatch updates (``updates_per_train``) from the replay buffer."""

@@ -41,7 +41,14 @@ from numpy.typing import NDArray
 from torch import nn
 
 from aqe.errors import ConfigError
-from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, Transition
+from aqe.learning.base import (
+    CycleObservation,
+    CycleOutcome,
+    Kind,
+    TrainStats,
+    Transition,
+    one_step_transitions,
+)
 
 __all__ = ["DecisionTransformerPolicy"]
 
@@ -237,22 +244,9 @@ class DecisionTransformerPolicy:
         self, obs: CycleObservation, priorities: NDArray[np.float64], outcome: CycleOutcome
     ) -> list[Transition]:
         """Record each test's decision and extend its context."""
-        feats = np.asarray(obs.features, dtype=np.float32)
         rewards = np.asarray(outcome.rewards, dtype=np.float32)
-        recorded = []
-        for i, test_id in enumerate(obs.test_ids):
-            state = tuple(feats[i].tolist())
-            t = Transition(
-                cycle=obs.cycle,
-                test_id=test_id,
-                policy=self.name,
-                state=state,
-                action=float(priorities[i]),
-                reward=float(rewards[i]),
-                next_state=state,
-                done=True,
-            )
-            recorded.append(t)
+        recorded = one_step_transitions(self.name, obs, priorities, rewards)
+        for t in recorded:
             self._remember(t)
             if self._training:
                 self._data.append(t)
