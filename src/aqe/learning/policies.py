@@ -9,7 +9,6 @@ A policy whose feature version differs from the code's is refused, not silently 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from datetime import datetime
@@ -20,6 +19,7 @@ import msgspec
 
 from aqe.errors import ConfigError
 from aqe.learning.base import FEATURE_VERSION, Policy
+from aqe.projections.tables import swap_in
 
 __all__ = [
     "META_FILE",
@@ -63,12 +63,7 @@ def save_policy(root: Path, policy: Policy, meta: PolicyMeta) -> Path:
     try:
         policy.save(fresh)
         (fresh / META_FILE).write_bytes(msgspec.json.format(msgspec.json.encode(meta)))
-        live = root / meta.policy_id
-        retired = root / f".{meta.policy_id}.old-{os.getpid()}"
-        if live.exists():
-            os.replace(live, retired)
-        os.replace(fresh, live)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_in(fresh, root / meta.policy_id)
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)
         raise

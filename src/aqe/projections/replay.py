@@ -8,7 +8,6 @@ states byte for byte, listing the differences.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
@@ -23,6 +22,7 @@ from aqe.projections.base import Projection, S
 from aqe.projections.deadletter import DeadLetterSink, MemoryDeadLetters
 from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
 from aqe.projections.store import SnapshotStore
+from aqe.projections.tables import swap_in
 
 __all__ = ["VerifyReport", "diff_states", "rebuild", "verify"]
 
@@ -66,11 +66,7 @@ async def rebuild(
         except BaseException:
             shutil.rmtree(fresh, ignore_errors=True)
             raise
-        retired = root / f".{projection.name}.old-{os.getpid()}"
-        if live.exists():
-            os.replace(live, retired)
-        os.replace(fresh, live)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_in(fresh, live)
         return stats
 
 

@@ -27,12 +27,26 @@ __all__ = [
     "build_derived",
     "derived_current",
     "read_table",
+    "swap_in",
     "tables_current",
     "write_tables",
 ]
 
 TABLES_DIR = "tables"
 _BUILT = "built.json"
+
+
+def swap_in(fresh: Path, live: Path) -> None:
+    """Put the directory ``fresh`` in place of ``live`` (which may be absent).
+
+    The old directory is renamed aside first and removed after, so ``live`` is only
+    missing for the instant between two renames, never half-written.
+    """
+    retired = live.parent / f".{live.name}.old-{os.getpid()}"
+    if live.exists():
+        os.replace(live, retired)
+    os.replace(fresh, live)
+    shutil.rmtree(retired, ignore_errors=True)
 
 
 def build_derived(
@@ -53,12 +67,7 @@ def build_derived(
         fill(fresh)
         marker = {"checkpoints": dict(sorted(checkpoints.items()))}
         (fresh / _BUILT).write_bytes(msgspec.json.encode(marker))
-        live = directory / name
-        retired = directory / f".{name}.old-{os.getpid()}"
-        if live.exists():
-            os.replace(live, retired)
-        os.replace(fresh, live)
-        shutil.rmtree(retired, ignore_errors=True)
+        swap_in(fresh, directory / name)
     except BaseException:
         shutil.rmtree(fresh, ignore_errors=True)
         raise
