@@ -433,19 +433,24 @@ def same_commit_flips(commits: list[tuple[str, int]]) -> int:
 
 
 def classify(
-    recent: str, flaky_commits: int, policy: HistoryPolicy | None = None
+    recent: str,
+    flaky_commits: int,
+    policy: HistoryPolicy | None = None,
+    *,
+    flips: tuple[float, int] | None = None,
 ) -> tuple[Status, str]:
     """A test's status and the reason for it.
 
     ``recent`` is its verdicts, newest first; ``flaky_commits`` the number of recent
-    commits (:func:`same_commit_flips`) on which it both failed and passed.
+    commits (:func:`same_commit_flips`) on which it both failed and passed; ``flips``
+    is :func:`flip_rate` of the window when the caller has it already.
     """
     policy = policy or DEFAULT_POLICY
     window = recent[: policy.window]
     streak = failing_streak(window)
     if streak >= policy.broken_streak:
         return "broken", f"failed the last {streak} runs"
-    rate, judged = flip_rate(window)
+    rate, judged = flips if flips is not None else flip_rate(window)
     if "r" in window:
         return "flaky", f"passed on retry in {window.count('r')} of the last {len(window)} runs"
     if flaky_commits:
@@ -457,10 +462,10 @@ def classify(
     return "healthy", ""
 
 
-def _percentile(values: list[float], q: float) -> float:
-    if not values:
+def _percentile(ordered: list[float], q: float) -> float:
+    """The nearest-rank ``q`` percentile of already sorted values (0.0 when empty)."""
+    if not ordered:
         return 0.0
-    ordered = sorted(values)
     rank = max(0, math.ceil(q * len(ordered)) - 1)
     return ordered[rank]
 
@@ -471,8 +476,11 @@ def rows_of_tests(state: HistoryState, policy: HistoryPolicy | None = None) -> l
     rows = []
     for test_id in sorted(state.tests):
         t = state.tests[test_id]
-        status, reason = classify(t.recent, same_commit_flips(t.commits), policy)
-        rate, judged = flip_rate(t.recent[: policy.window])
+        flips = flip_rate(t.recent[: policy.window])
+        rate, judged = flips
+        flaky_commits = same_commit_flips(t.commits)
+        status, reason = classify(t.recent, flaky_commits, policy, flips=flips)
+        durations = sorted(t.durations)
         decided = t.passes + t.failures + t.errors
         rows.append(
             {
@@ -491,8 +499,8 @@ def rows_of_tests(state: HistoryState, policy: HistoryPolicy | None = None) -> l
                 "pass_rate": t.passes / decided if decided else None,
                 "flip_rate": rate if judged >= 2 else None,
                 "recent": t.recent,
-                "duration_p50_s": _percentile(t.durations, 0.50),
-                "duration_p95_s": _percentile(t.durations, 0.95),
+                "duration_p50_s": _percentile(durations, 0.50),
+                "duration_p95_s": _percentile(durations, 0.95),
                 "first_run": t.first_run,
                 "first_seen_ns": t.first_seen_ns,
                 "last_run": t.last_run,
@@ -502,7 +510,7 @@ def rows_of_tests(state: HistoryState, policy: HistoryPolicy | None = None) -> l
                 "last_failure_run": t.last_failure_run,
                 "last_failure_commit": t.last_failure_commit,
                 "last_failure_message": t.last_failure_message,
-                "flaky_commits": same_commit_flips(t.commits),
+                "flaky_commits": flaky_commits,
                 "name": t.name,
                 "suite": t.suite,
                 "file": t.file,
