@@ -85,6 +85,16 @@ def print_json(value: Any) -> None:
     sys.stdout.flush()
 
 
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def apply_options(func: Callable[..., Any], options: list[Decorator]) -> Callable[..., Any]:
+    """Decorate ``func`` with ``options`` as if they were stacked above it, in order."""
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     """The ``--json`` flag every data command takes."""
     return click.option(

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._context import (
+    AppContext,
+    apply_options,
+    console,
+    json_option,
+    open_log,
+    pass_app,
+    print_json,
+    run,
+)
 from aqe.cli._projections import catch_up, progress_bar
 
 if TYPE_CHECKING:
@@ -264,27 +273,27 @@ def list_(app: AppContext, as_json: bool) -> None:
 
 
 def _ranking_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option("--policy", "policy_id", help="A saved policy (see `aqe learn list`)."),
-        click.option(
-            "--algo",
-            default="failure-count",
-            show_default=True,
-            help="Without --policy: replay the history with this algorithm, then rank.",
-        ),
-        click.option(
-            "--tests",
-            "tests_file",
-            type=click.File("r"),
-            help="Test ids of the pending run, one per line (- for stdin) "
-            "[default: every test seen in the history].",
-        ),
-        _dataset_option,
-        json_option,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return apply_options(
+        func,
+        [
+            click.option("--policy", "policy_id", help="A saved policy (see `aqe learn list`)."),
+            click.option(
+                "--algo",
+                default="failure-count",
+                show_default=True,
+                help="Without --policy: replay the history with this algorithm, then rank.",
+            ),
+            click.option(
+                "--tests",
+                "tests_file",
+                type=click.File("r"),
+                help="Test ids of the pending run, one per line (- for stdin) "
+                "[default: every test seen in the history].",
+            ),
+            _dataset_option,
+            json_option,
+        ],
+    )
 
 
 def _ranked(

@@ -11,7 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._context import (
+    AppContext,
+    apply_options,
+    console,
+    json_option,
+    open_log,
+    pass_app,
+    print_json,
+    run,
+)
 from aqe.cli._projections import catch_up, progress_bar, projections_root
 from aqe.errors import AqeError
 
@@ -202,21 +211,23 @@ def _load(
 
 
 def _question_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
-        click.option(
-            "--since", metavar="WHEN", help="Only tests seen / runs started since (7d, 2026-11-01)."
-        ),
-        click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N rows."),
-        click.option(
-            "--offline",
-            is_flag=True,
-            help="Answer from the local projection without folding new events first.",
-        ),
-        json_option,
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    return apply_options(
+        func,
+        [
+            click.option(
+                "--since",
+                metavar="WHEN",
+                help="Only tests seen / runs started since (7d, 2026-11-01).",
+            ),
+            click.option("--limit", "-n", type=click.IntRange(min=1), help="At most N rows."),
+            click.option(
+                "--offline",
+                is_flag=True,
+                help="Answer from the local projection without folding new events first.",
+            ),
+            json_option,
+        ],
+    )
 
 
 def _policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
