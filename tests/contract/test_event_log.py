@@ -78,6 +78,45 @@ class EventLogContract:
         assert len(losses) == 4
         assert await log.last_subject_seq(subject_for(case("race"))) == wins[0].seq
 
+    async def test_condition_on_a_subject_filter_fences_writes_elsewhere(
+        self, log: EventLog
+    ) -> None:
+        # A lease on one set of subjects guards a write on another: the write carries
+        # the last sequence the writer saw under the filter (its fencing token).
+        guard = "aqe.tests.case.*.executed"
+        token = await log.append(case("lease-a"))
+        assert await log.last_subject_seq(guard) == token.seq
+        ok = await log.append(
+            case("work", run="r1"), expected_last_seq=token.seq, expected_subject=guard
+        )
+        taken = await log.append(case("lease-b"))  # someone else moved the filter on
+        with pytest.raises(ConcurrencyError) as info:
+            await log.append(
+                case("late", run="r2"), expected_last_seq=token.seq, expected_subject=guard
+            )
+        assert info.value.subject == guard
+        assert info.value.actual == taken.seq
+        last = await log.last(guard)
+        assert last is not None
+        assert last.seq == taken.seq
+        assert ok.seq == token.seq + 1
+        assert await log.last("aqe.patterns.>") is None
+
+    async def test_batch_condition_on_a_subject_filter(self, log: EventLog) -> None:
+        first = await log.append(case("x"))
+
+        def guarded(test_id: str, seq: int) -> NewEvent:
+            return NewEvent(event=case(test_id), expected_last_seq=seq, expected_subject=">")
+
+        with pytest.raises(ConcurrencyError):
+            await log.append_batch([guarded("y", first.seq), guarded("z", first.seq + 7)])
+        assert await log.last_seq("AQE_TESTS") == first.seq
+        # Unlike a condition on the message's own subject, a filter condition is checked
+        # against what was stored before the batch (nats-server 2.15), not earlier
+        # messages of the same batch.
+        result = await log.append_batch([guarded("y", first.seq), guarded("z", first.seq)])
+        assert (result.first_seq, result.last_seq) == (first.seq + 1, first.seq + 2)
+
     async def test_other_subjects_do_not_conflict(self, log: EventLog) -> None:
         await log.append(case("a"), expected_last_seq=0)
         await log.append(case("b"), expected_last_seq=0)

@@ -33,6 +33,7 @@ def test_repo_streams_load() -> None:
     specs = load_stream_specs(REPO_STREAMS)
     assert [s.name for s in specs] == [
         "AQE_AGENTS",
+        "AQE_COORD",
         "AQE_DLQ",
         "AQE_LEARNING",
         "AQE_PATTERNS",

@@ -7,7 +7,28 @@ from aqe.events._base import TAG_FIELD, Event, TagParts, parse_tag
 from aqe.events._catalog import REGISTRY
 from aqe.events._envelope import ENVELOPE_VERSION, Envelope, Headers
 from aqe.events._registry import EventRegistry, Upcaster
-from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentStatus
+from aqe.events.agents import (
+    AgentHeartbeat,
+    AgentRegistered,
+    AgentRetired,
+    AgentStatus,
+    AgentSuspected,
+)
+from aqe.events.coordination import (
+    LeaseAcquired,
+    LeaseReleased,
+    LeaseRenewed,
+    ProposalOpened,
+    TaskAbandoned,
+    TaskClaimed,
+    TaskCompleted,
+    TaskSubmitted,
+    Topology,
+    TopologySelected,
+    VoteCast,
+    Voter,
+    VotingMode,
+)
 from aqe.events.learning import ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
@@ -25,25 +46,40 @@ __all__ = [
     "TAG_FIELD",
     "AgentHeartbeat",
     "AgentRegistered",
+    "AgentRetired",
     "AgentStatus",
+    "AgentSuspected",
     "Envelope",
     "Event",
     "EventRegistry",
     "ExperienceRecorded",
     "ExperienceStep",
     "Headers",
+    "LeaseAcquired",
+    "LeaseReleased",
+    "LeaseRenewed",
     "Outcome",
     "PatternAdded",
     "PatternDeprecated",
     "PatternUpdated",
     "PatternUsed",
     "PolicyTrained",
+    "ProposalOpened",
     "TagParts",
+    "TaskAbandoned",
+    "TaskClaimed",
+    "TaskCompleted",
+    "TaskSubmitted",
     "TestCaseExecuted",
     "TestCaseQuarantined",
     "TestCaseUnquarantined",
     "TestRunFinished",
     "TestRunStarted",
+    "Topology",
+    "TopologySelected",
     "Upcaster",
+    "VoteCast",
+    "Voter",
+    "VotingMode",
     "parse_tag",
 ]

@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from aqe.events._registry import EventRegistry
-from aqe.events.agents import AgentHeartbeat, AgentRegistered
+from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentRetired, AgentSuspected
+from aqe.events.coordination import (
+    LeaseAcquired,
+    LeaseReleased,
+    LeaseRenewed,
+    ProposalOpened,
+    TaskAbandoned,
+    TaskClaimed,
+    TaskCompleted,
+    TaskSubmitted,
+    TopologySelected,
+    VoteCast,
+)
 from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.testruns import (
@@ -31,6 +43,18 @@ REGISTRY = EventRegistry(
         PolicyTrained,
         AgentRegistered,
         AgentHeartbeat,
+        AgentRetired,
+        AgentSuspected,
+        LeaseAcquired,
+        LeaseRenewed,
+        LeaseReleased,
+        TaskSubmitted,
+        TaskClaimed,
+        TaskCompleted,
+        TaskAbandoned,
+        TopologySelected,
+        ProposalOpened,
+        VoteCast,
     ]
 )
 """Every event type aqe can decode; later capabilities register theirs here."""

@@ -19,6 +19,9 @@ class Headers:
 
     MSG_ID = "Nats-Msg-Id"
     EXPECTED_LAST_SUBJECT_SEQ = "Nats-Expected-Last-Subject-Sequence"
+    # The subject filter (wildcards allowed) the expected sequence is checked against,
+    # instead of the message's own subject (nats-server >= 2.11).
+    EXPECTED_LAST_SUBJECT_SEQ_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
     EVENT_TYPE = "Aqe-Event-Type"
     ENVELOPE = "Aqe-Envelope"
     CONTENT_TYPE = "Content-Type"

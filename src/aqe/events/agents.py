@@ -6,7 +6,13 @@ from typing import ClassVar, Literal
 
 from aqe.events._base import Event
 
-__all__ = ["AgentHeartbeat", "AgentRegistered", "AgentStatus"]
+__all__ = [
+    "AgentHeartbeat",
+    "AgentRegistered",
+    "AgentRetired",
+    "AgentStatus",
+    "AgentSuspected",
+]
 
 AgentStatus = Literal["idle", "busy", "draining"]
 
@@ -21,6 +27,8 @@ class AgentRegistered(Event, frozen=True, kw_only=True, tag="agents.agent.regist
     capabilities: tuple[str, ...] = ()
     host: str | None = None
     version: str | None = None
+    public_key: str | None = None
+    """The agent's Ed25519 public key (raw 32 bytes, base64), for signed votes."""
 
 
 class AgentHeartbeat(Event, frozen=True, kw_only=True, tag="agents.agent.heartbeat.v1"):
@@ -30,5 +38,31 @@ class AgentHeartbeat(Event, frozen=True, kw_only=True, tag="agents.agent.heartbe
 
     agent_id: str
     beat: int
+    session: str | None = None
+    """Tells a restarted agent's beats apart from its last session's (and their ids)."""
     status: AgentStatus = "idle"
     load: float = 0.0
+
+
+class AgentRetired(Event, frozen=True, kw_only=True, tag="agents.agent.retired.v1"):
+    """An agent left the fleet on purpose (or was retired by an operator)."""
+
+    id_field: ClassVar[str] = "agent_id"
+
+    agent_id: str
+    reason: str = ""
+
+
+class AgentSuspected(Event, frozen=True, kw_only=True, tag="agents.agent.suspected.v1"):
+    """A coordinator saw an agent miss heartbeats and tells the others (gossip).
+
+    ``last_beat`` is the last heartbeat number the coordinator had seen; a later
+    heartbeat from the agent refutes the suspicion.
+    """
+
+    id_field: ClassVar[str] = "agent_id"
+
+    agent_id: str
+    by: str
+    last_beat: int
+    missed: int

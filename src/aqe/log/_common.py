@@ -40,12 +40,16 @@ def event_headers(
     event_type: str,
     expected_last_seq: int | None,
     extra: Mapping[str, str] | None,
+    expected_subject: str | None = None,
 ) -> dict[str, str]:
     """The headers aqe writes on an event message, cleaned as nats-py would send them.
 
+    ``expected_subject`` moves the ``expected_last_seq`` check from the message's own
+    subject to that subject filter (wildcards allowed).
+
     Raises:
-        ValueError: an extra header name that is not a valid header token, or a
-            negative ``expected_last_seq``.
+        ValueError: an extra header name that is not a valid header token, a
+            negative ``expected_last_seq``, or ``expected_subject`` without it.
     """
     headers: dict[str, str] = {}
     if extra:
@@ -63,6 +67,10 @@ def event_headers(
         if expected_last_seq < 0:
             raise ValueError("expected_last_seq cannot be negative")
         headers[Headers.EXPECTED_LAST_SUBJECT_SEQ] = str(expected_last_seq)
+        if expected_subject is not None:
+            headers[Headers.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT] = expected_subject
+    elif expected_subject is not None:
+        raise ValueError("expected_subject needs expected_last_seq")
     return headers
 
 

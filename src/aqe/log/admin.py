@@ -25,6 +25,7 @@ __all__ = [
     "apply_streams",
     "create_missing_streams",
     "describe_streams",
+    "fit_to_server",
 ]
 
 _NS = 1_000_000_000
@@ -99,6 +100,21 @@ def _comparable(cfg: StreamConfig) -> dict[str, Any]:
     }
 
 
+def fit_to_server(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamSpec]:
+    """The definitions as this server can hold them: replicas 1 on a server not in a cluster.
+
+    Stream files declare the replicas a cluster should give a stream (``replicas: 3``
+    for coordination); a single server, the embedded one included, cannot replicate,
+    so it gets the same stream at R1 instead of an error.
+    """
+    # nats-py keeps the server's INFO in a private attribute; "cluster" is set only
+    # when the server has a cluster block.
+    info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
+    if info.get("cluster"):
+        return list(specs)
+    return [msgspec.structs.replace(s, replicas=1) if s.replicas > 1 else s for s in specs]
+
+
 async def _live_config(nc: Client, name: str) -> StreamConfig | None:
     js = nc.jetstream()
     with _translated(name):
@@ -131,7 +147,7 @@ async def apply_streams(
             storage type, which JetStream cannot apply in place).
     """
     changes: list[StreamChange] = []
-    for spec in specs:
+    for spec in fit_to_server(nc, specs):
         live = await _live_config(nc, spec.name)
         diff = diff_specs(spec, None if live is None else _comparable(live))
         action: Literal["create", "update", "unchanged"]
@@ -149,7 +165,7 @@ async def create_missing_streams(nc: Client, specs: Sequence[StreamSpec]) -> lis
         The names of the streams created.
     """
     created: list[str] = []
-    for spec in specs:
+    for spec in fit_to_server(nc, specs):
         if await _live_config(nc, spec.name) is None:
             await _put(nc, spec, create=True)
             created.append(spec.name)
@@ -159,7 +175,7 @@ async def create_missing_streams(nc: Client, specs: Sequence[StreamSpec]) -> lis
 async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamState]:
     """Every declared stream plus any other stream on the server, with state and drift."""
     js = nc.jetstream()
-    declared = {s.name: s for s in specs}
+    declared = {s.name: s for s in fit_to_server(nc, specs)}
     with _translated("$JS.API.STREAM.LIST"):
         infos = await js.streams_info()
     live = {str(i.config.name): i for i in infos}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 import nats
 import nats.errors
 import nats.js.errors
-from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.api import ConsumerConfig, DeliverPolicy, RawStreamMsg
 
 from aqe.errors import (
     BatchRejectedError,
@@ -235,7 +235,9 @@ class JetStreamEventLog:
         data = event.to_json()
         event_id = item.event_id or event.default_id()
         event_type = event.type_tag()
-        headers = event_headers(event_id, event_type, item.expected_last_seq, item.headers)
+        headers = event_headers(
+            event_id, event_type, item.expected_last_seq, item.headers, item.expected_subject
+        )
         # aqe's own header names, framing and a sequence number take under
         # _OWN_HEADERS_MAX bytes, so only a message near the limit (or with extra
         # headers) needs the exact sum; this runs once per appended event.
@@ -252,14 +254,19 @@ class JetStreamEventLog:
         *,
         event_id: str | None = None,
         expected_last_seq: int | None = None,
+        expected_subject: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> AppendResult:
         """Append one event (see :mod:`aqe.log.port`)."""
         item = NewEvent(
-            event=event, event_id=event_id, expected_last_seq=expected_last_seq, headers=headers
+            event=event,
+            event_id=event_id,
+            expected_last_seq=expected_last_seq,
+            expected_subject=expected_subject,
+            headers=headers,
         )
         subject, data, hdrs = self._message(item, self.max_payload)
-        with _translated(subject, expected_last_seq):
+        with _translated(expected_subject or subject, expected_last_seq):
             ack = await self._js.publish(subject, data, headers=hdrs)
         return AppendResult(
             stream=ack.stream,
@@ -287,13 +294,16 @@ class JetStreamEventLog:
                 futures.append(await publish(subject, data, headers=hdrs))
         except _NATS_ERRORS as exc:
             failed = len(futures)
-            _raise_translated(exc, prepared[failed][0], items[failed].expected_last_seq)
+            item = items[failed]
+            _raise_translated(
+                exc, item.expected_subject or prepared[failed][0], item.expected_last_seq
+            )
         results: list[AppendResult] = []
         for (subject, _, hdrs), item, future in zip(prepared, items, futures, strict=True):
             try:
                 ack = await future
             except _NATS_ERRORS as exc:
-                _raise_translated(exc, subject, item.expected_last_seq)
+                _raise_translated(exc, item.expected_subject or subject, item.expected_last_seq)
             results.append(
                 AppendResult(
                     stream=ack.stream,
@@ -477,7 +487,7 @@ class JetStreamEventLog:
         detail = str(error.get("description", ""))
         if code in (WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE):
             conditional = [
-                (subject, item.expected_last_seq)
+                (item.expected_subject or subject, item.expected_last_seq)
                 for (subject, _, _), item in zip(msgs, items, strict=True)
                 if item.expected_last_seq is not None
             ]
@@ -572,17 +582,7 @@ class JetStreamEventLog:
                 if exc.err_code == MESSAGE_NOT_FOUND:
                     raise EventNotFoundError(stream, seq) from exc
                 raise
-        headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
-        return Envelope(
-            stream=stream,
-            seq=int(raw.seq or seq),
-            subject=str(raw.subject),
-            event_id=headers.get(Headers.MSG_ID, ""),
-            event_type=headers.get(Headers.EVENT_TYPE, ""),
-            recorded_at_ns=int(raw.time.timestamp() * 1e9) if raw.time else 0,
-            data=raw.data or b"",
-            headers=headers,
-        )
+        return _raw_envelope(stream, raw, seq)
 
     async def last_seq(self, stream: str) -> int:
         """The stream's last sequence (0 when empty)."""
@@ -591,21 +591,40 @@ class JetStreamEventLog:
         return int(info.state.last_seq)
 
     async def last_subject_seq(self, subject: str) -> int:
-        """The subject's last stream sequence (0 when the subject is empty)."""
+        """The subject's (or filter's) last stream sequence (0 when there is none)."""
+        last = await self.last(subject)
+        return last.seq if last is not None else 0
+
+    async def last(self, subject: str) -> Envelope | None:
+        """The last message on a subject or subject filter, None when there is none."""
         stream = self._stream_of(subject)
         with _translated(subject):
             try:
                 raw = await self._js.get_last_msg(stream, subject)
             except nats.js.errors.NotFoundError as exc:
                 if exc.err_code == MESSAGE_NOT_FOUND:
-                    return 0
+                    return None
                 raise
-        return int(raw.seq or 0)
+        return _raw_envelope(stream, raw)
 
     async def close(self) -> None:
         """Flush pending publishes and close the connection."""
         with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
             await self._nc.drain()
+
+
+def _raw_envelope(stream: str, raw: RawStreamMsg, seq: int = 0) -> Envelope:
+    headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
+    return Envelope(
+        stream=stream,
+        seq=int(raw.seq or seq),
+        subject=str(raw.subject),
+        event_id=headers.get(Headers.MSG_ID, ""),
+        event_type=headers.get(Headers.EVENT_TYPE, ""),
+        recorded_at_ns=int(raw.time.timestamp() * 1e9) if raw.time else 0,
+        data=raw.data or b"",
+        headers=headers,
+    )
 
 
 def _envelope(stream: str, msg: Msg, seq: int, ts: int) -> Envelope:

@@ -80,7 +80,9 @@ class InMemoryEventLog:
         subject = subject_for(event)
         data = event.to_json()
         event_id = item.resolved_id()
-        headers = event_headers(event_id, event.type_tag(), item.expected_last_seq, item.headers)
+        headers = event_headers(
+            event_id, event.type_tag(), item.expected_last_seq, item.headers, item.expected_subject
+        )
         size = len(data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
         if size > self._max_payload:
             raise PayloadTooLargeError(subject, size, self._max_payload)
@@ -113,18 +115,24 @@ class InMemoryEventLog:
         *,
         event_id: str | None = None,
         expected_last_seq: int | None = None,
+        expected_subject: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> AppendResult:
         """Append one event (see :mod:`aqe.log.port`)."""
         self._check_open()
         item = NewEvent(
-            event=event, event_id=event_id, expected_last_seq=expected_last_seq, headers=headers
+            event=event,
+            event_id=event_id,
+            expected_last_seq=expected_last_seq,
+            expected_subject=expected_subject,
+            headers=headers,
         )
         stream, subject, data, hdrs = self._prepare(item)
         if expected_last_seq is not None:
-            actual = stream.last_by_subject.get(subject, 0)
+            checked = expected_subject or subject
+            actual = _last_matching(stream.last_by_subject, checked)
             if actual != expected_last_seq:
-                raise ConcurrencyError(subject, expected_last_seq, actual)
+                raise ConcurrencyError(checked, expected_last_seq, actual)
         msg_id = hdrs[Headers.MSG_ID]
         first = stream.duplicate_of(msg_id, time.monotonic())
         if first is not None:
@@ -159,6 +167,7 @@ class InMemoryEventLog:
                 i.event,
                 event_id=i.event_id,
                 expected_last_seq=i.expected_last_seq,
+                expected_subject=i.expected_subject,
                 headers=i.headers,
             )
             for i in items
@@ -219,9 +228,13 @@ class InMemoryEventLog:
         now = time.monotonic()
         for (_, subject, _, hdrs), item in zip(chunk, items, strict=True):
             if item.expected_last_seq is not None:
-                actual = last.get(subject, 0)
+                # As nats-server 2.15 does: a condition on the message's own subject sees
+                # earlier messages of the batch, one on a filter only what was stored.
+                checked = item.expected_subject or subject
+                seen = stream.last_by_subject if item.expected_subject else last
+                actual = _last_matching(seen, checked)
                 if actual != item.expected_last_seq:
-                    raise ConcurrencyError(subject, item.expected_last_seq, actual)
+                    raise ConcurrencyError(checked, item.expected_last_seq, actual)
             msg_id = hdrs[Headers.MSG_ID]
             if msg_id in ids or stream.duplicate_of(msg_id, now) is not None:
                 raise BatchRejectedError(
@@ -271,11 +284,26 @@ class InMemoryEventLog:
         return len(self._stream_named(stream).messages)
 
     async def last_subject_seq(self, subject: str) -> int:
-        """The subject's last stream sequence, 0 when empty."""
+        """The subject's (or filter's) last stream sequence, 0 when there is none."""
         self._check_open()
-        return self._stream_for(subject).last_by_subject.get(subject, 0)
+        return _last_matching(self._stream_for(subject).last_by_subject, subject)
+
+    async def last(self, subject: str) -> Envelope | None:
+        """The last message on a subject or subject filter, None when there is none."""
+        self._check_open()
+        stream = self._stream_for(subject)
+        seq = _last_matching(stream.last_by_subject, subject)
+        return stream.messages[seq - 1] if seq else None
 
     async def close(self) -> None:
         """Mark the log closed and wake followers."""
         self._closed = True
         self._changed.set()
+
+
+def _last_matching(last_by_subject: Mapping[str, int], subject: str) -> int:
+    """The last sequence of ``subject``, or of every subject a wildcard filter matches."""
+    if "*" not in subject and ">" not in subject:
+        return last_by_subject.get(subject, 0)
+    matching = (seq for s, seq in last_by_subject.items() if subject_matches(subject, s))
+    return max(matching, default=0)

@@ -7,6 +7,9 @@ Contract (checked by ``tests/contract/test_event_log.py`` for every adapter):
   answers ``duplicate=True`` with the sequence of the first copy.
 * ``expected_last_seq`` makes the append conditional on the subject's last stream
   sequence (0 = the subject must be empty); a mismatch raises ``ConcurrencyError``.
+  With ``expected_subject`` the condition is on the last sequence of that subject
+  filter instead (wildcards allowed), so one aggregate's events on several subjects,
+  or a lease guarding writes elsewhere (a fencing token), can be checked at once.
 * ``append_batch`` is atomic per chunk of at most ``MAX_BATCH`` events: a chunk lands
   whole or not at all. Inputs longer than ``MAX_BATCH`` are split into consecutive
   chunks that commit in order, and the result says how many; chunks before a failing
@@ -15,6 +18,7 @@ Contract (checked by ``tests/contract/test_event_log.py`` for every adapter):
   JetStream adapter: at most one).
 * ``append_many`` pipelines single appends (fast, not atomic), returning one result
   per event in input order.
+* ``last`` is the envelope of the last message on a subject or subject filter.
 * ``read`` yields envelopes of one stream in sequence order from ``after_seq + 1``; it
   ends at the stream's end (or ``until_seq``) unless ``follow`` is set.
 """
@@ -40,6 +44,7 @@ class NewEvent(msgspec.Struct, frozen=True, kw_only=True):
     event: Event
     event_id: str | None = None
     expected_last_seq: int | None = None
+    expected_subject: str | None = None
     headers: Mapping[str, str] | None = None
 
     def resolved_id(self) -> str:
@@ -78,6 +83,7 @@ class EventLog(Protocol):
         *,
         event_id: str | None = None,
         expected_last_seq: int | None = None,
+        expected_subject: str | None = None,
         headers: Mapping[str, str] | None = None,
     ) -> AppendResult:
         """Append one event; see the module docstring for the contract."""
@@ -112,7 +118,11 @@ class EventLog(Protocol):
         ...
 
     async def last_subject_seq(self, subject: str) -> int:
-        """The stream sequence of the subject's last message (0 when none)."""
+        """The stream sequence of the subject's (or filter's) last message (0 when none)."""
+        ...
+
+    async def last(self, subject: str) -> Envelope | None:
+        """The last message on a subject or subject filter, None when there is none."""
         ...
 
     async def close(self) -> None:

@@ -53,26 +53,29 @@ def _is_zombie(pid: int) -> bool:
     return bool(fields) and fields[0] in {"Z", "X"}
 
 
-def pid_alive(pid: int) -> bool:
+def pid_alive(pid: int, *, reap: bool = True) -> bool:
     """Whether a process with this id exists and has not exited.
 
-    Reaps it first when it is an exited child of ours, and counts a zombie as dead.
+    Reaps it first when it is an exited child of ours (unless ``reap`` is False: the
+    caller reaps it itself and wants its exit status), and counts a zombie as dead.
 
     Args:
         pid: Process id.
+        reap: Reap an exited child of ours (its exit status is then lost).
 
     Returns:
         ``True`` when the process is running.
     """
     if pid <= 0:
         return False
-    try:
-        done, _ = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
-    else:
-        if done == pid:
-            return False
+    if reap:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        else:
+            if done == pid:
+                return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

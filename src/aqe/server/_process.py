@@ -254,7 +254,11 @@ class NatsServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self._pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
-        while self._poll() is None and pid_alive(self._pid) and time.monotonic() < deadline:
+        while (
+            self._poll() is None
+            and pid_alive(self._pid, reap=False)
+            and time.monotonic() < deadline
+        ):
             time.sleep(_POLL_S)
 
     # -- state -----------------------------------------------------------------------
@@ -307,7 +311,9 @@ class NatsServerProcess:
 
     def is_running(self) -> bool:
         """Whether the server process is still alive."""
-        return self._poll() is None and pid_alive(self._pid)
+        # _poll reaps our child and keeps its exit status; pid_alive must not reap it
+        # in between, or the status (returncode) is lost.
+        return self._poll() is None and pid_alive(self._pid, reap=False)
 
     def log_tail(self, lines: int = _TAIL_LINES) -> str:
         """The last ``lines`` lines of the log file."""
@@ -315,6 +321,10 @@ class NatsServerProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     # -- stop ------------------------------------------------------------------------
+
+    def kill_sync(self) -> None:
+        """SIGKILL the server and reap it: a crash, with no clean shutdown."""
+        self._kill()
 
     def stop_sync(self, timeout: float = 5.0) -> bool:
         """Stop the server: SIGTERM, wait up to ``timeout`` seconds, then SIGKILL.
