@@ -50,6 +50,9 @@ bench:
     {{py}} tests/benchmarks/bench_ingest.py
     {{py}} tests/benchmarks/bench_search.py
     {{py}} tests/benchmarks/bench_learning.py
+    {{py}} tests/benchmarks/bench_membership.py
+    {{py}} tests/benchmarks/bench_election.py
+    {{py}} tests/benchmarks/bench_voting.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

@@ -16,7 +16,17 @@ import pytest
 
 import aqe.events
 
-PURE_MODULES = ["aqe.errors", "aqe.events", "aqe.events.schema", "aqe.log"]
+PURE_MODULES = [
+    "aqe.errors",
+    "aqe.events",
+    "aqe.events.schema",
+    "aqe.log",
+    "aqe.log.retry",
+    "aqe.coordination.lease",
+    "aqe.coordination.voting",
+    "aqe.coordination.membership",
+    "aqe.coordination.agent",
+]
 
 _PROBE = """
 import importlib, json, sys

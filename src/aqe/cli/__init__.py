@@ -11,15 +11,18 @@ import sys
 import click
 
 from aqe import __version__
+from aqe.cli._agents import agents
 from aqe.cli._context import AppContext
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
+from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
 from aqe.cli._server import server
 from aqe.cli._streams import streams
 from aqe.cli._tests import broken, flaky, history, ingest, quarantine, runs, unquarantine
+from aqe.cli._vote import vote
 from aqe.errors import AqeError
 
 __all__ = ["cli", "main"]
@@ -74,6 +77,9 @@ cli.add_command(patterns)
 cli.add_command(learn)
 cli.add_command(prioritize)
 cli.add_command(subset_)
+cli.add_command(agents)
+cli.add_command(leader)
+cli.add_command(vote)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ from aqe.events.agents import (
     AgentSuspected,
 )
 from aqe.events.coordination import (
+    LeaderCheckpointed,
     LeaseAcquired,
     LeaseReleased,
     LeaseRenewed,
@@ -55,6 +56,7 @@ __all__ = [
     "ExperienceRecorded",
     "ExperienceStep",
     "Headers",
+    "LeaderCheckpointed",
     "LeaseAcquired",
     "LeaseReleased",
     "LeaseRenewed",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentRetired, AgentSuspected
 from aqe.events.coordination import (
+    LeaderCheckpointed,
     LeaseAcquired,
     LeaseReleased,
     LeaseRenewed,
@@ -48,6 +49,7 @@ REGISTRY = EventRegistry(
         LeaseAcquired,
         LeaseRenewed,
         LeaseReleased,
+        LeaderCheckpointed,
         TaskSubmitted,
         TaskClaimed,
         TaskCompleted,

@@ -20,6 +20,7 @@ import msgspec
 from aqe.events._base import Event
 
 __all__ = [
+    "LeaderCheckpointed",
     "LeaseAcquired",
     "LeaseReleased",
     "LeaseRenewed",
@@ -81,6 +82,23 @@ class LeaseReleased(Event, frozen=True, kw_only=True, tag="coord.lease.released.
     holder: str
     term: int
     reason: str = ""
+
+
+class LeaderCheckpointed(Event, frozen=True, kw_only=True, tag="coord.leader.checkpointed.v1"):
+    """The leader of ``term`` recorded its ``n``-th checkpoint of work done.
+
+    Appended fenced (conditional on the group's lease subjects), so the server stores
+    it only while ``term`` is the group's current lease: a deposed leader's late
+    checkpoint is rejected. Lives outside the lease subjects so it does not move them.
+    """
+
+    id_field: ClassVar[str] = "group"
+
+    group: str
+    holder: str
+    term: int
+    n: int
+    note: str = ""
 
 
 # -- tasks (dispatch) -----------------------------------------------------------------------

@@ -82,6 +82,12 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
             raise LogUnavailableError(
                 f"no stream found for {subject}; run `aqe streams apply`"
             ) from exc
+        if isinstance(exc, nats.js.errors.ServiceUnavailableError) or exc.code == 503:
+            # "JetStream system temporarily unavailable" (10008): a stream or meta
+            # leader election is under way; the same append can be retried.
+            raise LogUnavailableError(
+                f"{subject}: JetStream temporarily unavailable ({exc.description})"
+            ) from exc
         raise LogError(f"{subject}: server error {code}: {exc.description}") from exc
     except nats.errors.MaxPayloadError as exc:
         raise PayloadTooLargeError(subject, -1, -1) from exc

@@ -8,6 +8,7 @@ atomically. Each projection module defines one fold; :data:`PROJECTIONS` names t
 from collections.abc import Callable
 from typing import Any
 
+from aqe.coordination.membership import MembershipProjection
 from aqe.errors import UnknownProjectionError
 from aqe.learning.experience import ExperienceProjection
 from aqe.projections.base import Projection
@@ -45,6 +46,7 @@ PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "history": HistoryProjection,
     "patterns": PatternsProjection,
     "experience": ExperienceProjection,
+    "membership": MembershipProjection,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 
