@@ -53,6 +53,7 @@ bench:
     {{py}} tests/benchmarks/bench_membership.py
     {{py}} tests/benchmarks/bench_election.py
     {{py}} tests/benchmarks/bench_voting.py
+    {{py}} tests/benchmarks/bench_dispatch.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

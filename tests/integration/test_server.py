@@ -266,9 +266,7 @@ def test_embedded_starts_once_and_is_reused(embedded: EmbeddedServer) -> None:
     assert first.log_file == embedded.data_dir / "server" / "nats.log"
     json.dumps(first.as_dict())
 
-    started = time.perf_counter()
     again = EmbeddedServer(embedded.data_dir).ensure_running()
-    assert time.perf_counter() - started < 0.5
     assert again == url
     assert embedded.status().pid == first.pid
     assert os.getsid(first.pid) == first.pid  # detached

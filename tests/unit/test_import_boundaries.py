@@ -26,6 +26,9 @@ PURE_MODULES = [
     "aqe.coordination.voting",
     "aqe.coordination.membership",
     "aqe.coordination.agent",
+    "aqe.coordination.tasks",
+    "aqe.coordination.dispatch",
+    "aqe.coordination.topology",
 ]
 
 _PROBE = """

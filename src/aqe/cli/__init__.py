@@ -21,6 +21,7 @@ from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
 from aqe.cli._server import server
 from aqe.cli._streams import streams
+from aqe.cli._tasks import tasks, topology
 from aqe.cli._tests import broken, flaky, history, ingest, quarantine, runs, unquarantine
 from aqe.cli._vote import vote
 from aqe.errors import AqeError
@@ -80,6 +81,8 @@ cli.add_command(subset_)
 cli.add_command(agents)
 cli.add_command(leader)
 cli.add_command(vote)
+cli.add_command(tasks)
+cli.add_command(topology)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ from aqe.errors import AqeError, ConcurrencyError, LogUnavailableError
 from aqe.events import Envelope, Event
 from aqe.events.coordination import LeaseAcquired, LeaseReleased, LeaseRenewed
 from aqe.log.port import AppendResult, EventLog
-from aqe.log.retry import while_unavailable
+from aqe.log.retry import append_conditional, while_unavailable
 from aqe.log.streams import StreamSpec, load_stream_specs, stream_for_subject
 from aqe.log.subjects import encode_token, subject_for
 
@@ -362,22 +362,21 @@ class LeaderElection:
         )
 
     async def _append_lease_message(self, event: Event, event_id: str, expected: int) -> int:
-        """Append a lease message; its sequence, recognising our own ambiguous retry.
-
-        A retried append whose first copy did land fails the condition (the first copy
-        moved the sequence) or comes back as a duplicate; either way the group's last
-        lease message then carries our id.
+        """Append a lease message; its sequence, recognising our own ambiguous retry
+        (see :func:`aqe.log.retry.append_conditional`).
 
         Raises:
             ConcurrencyError: someone else's lease message came first.
         """
-        try:
-            return (await self._append(event, event_id=event_id, expected_last_seq=expected)).seq
-        except ConcurrencyError:
-            last = await self._last()
-            if last is not None and last.event_id == event_id:
-                return last.seq
-            raise
+        result = await append_conditional(
+            self.log,
+            event,
+            event_id=event_id,
+            expected_last_seq=expected,
+            expected_subject=self._filter,
+            within_s=self.unavailable_s,
+        )
+        return result.seq
 
     def _depose(self, term: int, actual: int | None) -> DeposedError:
         error = DeposedError(self.group, self.candidate, term, actual)

@@ -78,7 +78,7 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
             raise ConcurrencyError(
                 subject, expected if expected is not None else -1, _actual_seq(exc.description)
             ) from exc
-        if code == STREAM_NOT_FOUND or isinstance(exc, nats.js.errors.NoStreamResponseError):
+        if code == STREAM_NOT_FOUND:
             raise LogUnavailableError(
                 f"no stream found for {subject}; run `aqe streams apply`"
             ) from exc
@@ -89,6 +89,11 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
                 f"{subject}: JetStream temporarily unavailable ({exc.description})"
             ) from exc
         raise LogError(f"{subject}: server error {code}: {exc.description}") from exc
+    except nats.js.errors.NoStreamResponseError as exc:
+        # Not an APIError: no stream leader answered (during a failover, for one).
+        raise LogUnavailableError(
+            f"no stream answered for {subject} (stream missing or electing a leader)"
+        ) from exc
     except nats.errors.MaxPayloadError as exc:
         raise PayloadTooLargeError(subject, -1, -1) from exc
     except (TimeoutError, nats.errors.TimeoutError) as exc:
@@ -299,16 +304,20 @@ class JetStreamEventLog:
             for subject, data, hdrs in prepared:
                 futures.append(await publish(subject, data, headers=hdrs))
         except _NATS_ERRORS as exc:
+            _discard(futures)
             failed = len(futures)
             item = items[failed]
             _raise_translated(
                 exc, item.expected_subject or prepared[failed][0], item.expected_last_seq
             )
         results: list[AppendResult] = []
-        for (subject, _, hdrs), item, future in zip(prepared, items, futures, strict=True):
+        for n, ((subject, _, hdrs), item, future) in enumerate(
+            zip(prepared, items, futures, strict=True)
+        ):
             try:
                 ack = await future
             except _NATS_ERRORS as exc:
+                _discard(futures[n + 1 :])
                 _raise_translated(exc, item.expected_subject or subject, item.expected_last_seq)
             results.append(
                 AppendResult(
@@ -617,6 +626,18 @@ class JetStreamEventLog:
         """Flush pending publishes and close the connection."""
         with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
             await self._nc.drain()
+
+
+def _discard(futures: Sequence[asyncio.Future[Any]]) -> None:
+    """Retrieve the outcome of acks nobody will await (after an earlier one failed), so
+    asyncio does not log "Future exception was never retrieved" for each."""
+
+    def retrieve(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled():
+            future.exception()
+
+    for future in futures:
+        future.add_done_callback(retrieve)
 
 
 def _raw_envelope(stream: str, raw: RawStreamMsg, seq: int = 0) -> Envelope:

@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
-from aqe.errors import LogUnavailableError
+from aqe.errors import ConcurrencyError, LogUnavailableError
+from aqe.log.port import AppendResult
+from aqe.log.subjects import subject_for
 
-__all__ = ["DEFAULT_UNAVAILABLE_S", "while_unavailable"]
+if TYPE_CHECKING:
+    from aqe.events import Event
+    from aqe.log.port import EventLog
+
+__all__ = ["DEFAULT_UNAVAILABLE_S", "append_conditional", "while_unavailable"]
 
 T = TypeVar("T")
 
@@ -50,3 +56,57 @@ async def while_unavailable(
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+async def append_conditional(
+    log: EventLog,
+    event: Event,
+    *,
+    event_id: str,
+    expected_last_seq: int,
+    expected_subject: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    within_s: float = DEFAULT_UNAVAILABLE_S,
+) -> AppendResult:
+    """A conditional append that survives its own retries.
+
+    The append is retried with the same ``event_id`` while the log is unavailable.
+    JetStream checks the condition before deduplication, so a retry whose first try
+    was in fact stored fails its condition: only then is the last message under the
+    condition's subject read, and when it carries ``event_id`` it is ours (returned
+    with ``duplicate=True``).
+
+    Raises:
+        ConcurrencyError: somebody else's message came first.
+        LogUnavailableError: the log stayed unavailable for ``within_s`` seconds.
+    """
+    attempts = 0
+
+    async def append() -> AppendResult:
+        nonlocal attempts
+        attempts += 1
+        return await log.append(
+            event,
+            event_id=event_id,
+            expected_last_seq=expected_last_seq,
+            expected_subject=expected_subject,
+            headers=headers,
+        )
+
+    try:
+        return await while_unavailable(append, within_s=within_s)
+    except ConcurrencyError:
+        if attempts < 2:
+            raise
+        last = await while_unavailable(
+            lambda: log.last(expected_subject or subject_for(event)), within_s=within_s
+        )
+        if last is None or last.event_id != event_id:
+            raise
+        return AppendResult(
+            stream=last.stream,
+            seq=last.seq,
+            subject=last.subject,
+            event_id=event_id,
+            duplicate=True,
+        )
