@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +9,7 @@ import pytest
 from numpy.typing import NDArray
 
 from aqe.errors import ConfigError
+from aqe.learning.algos._common import Target, learning_targets
 from aqe.learning.algos.policy_gradient import A2CPolicy, ActorCriticPolicy, PPOPolicy
 from aqe.learning.base import CycleObservation, CycleOutcome
 
@@ -165,9 +165,36 @@ def test_attributes_and_bad_settings() -> None:
         A2CPolicy(target="nonsense")
 
 
-@pytest.mark.parametrize("cls", ALL)
-def test_a_thousand_decisions_train_fast(cls: PolicyClass) -> None:
-    policy = cls(seed=0)
-    started = time.perf_counter()
-    run(policy, 34)  # ~1,000 decisions, training after each cycle
-    assert time.perf_counter() - started < 5.0
+def test_penalised_target_does_not_pay_for_hiding_a_failure() -> None:
+    # tcfail under a budget, a test failing with probability p: claimed at bucket p and
+    # run, it earns 1 when it fails; put in bucket 0 it runs after the budget and earns
+    # 0 either way. "calibration" prefers hiding it; "penalised" does not.
+    p, n = 0.3, 11
+    claim = np.array([3, 3], dtype=np.int64)  # bucket 3 of 0..10: the claim 0.3
+    hide = np.array([0, 0], dtype=np.int64)
+    fails_or_not = np.array([1.0, 0.0], dtype=np.float32)
+    weights = np.array([p, 1 - p])
+
+    def expected(actions: np.ndarray, rewards: np.ndarray, target: Target) -> float:
+        return float(weights @ learning_targets(actions, rewards, n, target))
+
+    nothing = np.zeros(2, dtype=np.float32)
+    assert expected(hide, nothing, "calibration") > expected(claim, fails_or_not, "calibration")
+    assert expected(claim, fails_or_not, "penalised") > expected(hide, nothing, "penalised")
+    assert expected(claim, fails_or_not, "penalised") == pytest.approx(p**2)
+    # A negative reward (timerank's missed failure) is a cost whatever the claim.
+    missed = learning_targets(np.array([0, 10]), np.array([-1.0, -1.0], np.float32), n, "penalised")
+    assert missed.tolist() == [-1.0, -2.0]
+
+
+def test_defaults_and_rewards() -> None:
+    assert A2CPolicy.reward == PPOPolicy.reward == "timerank"
+    assert not hasattr(ActorCriticPolicy, "reward")  # the evaluator's
+    hp = A2CPolicy(seed=0).hyperparameters()
+    assert (hp["n_buckets"], hp["batch_size"], hp["target"]) == (5, 16, "penalised")
+    assert hp["normalize_advantage"] is True
+    assert A2CPolicy(seed=0, **hp).hyperparameters() == hp
+    ppo = PPOPolicy(seed=0).hyperparameters()
+    assert (ppo["n_buckets"], ppo["batch_size"], ppo["target"]) == (5, 64, "penalised")
+    ac = ActorCriticPolicy(seed=0).hyperparameters()
+    assert (ac["n_buckets"], ac["target"]) == (10, "calibration")

@@ -141,14 +141,16 @@ def eval_(
     failing = reports[0].failing_cycles if reports else 0
     table = Table(
         title=f"{source}: {len(cycles)} cycles, {failing} with failures; NAPFD budget "
-        f"{budget:.0%}; reward {reward}; seed {seed}",
+        f"{budget:.0%}; seed {seed}; reward: the algorithm's own, else {reward}",
         title_justify="left",
     )
-    for column in ("algorithm", "APFD", "NAPFD", "train s", "inference s", "transitions"):
+    columns = ("algorithm", "reward", "APFD", "NAPFD", "train s", "inference s", "transitions")
+    for column in columns:
         table.add_column(column, justify="left" if column == "algorithm" else "right")
     for r in sorted(reports, key=lambda r: -(r.mean_apfd or 0.0)):
         table.add_row(
             r.policy,
+            r.reward,
             _num(r.mean_apfd),
             _num(r.mean_napfd),
             f"{r.train_seconds:.2f}",

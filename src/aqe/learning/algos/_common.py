@@ -38,7 +38,7 @@ HYPERPARAMETERS_FILE = "hyperparameters.json"
 TIE_SCALE = 0.5
 """Tie-breaks stay below the next bucket."""
 
-Target = Literal["calibration", "raw"]
+Target = Literal["calibration", "penalised", "raw"]
 
 
 def priorities_of(buckets: NDArray[np.int64], tie: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -65,12 +65,27 @@ def learning_targets(
     a claim about the reward, so the best bucket in a state is the one nearest the
     expected (clipped) reward. This makes the bucket carry information even when the
     reward ignores the ranking (``tcfail`` without a budget is just the verdict).
+    *With* a budget it is self-fulfilling: a failing test put in a low bucket runs
+    after the budget, earns 0 and so proves the low claim right, while in a high
+    bucket it would be judged against 1 and pay for every cycle it passes. Bucket 0
+    is then the safe claim, and safest for the tests most likely to fail; a learner
+    that settles there ranks them last (A2C did: APFD 0.43 on IOF/ROL, random 0.51).
+
+    ``"penalised"``: ``r - (a / (n_buckets - 1) - clip(r, 0, 1)) ** 2``, the raw reward
+    less the calibration error. For a test failing with probability ``p`` and run
+    within the budget, the expected target under ``tcfail`` is ``2 p c - c ** 2`` at
+    claim ``c``: best at ``c = p``, worth ``p ** 2``, more than the 0 of hiding, so
+    the buckets still grade the tests but hiding no longer pays; a rank-aware reward
+    (``timerank``: -1 for a missed failure) widens the gap.
     """
     r = np.asarray(rewards, dtype=np.float64)
     if target == "raw":
         return r
     claim = actions.astype(np.float64) / float(n_buckets - 1)
-    return -((claim - np.clip(r, 0.0, 1.0)) ** 2)
+    penalty = (claim - np.clip(r, 0.0, 1.0)) ** 2
+    if target == "penalised":
+        return r - penalty
+    return -penalty
 
 
 def check_target(target: str) -> Target:
@@ -83,7 +98,9 @@ def check_target(target: str) -> Target:
         return "calibration"
     if target == "raw":
         return "raw"
-    raise ConfigError(f"unknown learning target {target!r}; known: calibration, raw")
+    if target == "penalised":
+        return "penalised"
+    raise ConfigError(f"unknown learning target {target!r}; known: calibration, penalised, raw")
 
 
 def transitions_of(

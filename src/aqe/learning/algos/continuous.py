@@ -9,13 +9,33 @@ Why the critic does not learn the raw reward by default: RETECS-style rewards ar
 independent of the priority chosen (``tcfail``: 1 for a failing test, whatever its
 rank). A critic of such a reward is flat in the action, so a deterministic actor gets no
 gradient and never learns to rank. With ``utility="bid"`` (the default) the priority is
-a bid on the test's reward: a decision earns ``-(a - r̂)²``, where ``r̂`` is the reward
-rescaled into the action range by the running minimum and maximum of the rewards
-observed. The best bid is the expected rescaled reward given the state, so the actor
-learns a failure score, and a reward that does depend on the rank (time-ranked) still
-shapes it. ``utility="raw"`` learns the evaluator's reward as it is (textbook
-DDPG/TD3/SAC). Either way the critic target is the general
+a bid on the test's reward, paid by the quadratic scoring rule: with ``b`` the priority
+and ``r̂`` the reward, both rescaled to ``[0, 1]`` (the priority by the action range,
+the reward by the running minimum and maximum of the rewards observed), a decision
+earns ``b * (2 r̂ - b)``. Its expectation, ``2 b E[r̂|s] - b²``, is largest at
+``b = E[r̂|s]``, so the actor learns a failure score, and a reward that does depend on
+the rank (time-ranked) still shapes it. ``utility="raw"`` learns the evaluator's reward
+as it is (textbook DDPG/TD3/SAC). Either way the critic target is the general
 ``u + gamma * (1 - done) * Q'(s', a')``; with one-step episodes (``done`` true) it is ``u``.
+
+The scoring rule, not the squared error ``-(b - r̂)²`` it equals up to the term
+``-r̂²``: that term does not depend on the action, but it made a failing test's utility
+lower than a passing one's whatever the bid, so across states a higher bid went with a
+lower value (the actor bids high on the tests likely to fail). A critic that cannot
+tell the state's part from the action's learns "bid lower", and on IOF/ROL all three
+actors pushed the priorities to the bottom of the range, the likely failures furthest
+(mean APFD 0.41-0.48, below random). With the scoring rule a bid of 0 earns 0 whatever
+the outcome, and the value grows with the bid on the tests that fail.
+
+Keeping the squashing in its working range: the actor's pre-squash output (DDPG/TD3:
+the logit; SAC: the Gaussian's mean) pays ``action_l2 * z²`` (the action penalty of
+Andrychowicz et al.'s DDPG for HER, taken before the squashing, where it stays finite).
+Without it the actor follows the critic's early, extrapolated slope past the ends of
+the range, where the sigmoid is flat: the gradient vanishes, the priorities of a cycle
+all lie within ``1e-3`` of a bound and rank by the leftover logits, an order the critic
+never shaped. (SAC's entropy term already resists this; the penalty costs it nothing.)
+The last layer of each actor starts near zero (Lillicrap et al.), so the first cycles
+rank by exploration, not by an arbitrary initial function of the features.
 
 Action ranges: DDPG and TD3 squash the actor with a sigmoid into ``[0, 1]`` and explore
 with Gaussian noise on the logit (std ``noise``), so a priority never leaves the range
@@ -66,9 +86,10 @@ _COMMON_DEFAULTS: dict[str, Any] = {
     "tau": 0.01,
     "batch_size": 64,
     "buffer_size": 10_000,
-    "updates_per_train": 8,
+    "updates_per_train": 16,
     "warmup": 64,
     "utility": "bid",
+    "action_l2": 0.01,
 }
 
 
@@ -80,6 +101,17 @@ def _mlp(n_in: int, hidden: list[int], n_out: int) -> nn.Sequential:
         width = h
     layers.append(nn.Linear(width, n_out))
     return nn.Sequential(*layers)
+
+
+def _actor_mlp(n_in: int, hidden: list[int], n_out: int) -> nn.Sequential:
+    """:func:`_mlp` with its last layer drawn from ``±3e-3`` (Lillicrap et al. 2016)."""
+    net = _mlp(n_in, hidden, n_out)
+    last = net[-1]
+    if not isinstance(last, nn.Linear):  # pragma: no cover - _mlp ends with one
+        raise TypeError("the last layer of an MLP must be linear")
+    nn.init.uniform_(last.weight, -3e-3, 3e-3)
+    nn.init.uniform_(last.bias, -3e-3, 3e-3)
+    return net
 
 
 def _soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -208,8 +240,12 @@ class _ActorCritic:
             scaled = torch.zeros_like(rewards)
         else:
             scaled = ((rewards - self._reward_lo) / span).clamp(0.0, 1.0)
-        target = self.low + (self.high - self.low) * scaled
-        return -((actions - target) ** 2)
+        bid = (actions - self.low) / (self.high - self.low)
+        return bid * (2.0 * scaled - bid)
+
+    def _squash_penalty(self, pre_squash: torch.Tensor) -> torch.Tensor:
+        """``action_l2`` times the mean square of the actor's pre-squash outputs."""
+        return float(self.hp["action_l2"]) * (pre_squash**2).mean()
 
     def act(self, obs: CycleObservation) -> NDArray[np.float64]:
         """Priorities for ``obs.test_ids``: the actor's scores, with exploration noise
@@ -217,6 +253,7 @@ class _ActorCritic:
         feats = np.asarray(obs.features, dtype=np.float32)
         if len(obs.test_ids) == 0:
             return np.zeros(0, dtype=np.float64)
+        torch.set_num_threads(1)
         self._ensure(feats.shape[1])
         with torch.no_grad():
             scores = self._scores(torch.from_numpy(feats), self._training)
@@ -246,6 +283,9 @@ class _ActorCritic:
         replay = self._replay
         if not self._training or replay is None or replay.size < int(self.hp["warmup"]):
             return TrainStats(seconds=time.perf_counter() - started)
+        # Minibatches of 64 rows: more threads only add hand-offs (and fight the
+        # other processes of a shared runner).
+        torch.set_num_threads(1)
         losses = []
         for _ in range(int(self.hp["updates_per_train"])):
             losses.append(self._update(replay.sample(self._rng, int(self.hp["batch_size"]))))
@@ -317,7 +357,7 @@ class DDPGPolicy(_ActorCritic):
 
     def _build(self, n_features: int) -> None:
         hidden = self.hp["hidden"]
-        self.actor = _mlp(n_features, hidden, 1)
+        self.actor = _actor_mlp(n_features, hidden, 1)
         self.critic = _mlp(n_features + 1, hidden, 1)
         self.actor_target = _frozen_copy(self.actor, _mlp(n_features, hidden, 1))
         self.critic_target = _frozen_copy(self.critic, _mlp(n_features + 1, hidden, 1))
@@ -351,6 +391,11 @@ class DDPGPolicy(_ActorCritic):
         out: torch.Tensor = critic(torch.cat([states, actions], dim=1))
         return out
 
+    def _actor_loss(self, states: torch.Tensor) -> torch.Tensor:
+        logits = self.actor(states)
+        q = self._q(self.critic, states, torch.sigmoid(logits))
+        return -q.mean() + self._squash_penalty(logits)
+
     def _update(self, batch: tuple[torch.Tensor, ...]) -> float:
         s, a, r, s2, d = batch
         with torch.no_grad():
@@ -361,8 +406,7 @@ class DDPGPolicy(_ActorCritic):
         critic_loss = nn.functional.mse_loss(self._q(self.critic, s, a), y)
         _step(self.critic_opt, critic_loss)
 
-        actor_loss = -self._q(self.critic, s, self._mean_action(self.actor, s)).mean()
-        _step(self.actor_opt, actor_loss)
+        _step(self.actor_opt, self._actor_loss(s))
 
         _soft_update(self.actor_target, self.actor, self.hp["tau"])
         _soft_update(self.critic_target, self.critic, self.hp["tau"])
@@ -418,8 +462,7 @@ class TD3Policy(DDPGPolicy):
         _step(self.critic_opt, critic_loss)
 
         if (self._updates + 1) % int(self.hp["policy_delay"]) == 0:
-            actor_loss = -self._q(self.critic, s, self._mean_action(self.actor, s)).mean()
-            _step(self.actor_opt, actor_loss)
+            _step(self.actor_opt, self._actor_loss(s))
             _soft_update(self.actor_target, self.actor, self.hp["tau"])
             _soft_update(self.critic_target, self.critic, self.hp["tau"])
             _soft_update(self.critic2_target, self.critic2, self.hp["tau"])
@@ -451,7 +494,7 @@ class SACPolicy(_ActorCritic):
 
     def _build(self, n_features: int) -> None:
         hidden = self.hp["hidden"]
-        self.actor = _mlp(n_features, hidden, 2)
+        self.actor = _actor_mlp(n_features, hidden, 2)
         self.critic1 = _mlp(n_features + 1, hidden, 1)
         self.critic2 = _mlp(n_features + 1, hidden, 1)
         self.critic1_target = _frozen_copy(self.critic1, _mlp(n_features + 1, hidden, 1))
@@ -481,7 +524,8 @@ class SACPolicy(_ActorCritic):
         mean, log_std = out[:, :1], out[:, 1:].clamp(_LOG_STD_MIN, _LOG_STD_MAX)
         return mean, log_std
 
-    def _sample(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _sample(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A squashed sample, its log-probability and the Gaussian's mean."""
         mean, log_std = self._gaussian(states)
         eps = torch.randn(mean.shape, generator=self._gen)
         pre = mean + log_std.exp() * eps
@@ -489,7 +533,7 @@ class SACPolicy(_ActorCritic):
         # Gaussian log-density, then the change of variables through tanh.
         log_prob = -0.5 * eps**2 - log_std - _HALF_LOG_2PI
         log_prob = log_prob - torch.log(1.0 - action**2 + 1e-6)
-        return action, log_prob
+        return action, log_prob, mean
 
     def _scores(self, states: torch.Tensor, explore: bool) -> torch.Tensor:
         mean, log_std = self._gaussian(states)
@@ -509,7 +553,7 @@ class SACPolicy(_ActorCritic):
         s, a, r, s2, d = batch
         alpha = self.log_alpha.value.exp().detach()
         with torch.no_grad():
-            a2, logp2 = self._sample(s2)
+            a2, logp2, _ = self._sample(s2)
             q_next = self._min_q(self.critic1_target, self.critic2_target, s2, a2)
             y = self._utility(a, r) + self.hp["gamma"] * (1.0 - d) * (q_next - alpha * logp2)
         sa = torch.cat([s, a], dim=1)
@@ -518,8 +562,9 @@ class SACPolicy(_ActorCritic):
         )
         _step(self.critic_opt, critic_loss)
 
-        new_a, logp = self._sample(s)
+        new_a, logp, mean = self._sample(s)
         actor_loss = (alpha * logp - self._min_q(self.critic1, self.critic2, s, new_a)).mean()
+        actor_loss = actor_loss + self._squash_penalty(mean)
         _step(self.actor_opt, actor_loss)
 
         if self.hp["auto_alpha"]:

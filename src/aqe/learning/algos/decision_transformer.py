@@ -1,28 +1,53 @@
 """Decision Transformer (Chen et al. 2021) for test prioritisation, trained offline.
 
 A test's trajectory is its decisions across the cycles in which it ran, ordered by cycle:
-``(R_1, s_1, a_1), (R_2, s_2, a_2), …`` with ``R`` the return-to-go, ``s`` the feature
-vector and ``a`` the priority chosen. Returns-to-go are computed backwards with the
-transitions' ``done`` flags, ``R_t = r_t + gamma * (1 - done_t) * R_{t+1}``: with the one-step
-episodes of :mod:`aqe.learning.base` (``done`` always true) ``R_t = r_t``, the reward of
-that decision. A window of the last ``context`` steps becomes ``3·context`` tokens, a
-small causal :class:`torch.nn.TransformerEncoder` reads them, and the output at each
-state token predicts that step's action (sigmoid, ``[0, 1]``; mean-squared error).
+``(s_1, R_1, a_1), (s_2, R_2, a_2), …`` with ``s`` the feature vector, ``R`` the
+return-to-go and ``a`` the test's *place* in its cycle's order (1 ran first, 0 last).
+Returns-to-go are computed backwards with the transitions' ``done`` flags,
+``R_t = r_t + gamma * (1 - done_t) * R_{t+1}``: with the one-step episodes of
+:mod:`aqe.learning.base` (``done`` always true) ``R_t = r_t``, the reward of that
+decision. A window of the last ``context`` steps becomes ``3·context`` tokens and a small
+causal :class:`torch.nn.TransformerEncoder` reads them. As in the multi-game Decision
+Transformer (Lee et al. 2022) the state comes first: the output at a state token
+predicts the step's return (a distribution over ``return_bins`` values between the
+lowest and highest return in the data; cross-entropy, weighted ``return_coef``), the
+output at a return token the step's action (sigmoid, ``[0, 1]``; mean-squared error).
 
-Acting, a test's window is its own recent ``(R, s, a)`` (kept by :meth:`observe`)
-followed by ``(target, s_now)``: the model is asked for the priority that earns a high
-return, by default the highest return-to-go in the training data (for ``tcfail``: the
-return of a test that fails). Past steps' returns are recomputed with the target as
-the unknown future, the same rule as in training.
+Acting, a test's window is its own recent ``(s, R, a)`` (kept by :meth:`observe`)
+followed by ``(s_now, R*)``, and the predicted action is its priority. The return asked
+for, ``R*``, is the model's own return distribution for the test tilted towards high
+returns, ``p(R) exp(optimism · (R - low) / (high - low))``, and its mean: the best
+return that is *plausible* for this test (Lee et al. sample from the same tilted
+distribution). ``target_return`` fixes ``R*`` for every test instead. Past steps'
+returns are recomputed with ``R*`` as the unknown future, the rule of training.
+
+Why places and a per-test aim. Each decision here is a one-step bandit whose return is
+decided mostly by the verdict, which no action changes; the action only decides
+whether and how early the test runs. Asked for one fixed high return (a detected
+failure), the model answers "run early" for every test, since that is what every
+detected failure did, whatever its state: the priorities came out nearly equal, their
+order was the exploration noise, and on IOF/ROL the mean APFD was 0.48 (random 0.51).
+Its later data then held nearly equal priorities, so raw priorities, as actions, said
+little about the order they made; a place always spans the cycle. A per-test aim lets
+the state matter: a test likely to fail is asked to be found early, a test likely to
+pass to keep out of the way (under ``timerank``, its ``reward``, a passing test earns
+0 only after the last detected failure). Both are needed (IOF/ROL, seed 0: places with
+one fixed aim 0.45; per-test aims with raw priorities 0.52; both 0.59), and the aim
+must lean high: asked for its expected return (``optimism = 0``) a test that often
+fails averages out near 0, the return of a passing test run late, and the ranking
+turns backwards (0.41).
 
 Offline: :meth:`fit` trains a fresh model (seeded) for ``fit_steps`` minibatches on the
 transitions given and rebuilds the per-test contexts from them, so the same
 transitions and seed give the same model whether they arrive through :meth:`observe`
-or are read back from the experience buffers. :meth:`train` calls :meth:`fit` on
-everything observed, but only once it holds ``min_transitions`` and has grown by
-``refit_growth`` since the last fit, which keeps the cost of a long online run
-logarithmic in its length. Before the first fit, and with noise ``explore_noise`` after
-it, acting explores while training is on, so the data holds a spread of actions.
+or are read back from the experience buffers (places are computed from each cycle's
+recorded priorities, so any policy's experience will do). :meth:`train` calls
+:meth:`fit` on everything observed, but only once it holds ``min_transitions`` and has
+grown by ``refit_growth`` since the last fit, which keeps the cost of a long online
+run logarithmic in its length. Before the first fit, and with noise ``explore_noise``
+after it, acting explores while training is on, so the data holds a spread of actions.
+The noise is not clipped: clipped to ``[0, 1]`` it would tie tests at the bounds, and
+ties are broken by test id.
 """
 
 from __future__ import annotations
@@ -49,6 +74,7 @@ from aqe.learning.base import (
     Transition,
     one_step_transitions,
 )
+from aqe.learning.metrics import rank
 
 __all__ = ["DecisionTransformerPolicy"]
 
@@ -66,6 +92,9 @@ _DEFAULTS: dict[str, Any] = {
     "fit_steps": 150,
     "gamma": 1.0,
     "target_return": None,
+    "return_bins": 16,
+    "optimism": 3.0,
+    "return_coef": 0.3,
     "explore_noise": 0.02,
     "refit_growth": 2.0,
     "min_transitions": 256,
@@ -80,9 +109,15 @@ def _step(optimiser: torch.optim.Optimizer, loss: torch.Tensor) -> None:
 
 
 class _Model(nn.Module):
-    """The causal transformer: interleaved (return, state, action) tokens → actions."""
+    """The causal transformer: interleaved (state, return, action) tokens.
 
-    def __init__(self, n_features: int, context: int, d_model: int, layers: int, heads: int):
+    The output at a state token predicts that step's return-to-go (logits over
+    ``bins`` values), the output at a return token that step's action (sigmoid).
+    """
+
+    def __init__(
+        self, n_features: int, context: int, d_model: int, layers: int, heads: int, bins: int
+    ):
         super().__init__()
         self.embed_return = nn.Linear(1, d_model)
         self.embed_state = nn.Linear(n_features, d_model)
@@ -102,6 +137,7 @@ class _Model(nn.Module):
         )
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, 1)
+        self.return_head = nn.Linear(d_model, bins)
         mask = torch.triu(torch.full((3 * context, 3 * context), float("-inf")), diagonal=1)
         self.register_buffer("causal", mask, persistent=False)
 
@@ -111,17 +147,19 @@ class _Model(nn.Module):
         states: torch.Tensor,
         actions: torch.Tensor,
         real: torch.Tensor,
-    ) -> torch.Tensor:
-        """Predicted actions, shape ``(batch, context)``.
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Predicted actions ``(batch, context)`` and return logits ``(batch, context, bins)``.
 
         ``returns``/``actions`` are ``(batch, context)``, ``states`` is
         ``(batch, context, features)``, ``real`` marks the steps that are not padding.
+        A step's return prediction does not depend on that step's return or action
+        (they come after its state), so it can be read with any return in place.
         """
         batch, context = returns.shape
         tokens = torch.stack(
             [
-                self.embed_return(returns.unsqueeze(-1)),
                 self.embed_state(states),
+                self.embed_return(returns.unsqueeze(-1)),
                 self.embed_action(actions.unsqueeze(-1)),
             ],
             dim=2,
@@ -131,9 +169,9 @@ class _Model(nn.Module):
         tokens = (tokens + pad).reshape(batch, 3 * context, -1) + self.position
         causal = self.get_buffer("causal")
         hidden = self.norm(self.encoder(tokens, mask=causal, is_causal=True))
-        at_states = hidden.reshape(batch, context, 3, -1)[:, :, 1]
-        out: torch.Tensor = torch.sigmoid(self.head(at_states)).squeeze(-1)
-        return out
+        hidden = hidden.reshape(batch, context, 3, -1)
+        out: torch.Tensor = torch.sigmoid(self.head(hidden[:, :, 1])).squeeze(-1)
+        return out, self.return_head(hidden[:, :, 0])
 
 
 def _returns_to_go(
@@ -148,11 +186,35 @@ def _returns_to_go(
     return out
 
 
+def _places(priorities: NDArray[np.float64], test_ids: Sequence[str]) -> NDArray[np.float64]:
+    """Each test's place in the order ``priorities`` give (:func:`rank`, ties by id):
+    1 for the first, 0 for the last, evenly spaced (0.5 for a lone test)."""
+    n = len(test_ids)
+    out = np.full(n, 0.5)
+    if n > 1:
+        out[rank(priorities, test_ids)] = 1.0 - np.arange(n) / (n - 1)
+    return out
+
+
+def _places_by_cycle(data: Sequence[Transition]) -> NDArray[np.float64]:
+    """The place (:func:`_places`) of each transition's action among those of its cycle."""
+    by_cycle: dict[str, list[int]] = {}
+    for i, t in enumerate(data):
+        by_cycle.setdefault(t.cycle, []).append(i)
+    out = np.zeros(len(data))
+    for rows in by_cycle.values():
+        priorities = np.array([data[i].action for i in rows])
+        out[rows] = _places(priorities, [data[i].test_id for i in rows])
+    return out
+
+
 class DecisionTransformerPolicy:
     """Return-conditioned sequence model over each test's history (see the module)."""
 
     name: str = "decision-transformer"
     kind: Kind = "offline"
+    reward: str = "timerank"
+    """The reward :func:`aqe.learning.evaluate.evaluate_online` scores this policy with."""
 
     def __init__(self, seed: int = 0, **hyperparameters: Any) -> None:
         unknown = sorted(set(hyperparameters) - set(_DEFAULTS))
@@ -168,7 +230,7 @@ class DecisionTransformerPolicy:
         self._contexts: dict[str, deque[tuple[tuple[float, ...], float, float, bool]]] = {}
         self._model: _Model | None = None
         self._n_features: int | None = None
-        self._target = 0.0
+        self._returns = (0.0, 1.0)  # the lowest and highest return-to-go in the data
         self._fitted_on = 0
 
     @property
@@ -185,13 +247,14 @@ class DecisionTransformerPolicy:
                 int(self.hp["d_model"]),
                 int(self.hp["layers"]),
                 int(self.hp["heads"]),
+                int(self.hp["return_bins"]),
             )
 
-    def _remember(self, t: Transition) -> None:
+    def _remember(self, t: Transition, place: float) -> None:
         past = self._contexts.get(t.test_id)
         if past is None:
             past = self._contexts[t.test_id] = deque(maxlen=self.context - 1)
-        past.append((t.state, t.action, t.reward, t.done))
+        past.append((t.state, place, t.reward, t.done))
 
     # -- the Policy interface ---------------------------------------------------------
 
@@ -210,35 +273,81 @@ class DecisionTransformerPolicy:
             raise ConfigError(
                 f"{self.name}: trained on {self._n_features} features, got {feats.shape[1]}"
             )
+        torch.set_num_threads(1)  # small tensors: more threads only add contention
         k = self.context
-        returns = np.zeros((n, k), dtype=np.float32)
         states = np.zeros((n, k, feats.shape[1]), dtype=np.float32)
         actions = np.zeros((n, k), dtype=np.float32)
         real = np.zeros((n, k), dtype=bool)
-        gamma = float(self.hp["gamma"])
-        for i, test_id in enumerate(obs.test_ids):
-            past = list(self._contexts.get(test_id, ()))
+        pasts = [list(self._contexts.get(test_id, ())) for test_id in obs.test_ids]
+        for i, past in enumerate(pasts):
             start = k - 1 - len(past)
-            rtg = _returns_to_go([p[2] for p in past], [p[3] for p in past], gamma, self._target)
             for j, (state, action, _reward, _done) in enumerate(past):
-                returns[i, start + j] = rtg[j]
                 states[i, start + j] = state
                 actions[i, start + j] = action
             real[i, start:] = True
-            returns[i, -1] = self._target
             states[i, -1] = feats[i]
-        with torch.no_grad():
-            predicted = self._model(
-                torch.from_numpy(returns),
-                torch.from_numpy(states),
-                torch.from_numpy(actions),
-                torch.from_numpy(real),
-            )[:, -1]
+        model = self._model
+        tensors = (torch.from_numpy(states), torch.from_numpy(actions), torch.from_numpy(real))
+
+        def predict(aims: NDArray[np.float64]) -> tuple[torch.Tensor, torch.Tensor]:
+            returns = self._context_returns(pasts, aims)
+            with torch.no_grad():
+                out: tuple[torch.Tensor, torch.Tensor] = model(torch.from_numpy(returns), *tensors)
+            return out
+
+        fixed = self.hp["target_return"]
+        if fixed is None:
+            # The last step's return logits do not depend on its return token (it comes
+            # after the state), nor, with ``done`` steps, on the aim at all: a first pass
+            # with any aim reads them.
+            aims = self._aim(predict(np.zeros(n))[1][:, -1])
+        else:
+            aims = np.full(n, float(fixed))
+        predicted = predict(aims)[0][:, -1]
         scores: NDArray[np.float64] = predicted.double().numpy()
         if self._training:
             noise = torch.randn(n, generator=self._gen, dtype=torch.float64).numpy()
-            scores = np.clip(scores + float(self.hp["explore_noise"]) * noise, 0.0, 1.0)
+            scores = scores + float(self.hp["explore_noise"]) * noise
         return scores
+
+    def _centres(self) -> NDArray[np.float64]:
+        low, high = self._returns
+        return np.linspace(low, high, int(self.hp["return_bins"]))
+
+    def _bin_of(self, returns: NDArray[np.float32]) -> NDArray[np.int64]:
+        low, high = self._returns
+        scaled = (returns - low) / max(high - low, 1e-6) * (int(self.hp["return_bins"]) - 1)
+        bins: NDArray[np.int64] = np.clip(
+            np.rint(scaled), 0, int(self.hp["return_bins"]) - 1
+        ).astype(np.int64)
+        return bins
+
+    def _aim(self, logits: torch.Tensor) -> NDArray[np.float64]:
+        """The return to ask for: the predicted return distribution tilted towards high
+        returns, ``p(R) exp(optimism * (R - low) / (high - low))``, and its mean."""
+        centres = self._centres()
+        low, high = self._returns
+        tilt = float(self.hp["optimism"]) * (centres - low) / max(high - low, 1e-6)
+        log_w = torch.log_softmax(logits.double(), dim=-1) + torch.from_numpy(tilt)
+        weights = torch.softmax(log_w, dim=-1).numpy()
+        aims: NDArray[np.float64] = weights @ centres
+        return aims
+
+    def _context_returns(
+        self,
+        pasts: Sequence[Sequence[tuple[tuple[float, ...], float, float, bool]]],
+        aims: NDArray[np.float64],
+    ) -> NDArray[np.float32]:
+        """Return tokens: each past step's return-to-go, with the aim standing for the
+        unknown future (the rule of training), and the aim at the last step."""
+        k = self.context
+        gamma = float(self.hp["gamma"])
+        returns = np.zeros((len(pasts), k), dtype=np.float32)
+        for i, past in enumerate(pasts):
+            rtg = _returns_to_go([p[2] for p in past], [p[3] for p in past], gamma, aims[i])
+            returns[i, k - 1 - len(past) : k - 1] = rtg
+            returns[i, -1] = aims[i]
+        return returns
 
     def observe(
         self, obs: CycleObservation, priorities: NDArray[np.float64], outcome: CycleOutcome
@@ -246,8 +355,8 @@ class DecisionTransformerPolicy:
         """Record each test's decision and extend its context."""
         rewards = np.asarray(outcome.rewards, dtype=np.float32)
         recorded = one_step_transitions(self.name, obs, priorities, rewards)
-        for t in recorded:
-            self._remember(t)
+        for t, place in zip(recorded, _places(priorities, obs.test_ids), strict=True):
+            self._remember(t, float(place))
             if self._training:
                 self._data.append(t)
         return recorded
@@ -273,14 +382,16 @@ class DecisionTransformerPolicy:
         data = list(transitions)
         self._data = deque(data, maxlen=int(self.hp["capacity"]))
         self._contexts = {}
-        for t in data:
-            self._remember(t)
+        placed = _places_by_cycle(data)
+        for t, place in zip(data, placed, strict=True):
+            self._remember(t, float(place))
         if not data:
             return TrainStats(seconds=time.perf_counter() - started)
-        returns, states, actions, windows = self._trajectories(data)
+        torch.set_num_threads(1)
+        returns, states, actions, windows = self._trajectories(data, placed)
         n_features = states.shape[1]
-        target = self.hp["target_return"]
-        self._target = float(returns.max()) if target is None else float(target)
+        self._returns = (float(returns.min()), float(returns.max()))
+        bins_t = torch.from_numpy(np.append(self._bin_of(returns), np.int64(0)))
         self._n_features = n_features
         model = self._new_model(n_features)
         optimiser = torch.optim.AdamW(
@@ -289,6 +400,7 @@ class DecisionTransformerPolicy:
         rng = np.random.default_rng(self.seed)
         steps = int(self.hp["fit_steps"])
         batch = int(self.hp["batch_size"])
+        return_coef = float(self.hp["return_coef"])
         # A zero row at the end of each array stands for padding (window index -1).
         returns_t = torch.from_numpy(np.append(returns, np.float32(0.0)))
         actions_t = torch.from_numpy(np.append(actions, np.float32(0.0)))
@@ -299,9 +411,12 @@ class DecisionTransformerPolicy:
         for _ in range(steps):
             idx = windows_t[torch.from_numpy(rng.integers(0, len(windows), size=batch))]
             real = idx >= 0
-            predicted = model(returns_t[idx], states_t[idx], actions_t[idx], real)
-            err = (predicted - actions_t[idx]) ** 2 * real
-            loss = err.sum() / real.sum()
+            predicted, logits = model(returns_t[idx], states_t[idx], actions_t[idx], real)
+            ce = nn.functional.cross_entropy(
+                logits.flatten(0, 1), bins_t[idx].flatten(), reduction="none"
+            ).reshape(real.shape)
+            per_step = (predicted - actions_t[idx]) ** 2 + return_coef * ce
+            loss = (per_step * real).sum() / real.sum()
             _step(optimiser, loss)
             losses.append(float(loss.detach()))
         model.eval()
@@ -313,16 +428,16 @@ class DecisionTransformerPolicy:
         )
 
     def _trajectories(
-        self, data: Sequence[Transition]
+        self, data: Sequence[Transition], placed: NDArray[np.float64]
     ) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
         """Flat arrays of returns-to-go, states, actions and, per step, the indices of
         its window (``-1`` for padding), trajectories grouped by test."""
         cycle_order: dict[str, int] = {}
         for t in data:
             cycle_order.setdefault(t.cycle, len(cycle_order))
-        by_test: dict[str, list[Transition]] = {}
-        for t in data:
-            by_test.setdefault(t.test_id, []).append(t)
+        by_test: dict[str, list[tuple[Transition, float]]] = {}
+        for t, place in zip(data, placed, strict=True):
+            by_test.setdefault(t.test_id, []).append((t, float(place)))
         gamma = float(self.hp["gamma"])
         k = self.context
         returns: list[float] = []
@@ -330,13 +445,13 @@ class DecisionTransformerPolicy:
         actions: list[float] = []
         windows: list[list[int]] = []
         for test_id in sorted(by_test):
-            steps = sorted(by_test[test_id], key=lambda t: cycle_order[t.cycle])
+            steps = sorted(by_test[test_id], key=lambda step: cycle_order[step[0].cycle])
             base = len(returns)
             returns += _returns_to_go(
-                [t.reward for t in steps], [t.done for t in steps], gamma, 0.0
+                [t.reward for t, _ in steps], [t.done for t, _ in steps], gamma, 0.0
             )
-            states += [t.state for t in steps]
-            actions += [t.action for t in steps]
+            states += [t.state for t, _ in steps]
+            actions += [place for _, place in steps]
             for j in range(len(steps)):
                 first = j - k + 1
                 windows.append([base + i if i >= 0 else -1 for i in range(first, j + 1)])
@@ -363,7 +478,7 @@ class DecisionTransformerPolicy:
             "seed": self.seed,
             "hyperparameters": self.hyperparameters(),
             "n_features": self._n_features,
-            "target": self._target,
+            "returns": list(self._returns),
             "fitted_on": self._fitted_on,
             "contexts": {
                 test_id: [[list(s), a, r, d] for s, a, r, d in past]
@@ -378,7 +493,8 @@ class DecisionTransformerPolicy:
         """Read what :meth:`save` wrote.
 
         Raises:
-            ConfigError: the files are missing or belong to another algorithm.
+            ConfigError: the files are missing, belong to another algorithm or were
+                written by a version of this class with another model.
         """
         try:
             meta = json.loads((directory / _META_FILE).read_text())
@@ -386,20 +502,27 @@ class DecisionTransformerPolicy:
             raise ConfigError(f"{directory}: no saved {self.name} policy ({exc})") from exc
         if meta.get("algorithm") != self.name:
             raise ConfigError(f"{directory}: holds {meta.get('algorithm')!r}, not {self.name}")
-        self._target = float(meta["target"])
-        self._fitted_on = int(meta["fitted_on"])
-        self._contexts = {
-            test_id: deque(
-                ((tuple(s), float(a), float(r), bool(d)) for s, a, r, d in past),
-                maxlen=self.context - 1,
-            )
-            for test_id, past in meta["contexts"].items()
-        }
-        self._n_features = meta["n_features"]
-        if self._n_features is None:
-            self._model = None
-            return
-        model = self._new_model(int(self._n_features))
-        model.load_state_dict(torch.load(directory / _MODEL_FILE, weights_only=True))
-        model.eval()
+        try:
+            low, high = meta["returns"]
+            contexts = {
+                test_id: deque(
+                    ((tuple(s), float(a), float(r), bool(d)) for s, a, r, d in past),
+                    maxlen=self.context - 1,
+                )
+                for test_id, past in meta["contexts"].items()
+            }
+            n_features = meta["n_features"]
+            model = None
+            if n_features is not None:
+                model = self._new_model(int(n_features))
+                model.load_state_dict(torch.load(directory / _MODEL_FILE, weights_only=True))
+                model.eval()
+            fitted_on = int(meta["fitted_on"])
+        except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
+            # e.g. a policy saved before the return head: train it again.
+            raise ConfigError(f"{directory}: unreadable {self.name} policy ({exc})") from exc
+        self._returns = (float(low), float(high))
+        self._contexts = contexts
+        self._n_features = n_features
         self._model = model
+        self._fitted_on = fitted_on
