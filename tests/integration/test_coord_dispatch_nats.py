@@ -42,6 +42,7 @@ from aqe.events.coordination import Topology
 from aqe.log import load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
+from aqe.log.retry import while_unavailable
 from aqe.server import LocalCluster
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(90)]
@@ -364,7 +365,7 @@ async def test_dispatch_survives_the_stream_leader_dying_mid_switch(
                     assert await fleet.wait_epoch(decided.seq, 30)
                 await asyncio.sleep(0.1)
             await wait_for(lambda: fleet.board.board.completed >= 300, 40, "300 completions")
-        board = fold_board(await stream_envelopes(log))
+        board = fold_board(await while_unavailable(lambda: stream_envelopes(log), within_s=45))
         assert_exactly_once(board, runs, 300)
         assert set(board.claims_by_topology) == {"star", "mesh"}
         assert time.monotonic() - killed_at < 50

@@ -37,6 +37,7 @@ from aqe.events import Envelope, LeaseAcquired, LeaseReleased, LeaseRenewed
 from aqe.events.coordination import LeaderCheckpointed
 from aqe.log import load_stream_specs
 from aqe.log.jetstream import JetStreamEventLog
+from aqe.log.retry import while_unavailable
 from aqe.server import LocalCluster
 
 STREAM = "AQE_COORD"
@@ -342,8 +343,11 @@ async def test_stream_leader_killed_during_an_election_gives_one_winner(
     views = []
     for name in survivors:
         async with connect([nats_cluster.url(name)], apply=False) as node_log:
-            lease = await read_lease(node_log, group)
-            chain = lease_chain(await coord_messages(node_log), group)
+            # Right after a stream leader kill the surviving replicas may still be
+            # settling: a read that times out is started over (reads are idempotent).
+            lease = await while_unavailable(lambda: read_lease(node_log, group), within_s=45)
+            envelopes = await while_unavailable(lambda: coord_messages(node_log), within_s=45)
+            chain = lease_chain(envelopes, group)
         assert lease is not None
         views.append((lease.holder, lease.term))
         acquisitions = [(env, ev) for env, ev in chain if isinstance(ev, LeaseAcquired)]

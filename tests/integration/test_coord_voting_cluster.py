@@ -35,9 +35,10 @@ from aqe.coordination.voting import (
     tally,
 )
 from aqe.errors import LogUnavailableError
-from aqe.events import AgentRegistered, VoteCast, Voter
+from aqe.events import AgentRegistered, Envelope, VoteCast, Voter
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
+from aqe.log.retry import while_unavailable
 from aqe.server import LocalCluster
 
 T = TypeVar("T")
@@ -131,16 +132,24 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
         for node in nats_cluster.running():
             reader = await connect(nats_cluster.url(node))
             try:
-                verdicts[node] = await tally(reader, "release-42")
+                # A replica may still be settling after the kill: start the read over.
+                verdicts[node] = await while_unavailable(
+                    lambda r=reader: tally(r, "release-42"), within_s=45
+                )
             finally:
                 await reader.close()
         await asyncio.to_thread(nats_cluster.restart, leader)
         reader = await connect(nats_cluster.url(leader))
         try:
-            verdicts[leader] = await tally(reader, "release-42")
-            stored = [
-                env async for env in reader.read(STREAM, subjects=proposal_subjects("release-42"))
-            ]
+            verdicts[leader] = await while_unavailable(
+                lambda: tally(reader, "release-42"), within_s=45
+            )
+
+            async def read_stored() -> list[Envelope]:
+                subjects = proposal_subjects("release-42")
+                return [env async for env in reader.read(STREAM, subjects=subjects)]
+
+            stored = await while_unavailable(read_stored, within_s=45)
         finally:
             await reader.close()
 
