@@ -31,6 +31,7 @@ from __future__ import annotations
 __all__ = [
     "AqeError",
     "BatchRejectedError",
+    "BridgeError",
     "CommandRejectedError",
     "ConcurrencyError",
     "ConfigError",
@@ -38,12 +39,14 @@ __all__ = [
     "EventError",
     "EventNotFoundError",
     "EventValidationError",
+    "LinkDownError",
     "LogError",
     "LogUnavailableError",
     "PayloadTooLargeError",
     "ProjectionError",
     "ReportError",
     "ServerError",
+    "StreamClosedError",
     "UnknownEventTypeError",
     "UnknownProjectionError",
 ]
@@ -176,3 +179,20 @@ class ReportError(AqeError, ValueError):
 
 class CommandRejectedError(AqeError):
     """A command handler's decision: the command is not allowed in this state."""
+
+
+class BridgeError(AqeError):
+    """A QUIC bridge link or its configuration failed."""
+
+
+class LinkDownError(BridgeError, ConnectionError):
+    """No connection to the peer (refused, timed out, failed verification, or lost)."""
+
+
+class StreamClosedError(BridgeError):
+    """A bridge stream ended: closed by the peer, reset, malformed input, or link lost."""
+
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code

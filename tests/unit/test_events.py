@@ -16,6 +16,7 @@ from aqe.events import (
     AgentRegistered,
     AgentRetired,
     AgentSuspected,
+    BridgeApplied,
     Event,
     EventRegistry,
     ExperienceRecorded,
@@ -186,6 +187,18 @@ SAMPLES: dict[str, Event] = {
             faulty=0,
         ),
         VoteCast(proposal_id="p1", voter="a", choice="yes", signature="c2ln"),
+        BridgeApplied(
+            chain="a/AQE_TESTS/3",
+            origin="a",
+            stream="AQE_TESTS",
+            partition=3,
+            partitions=8,
+            first_seq=11,
+            last_seq=20,
+            prev_seq=10,
+            count=10,
+            via="a",
+        ),
     ]
 }
 

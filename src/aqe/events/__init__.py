@@ -14,6 +14,7 @@ from aqe.events.agents import (
     AgentStatus,
     AgentSuspected,
 )
+from aqe.events.bridge import BridgeApplied
 from aqe.events.coordination import (
     LeaderCheckpointed,
     LeaseAcquired,
@@ -50,6 +51,7 @@ __all__ = [
     "AgentRetired",
     "AgentStatus",
     "AgentSuspected",
+    "BridgeApplied",
     "Envelope",
     "Event",
     "EventRegistry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentRetired, AgentSuspected
+from aqe.events.bridge import BridgeApplied
 from aqe.events.coordination import (
     LeaderCheckpointed,
     LeaseAcquired,
@@ -57,6 +58,7 @@ REGISTRY = EventRegistry(
         TopologySelected,
         ProposalOpened,
         VoteCast,
+        BridgeApplied,
     ]
 )
 """Every event type aqe can decode; later capabilities register theirs here."""

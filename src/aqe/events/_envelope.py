@@ -28,6 +28,13 @@ class Headers:
     CORRELATION_ID = "Aqe-Correlation-Id"
     CAUSATION_ID = "Aqe-Causation-Id"
     ORIGIN = "Aqe-Origin"
+    # Set by the QUIC bridge on an event it copied from another cluster: the cluster,
+    # stream and sequence the event was first stored at, and the event's own id (the
+    # copy's Nats-Msg-Id is built from the origin coordinates instead).
+    ORIGIN_CLUSTER = "Aqe-Origin-Cluster"
+    ORIGIN_STREAM = "Aqe-Origin-Stream"
+    ORIGIN_SEQ = "Aqe-Origin-Seq"
+    EVENT_ID = "Aqe-Event-Id"
     # Dead letters carry where the original message came from and why it was parked.
     DLQ_STREAM = "Aqe-Dlq-Stream"
     DLQ_SEQ = "Aqe-Dlq-Seq"
