@@ -132,7 +132,7 @@ async def open_connection(settings: Settings, *, name: str = "aqe") -> Client:
 
     async def on_error(exc: Exception) -> None:
         # nats-py reports each failed attempt here; its own default logs at ERROR level.
-        errors_seen[:] = [exc]
+        errors_seen.append(exc)
         _log.debug("nats: %s", exc)
 
     nc = NatsClient()
@@ -154,8 +154,14 @@ async def open_connection(settings: Settings, *, name: str = "aqe") -> Client:
         )
     except (nats.errors.Error, OSError, TimeoutError) as exc:
         # NoServersError only says that attempts ran out; the last attempt's error says why.
-        cause = errors_seen[-1] if errors_seen else exc
+        # A server refusing credentials sends -ERR and closes the socket at once, so one
+        # attempt may see the refusal and another only a reset: prefer the refusal.
+        refusals = [e for e in errors_seen if "authoriz" in str(e).lower()]
+        cause = refusals[-1] if refusals else errors_seen[-1] if errors_seen else exc
         reason = str(cause) or type(cause).__name__
+        credentials = any(auth.get(k) for k in ("user", "password", "token", "user_credentials"))
+        if not refusals and credentials and isinstance(cause, ConnectionResetError):
+            reason += " (the server closed the connection: wrong credentials?)"
         with contextlib.suppress(nats.errors.Error, OSError):
             await nc.close()
         raise LogUnavailableError(f"cannot connect to NATS at {shown}: {reason}; {hint}") from exc
