@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, cast
 
 
 class _Upstream(asyncio.DatagramProtocol):
@@ -21,8 +21,7 @@ class _Upstream(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
-        self.transport = transport
+        self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         if self.proxy.is_cut or self.proxy.listener is None:
@@ -48,7 +47,6 @@ class UdpProxy(asyncio.DatagramProtocol):
         transport, _ = await loop.create_datagram_endpoint(
             lambda: self, local_addr=("127.0.0.1", port)
         )
-        assert isinstance(transport, asyncio.DatagramTransport)
         self.listener = transport
         return int(transport.get_extra_info("sockname")[1])
 

@@ -12,6 +12,7 @@ import click
 
 from aqe import __version__
 from aqe.cli._agents import agents
+from aqe.cli._bridge import bridge
 from aqe.cli._context import AppContext
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
@@ -83,6 +84,7 @@ cli.add_command(leader)
 cli.add_command(vote)
 cli.add_command(tasks)
 cli.add_command(topology)
+cli.add_command(bridge)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -62,6 +63,7 @@ _BATCH_HEADER_RESERVE = 128
 _OWN_HEADERS_MAX = 256
 _NO_RESPONDERS = "503"
 _NATS_ERRORS = (nats.errors.Error, TimeoutError)
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 _Message = tuple[str, bytes, dict[str, str]]
 """Subject, payload and headers of one event message."""
@@ -406,6 +408,119 @@ class JetStreamEventLog:
             duplicates=duplicates,
         )
 
+    async def append_raw_batch(
+        self, stream: str, messages: Sequence[tuple[str, bytes, Mapping[str, str]]]
+    ) -> BatchResult:
+        """Append already-encoded messages (subject, data, headers) as ONE atomic batch.
+
+        For writers that store messages they did not build from an :class:`Event`, such
+        as the bridge storing copies of another cluster's events together with their
+        ``BridgeApplied`` marker. Headers are sent as given (names checked, values
+        trimmed, CR/LF made spaces, as nats-py would send them), so a message may carry
+        its own ``Nats-Msg-Id`` and ``Nats-Expected-Last-Subject-Sequence``
+        (``-Subject``) condition. When the server refuses the batch because it repeats
+        stored message ids, it is re-sent message by message, in order, so the stored
+        ones are reported as duplicates. That re-send is not atomic; it checks the
+        batch's conditions before it stores anything.
+
+        Args:
+            stream: The stream every subject must route to.
+            messages: At most ``MAX_BATCH`` messages, stored in this order.
+
+        Raises:
+            ConcurrencyError: a message's condition failed; nothing was stored.
+            BatchRejectedError: the server refused the batch for another reason.
+            LogUnavailableError: no stream, no connection, or no commit reply in time
+                (the batch may or may not have been stored).
+            PayloadTooLargeError: a message is over the server's max_payload.
+            ValueError: no messages, more than ``MAX_BATCH``, a subject of another
+                stream or with whitespace, or a bad header name.
+        """
+        if not messages:
+            raise ValueError("append_raw_batch needs at least one message")
+        if len(messages) > MAX_BATCH:
+            raise ValueError(
+                f"an atomic batch holds at most {MAX_BATCH} messages, got {len(messages)}"
+            )
+        limit = self.max_payload
+        msgs = [_raw_message(s, d, h, limit - _BATCH_HEADER_RESERVE) for s, d, h in messages]
+        if self._chunk_stream(msgs, stream) != stream:  # pragma: no cover - checked inside
+            raise ValueError(f"messages do not belong to stream {stream}")
+        prefix = await self._commit_inbox()
+        chunk = await self._send_chunk(msgs, (), prefix)
+        first_seq, last_seq, duplicates = await self._settle_raw(chunk)
+        return BatchResult(
+            stream=stream,
+            first_seq=first_seq,
+            last_seq=last_seq,
+            count=len(msgs),
+            chunks=1,
+            duplicates=duplicates,
+        )
+
+    async def _settle_raw(self, chunk: _Chunk) -> tuple[int, int, int]:
+        """:meth:`_settle` for a raw batch: conditions are read from the headers."""
+        subject = chunk.msgs[0][0]
+        try:
+            reply = await asyncio.wait_for(chunk.answer, _COMMIT_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise LogUnavailableError(
+                f"no commit reply for atomic batch {chunk.batch_id} ({subject}) in "
+                f"{_COMMIT_TIMEOUT_S:.0f} s; it may or may not be stored"
+            ) from exc
+        finally:
+            self._commits.pop(chunk.reply, None)
+        if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+            raise LogUnavailableError(f"no stream answers for {subject}; run `aqe streams apply`")
+        try:
+            body: dict[str, Any] = json.loads(reply.data)
+        except ValueError as exc:
+            raise BatchRejectedError(
+                chunk.batch_id, None, f"unreadable reply {reply.data[:80]!r}"
+            ) from exc
+        error = body.get("error")
+        if not error:
+            seq = int(body["seq"])
+            count = int(body.get("count", len(chunk.msgs)))
+            return seq - count + 1, seq, 0
+        code = error.get("err_code")
+        detail = str(error.get("description", ""))
+        if code in (WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE):
+            conditions = [_condition(s, h) for s, _, h in chunk.msgs]
+            known = [c for c in conditions if c is not None]
+            where, expected = known[0] if len(known) == 1 else (f"batch {chunk.batch_id}", -1)
+            raise ConcurrencyError(where, expected, _actual_seq(detail))
+        if code == BATCH_DUPLICATE_ID:
+            return await self._publish_each(chunk.msgs)
+        raise BatchRejectedError(chunk.batch_id, code, detail)
+
+    async def _publish_each(self, msgs: Sequence[_Message]) -> tuple[int, int, int]:
+        """Publish raw messages one at a time, in order: (first fresh, last fresh, dups).
+
+        The conditions are checked first, so a batch whose condition already fails
+        stores nothing here either (the server reports repeated ids before failed
+        conditions); each is checked again by the server when its message is sent.
+        """
+        earlier: set[str] = set()
+        for subject, _, headers in msgs:
+            condition = _condition(subject, headers)
+            # A condition on a subject the batch wrote before depends on that write.
+            if condition is not None and condition[0] not in earlier:
+                actual = await self.last_subject_seq(condition[0])
+                if actual != condition[1]:
+                    raise ConcurrencyError(condition[0], condition[1], actual)
+            earlier.add(subject)
+        first_seq = last_seq = duplicates = 0
+        for subject, data, headers in msgs:
+            where, expected = _condition(subject, headers) or (subject, None)
+            with _translated(where, expected):
+                ack = await self._js.publish(subject, data, headers=headers)
+            if ack.duplicate:
+                duplicates += 1
+            else:
+                first_seq, last_seq = _widen(first_seq, last_seq, ack.seq, ack.seq)
+        return first_seq, last_seq, duplicates
+
     def _chunk_stream(self, msgs: Sequence[_Message], stream: str) -> str:
         """The one stream a chunk's subjects go to, which must be ``stream`` if set."""
         names = {self._stream_of(subject) for subject, _, _ in msgs}
@@ -640,13 +755,45 @@ def _discard(futures: Sequence[asyncio.Future[Any]]) -> None:
         future.add_done_callback(retrieve)
 
 
+def _raw_message(subject: str, data: bytes, headers: Mapping[str, str], limit: int) -> _Message:
+    """A raw message checked and cleaned as nats-py's ``publish`` would send it."""
+    if not subject or any(c in subject for c in " \t\r\n"):
+        raise ValueError(f"invalid subject {subject!r}")
+    cleaned: dict[str, str] = {}
+    for name, value in headers.items():
+        name = name.strip()
+        if not name:
+            continue
+        if not _HEADER_NAME.fullmatch(name):
+            raise ValueError(f"invalid header name {name!r} on {subject}")
+        cleaned[name] = value.strip().replace("\r", " ").replace("\n", " ")
+    size = len(data) + 12 + sum(len(k) + len(v) + 4 for k, v in cleaned.items())
+    if size > limit:
+        raise PayloadTooLargeError(subject, size, limit)
+    return subject, data, cleaned
+
+
+def _condition(subject: str, headers: Mapping[str, str]) -> tuple[str, int] | None:
+    """(checked subject, expected sequence) of a message's condition, if it has one."""
+    expected = headers.get(Headers.EXPECTED_LAST_SUBJECT_SEQ)
+    if expected is None or not expected.isdigit():
+        return None
+    return headers.get(Headers.EXPECTED_LAST_SUBJECT_SEQ_SUBJECT) or subject, int(expected)
+
+
+def _event_id(headers: Mapping[str, str]) -> str:
+    """The event's own id: ``Aqe-Event-Id`` on a bridged copy (whose ``Nats-Msg-Id`` is
+    built from its origin coordinates), else ``Nats-Msg-Id``."""
+    return headers.get(Headers.EVENT_ID) or headers.get(Headers.MSG_ID, "")
+
+
 def _raw_envelope(stream: str, raw: RawStreamMsg, seq: int = 0) -> Envelope:
     headers = {str(k): str(v) for k, v in (raw.headers or {}).items()}
     return Envelope(
         stream=stream,
         seq=int(raw.seq or seq),
         subject=str(raw.subject),
-        event_id=headers.get(Headers.MSG_ID, ""),
+        event_id=_event_id(headers),
         event_type=headers.get(Headers.EVENT_TYPE, ""),
         recorded_at_ns=int(raw.time.timestamp() * 1e9) if raw.time else 0,
         data=raw.data or b"",
@@ -660,7 +807,7 @@ def _envelope(stream: str, msg: Msg, seq: int, ts: int) -> Envelope:
         stream=stream,
         seq=seq,
         subject=msg.subject,
-        event_id=headers.get(Headers.MSG_ID, ""),
+        event_id=_event_id(headers),
         event_type=headers.get(Headers.EVENT_TYPE, ""),
         recorded_at_ns=ts,
         data=msg.data,

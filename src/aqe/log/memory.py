@@ -97,7 +97,9 @@ class InMemoryEventLog:
                 stream=stream.spec.name,
                 seq=seq,
                 subject=subject,
-                event_id=event_id,
+                # A bridged copy's Msg-Id is built from its origin coordinates; the
+                # event's own id travels in Aqe-Event-Id.
+                event_id=headers.get(Headers.EVENT_ID) or event_id,
                 event_type=headers.get(Headers.EVENT_TYPE, ""),
                 recorded_at_ns=now_ns,
                 data=data,
