@@ -26,7 +26,7 @@ from typing import Any
 from aqe.bridge._chains import ReplicaLog, SourceChain, is_marker
 from aqe.bridge._holdings import Holdings
 from aqe.bridge._relay import Relays
-from aqe.bridge._tasks import until_first_exit
+from aqe.bridge._tasks import raise_if_cancelling, until_first_exit
 from aqe.bridge.channel import Connector, FrameStream
 from aqe.bridge.frames import (
     Ack,
@@ -187,6 +187,7 @@ class SourceLink:
         delay = self._min_s
         attempts = 0
         while True:
+            raise_if_cancelling()
             self._reconnects = attempts
             attempts += 1
             try:
@@ -245,6 +246,7 @@ class SourceLink:
         chain = live.chain
         delay = self._min_s
         while True:
+            raise_if_cancelling()
             fs = await self._connector.open_stream(early=True)
             live.fs = fs
             try:
@@ -307,6 +309,7 @@ class SourceLink:
         """Run the stream's reader, restarting it where a rewound or reopened chain needs."""
         delay = self._min_s
         while True:
+            raise_if_cancelling()
             while not all(live.settled for live in lives) or not any(live.ready for live in lives):
                 rewind.clear()
                 await rewind.wait()
@@ -361,6 +364,7 @@ class SourceLink:
         """Gossip marks with the peer; feed its marks to the relays."""
         delay = self._min_s
         while True:
+            raise_if_cancelling()
             fs = await self._connector.open_stream(early=False)
             try:
                 await fs.send(Hello(cluster=self._cluster))

@@ -5,7 +5,8 @@ cancellation arrives just as the inner future completes (fixed in 3.12), and cli
 libraries use ``wait_for`` inside. A job whose cancellation was swallowed that way
 keeps running; a plain ``gather`` after ``cancel`` would then wait for it forever, and
 a link could never be stopped. :func:`cancel_and_wait` cancels again until every job
-has ended.
+has ended, and the loops of a link call :func:`raise_if_cancelling` so one whose
+cancellation was swallowed stops at its next turn.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ import asyncio
 from collections.abc import Coroutine, Iterable
 from typing import Any
 
-__all__ = ["cancel_and_wait", "until_first_exit"]
+__all__ = ["cancel_and_wait", "raise_if_cancelling", "until_first_exit"]
 
 _RECANCEL_S = 0.5
+
+
+def raise_if_cancelling() -> None:
+    """Raise ``CancelledError`` if the current task was cancelled and went on anyway.
+
+    Raises:
+        asyncio.CancelledError: a cancellation of this task is pending.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 async def cancel_and_wait(tasks: Iterable[asyncio.Future[Any]]) -> None:

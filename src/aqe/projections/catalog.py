@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from aqe.events import Envelope, Event
+from aqe.events import BridgeApplied, Envelope, Event
 
 __all__ = ["AggregateEntry", "CatalogProjection", "CatalogState"]
 
@@ -54,6 +54,8 @@ class CatalogProjection:
 
     def apply(self, state: CatalogState, envelope: Envelope, event: Event) -> CatalogState:
         """Count the event and update its aggregate's entry."""
+        if isinstance(event, BridgeApplied):
+            return state  # a bridge's local bookkeeping, not a fact of the fleet
         cls = type(event)
         known = self._kinds.get(cls)
         if known is None:
