@@ -54,6 +54,8 @@ bench:
     {{py}} tests/benchmarks/bench_election.py
     {{py}} tests/benchmarks/bench_voting.py
     {{py}} tests/benchmarks/bench_dispatch.py
+    {{py}} tests/benchmarks/bench_bridge_transport.py
+    {{py}} tests/benchmarks/bench_bridge.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]
@@ -84,6 +86,16 @@ cluster-up DIR=".aqe/cluster":
 [group('server')]
 cluster-down DIR=".aqe/cluster":
     PATH="{{bin}}:$PATH" ops/cluster.sh down {{DIR}}
+
+# A 3-cluster bridge mesh on loopback: three nats-servers and three `aqe bridge run` nodes.
+[group('server')]
+mesh-up:
+    PATH="{{bin}}:$PATH" ops/bridge/mesh.sh start
+
+# Stop the bridge mesh.
+[group('server')]
+mesh-down:
+    PATH="{{bin}}:$PATH" ops/bridge/mesh.sh stop
 
 # The main job: simulate a fleet, fold projections, show what they know.
 [group('run')]

@@ -33,13 +33,7 @@ from aqe.log import NewEvent, load_stream_specs
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.server import NatsServerProcess
 
-# The `bridge` group is added to the CLI here when aqe/cli/__init__.py does not have it
-# yet, so the test runs the same command line either way.
-_ENTRY = (
-    "import sys; from aqe.cli import cli, main; from aqe.cli._bridge import bridge; "
-    "cli.commands.setdefault('bridge', bridge); main(sys.argv[1:])"
-)
-AQE = [sys.executable, "-c", _ENTRY]
+AQE = [sys.executable, "-m", "aqe.cli"]
 STREAMS = ("AQE_TESTS", "AQE_PATTERNS")
 GUARD_S = 60.0
 """Only a failure guard: how long a wait may take before the test gives up."""
