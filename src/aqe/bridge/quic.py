@@ -283,8 +283,13 @@ class QuicConnector:
     # -- internals ----------------------------------------------------------------------
 
     def _take_ticket(self) -> tuple[SessionTicket, str] | None:
-        ticket, self._ticket = self._ticket, None  # single use, as on the server
+        # The server honours a ticket once (it pops it), but the client keeps it until a
+        # new one replaces it: an attempt that never reached the server (the first retry
+        # into a partition) must not waste the next attempt's 0-RTT. A ticket the server
+        # already used just gets a full handshake, and a fresh ticket after it.
+        ticket = self._ticket
         if ticket is None or not ticket[0].is_valid or ticket[0].server_name != self._server_name:
+            self._ticket = None
             return None
         return ticket
 
