@@ -53,10 +53,16 @@ GUARD_S = 180.0
 """A failure guard only: how long convergence may take before the test gives up."""
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_udp_ports(count: int) -> list[int]:
+    """``count`` distinct free UDP ports (all held until every one is chosen)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 class Mesh:
@@ -66,7 +72,7 @@ class Mesh:
         self.root = root
         self.servers: dict[str, NatsServerProcess] = {}
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
-        self.ports = {name: free_udp_port() for name in CLUSTERS}
+        self.ports = dict(zip(CLUSTERS, free_udp_ports(len(CLUSTERS)), strict=True))
         self.restarts: Counter[str] = Counter()
 
     def start_servers(self) -> None:
@@ -203,6 +209,10 @@ async def stored(log: JetStreamEventLog) -> list[Envelope]:
 async def test_three_clusters_converge_through_kills_and_a_cut_link(mesh: Mesh) -> None:
     proxy = UdpProxy(("127.0.0.1", mesh.ports["c"]))
     proxy_port = await proxy.start()
+    while proxy_port in mesh.ports.values():  # the OS may hand out a port just released
+        proxy.close()
+        proxy = UdpProxy(("127.0.0.1", mesh.ports["c"]))
+        proxy_port = await proxy.start()
     mesh.write_configs(proxy_port)
     for name in CLUSTERS:
         mesh.start_bridge(name)

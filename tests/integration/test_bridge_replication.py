@@ -24,6 +24,7 @@ from aqe.bridge.channel import FrameStream, StreamHandler, memory_pair
 from aqe.bridge.frames import (
     Ack,
     Data,
+    DataBatch,
     Error,
     Frame,
     Gap,
@@ -203,9 +204,12 @@ class MemoryConnector:
         return _CutStream(ours, conn)
 
     def _count(self, frame: Frame) -> None:
-        if not isinstance(frame, Data):
+        if isinstance(frame, Data):
+            self.data_frames += 1
+        elif isinstance(frame, DataBatch):
+            self.data_frames += len(frame.events)
+        else:
             return
-        self.data_frames += 1
         if self.cut_after is not None and self.data_frames >= self.cut_after:
             self.cut_after = None
             self.cut()
@@ -557,19 +561,21 @@ async def test_source_resends_from_where_a_gap_says(
             await fs.send(Resume(applied_seq=0))
             applied, forgot = 0, False
             while True:
-                data = await fs.recv()
-                assert isinstance(data, Data)
-                if data.seq <= applied or data.prev != applied:
-                    continue
-                chain.append(data.seq)
-                applied = data.seq
-                if len(chain) == 2 and not forgot:
-                    forgot = True
-                    del chain[1:]
-                    applied = chain[0]
-                    await fs.send(Gap(applied_seq=applied, got_prev=data.prev, got_seq=data.seq))
-                else:
-                    await fs.send(Ack(applied_seq=applied))
+                received = await fs.recv()
+                assert isinstance(received, Data | DataBatch)
+                for data in received.events if isinstance(received, DataBatch) else [received]:
+                    if data.seq <= applied or data.prev != applied:
+                        continue
+                    chain.append(data.seq)
+                    applied = data.seq
+                    if len(chain) == 2 and not forgot:
+                        forgot = True
+                        del chain[1:]
+                        applied = chain[0]
+                        gap = Gap(applied_seq=applied, got_prev=data.prev, got_seq=data.seq)
+                        await fs.send(gap)
+                    else:
+                        await fs.send(Ack(applied_seq=applied))
 
     want: dict[tuple[str, int], list[int]] = defaultdict(list)
     for env in await events(a):
@@ -717,6 +723,66 @@ async def test_target_reports_gaps_and_refuses_what_it_cannot_take(
     assert marks.marks[chain_key("A", "AQE_TESTS", 2)] == 9
     await honest.ours.close()
     await asyncio.wait_for(honest.task, GUARD_S)
+
+
+async def test_a_data_batch_is_applied_like_its_frames_in_batches_of_max_batch(
+    cluster: Callable[[str], Awaitable[Cluster]],
+) -> None:
+    b = await cluster("B")
+    target = TargetSide(b.log, "B", STREAMS, max_batch=3)
+    subject = subject_in(5)
+    frames = [frame(seq, seq - 1 if seq > 1 else 0, subject) for seq in range(1, 8)]
+    peer = Peer(target, "A")
+    assert await peer.ask(open_frame(partition=5)) == Resume(applied_seq=0)
+    # One frame of 7 events: stored 3 + 3 + 1. Then a repeat, alone and in a batch.
+    await peer.ours.send(DataBatch(events=tuple(frames)))
+    acks = [await asyncio.wait_for(peer.ours.recv(), GUARD_S) for _ in range(3)]
+    assert acks == [Ack(applied_seq=3), Ack(applied_seq=6), Ack(applied_seq=7)]
+    assert await peer.ask(frames[0]) == Ack(applied_seq=7)
+    assert await peer.ask(DataBatch(events=tuple(frames[5:]))) == Ack(applied_seq=7)
+    await peer.ours.close()
+    await asyncio.wait_for(peer.task, GUARD_S)
+    stored = await events(b)
+    assert [e.headers[Headers.ORIGIN_SEQ] for e in stored] == [str(s) for s in range(1, 8)]
+    applied = await markers(b)
+    assert [(m.first_seq, m.last_seq, m.count) for m in applied] == [
+        (1, 3, 3),
+        (4, 6, 3),
+        (7, 7, 1),
+    ]
+    chain = target.stats()["chains"][chain_key("A", "AQE_TESTS", 5)]
+    assert (chain["batches"], chain["events"], chain["duplicates_skipped"]) == (3, 7, 3)
+
+    # Gossip marks come from the markers; copies_after points before the batch that
+    # holds the first copy past a sequence.
+    holdings = Holdings(b.log, "B", STREAMS)
+    key = chain_key("A", "AQE_TESTS", 5)
+    assert await holdings.refresh_copies() == {key: 7}
+    seqs = {int(e.headers[Headers.ORIGIN_SEQ]): e.seq for e in stored}
+    assert holdings.copies_after(key, 0) == 0
+    for origin_seq in (3, 4, 5):  # the second batch's copies follow the first marker
+        after = holdings.copies_after(key, origin_seq)
+        assert after is not None
+        assert seqs[3] < after < seqs[4]
+    assert holdings.copies_after(key, 7) is None
+    assert holdings.copies_after("A/AQE_TESTS/1", 0) is None
+
+
+async def test_holdings_mark_own_chains_only_on_a_full_refresh(
+    cluster: Callable[[str], Awaitable[Cluster]],
+) -> None:
+    a = await cluster("A")
+    await append(a, executions("a", runs=2, tests=20))
+    holdings = Holdings(a.log, "A", STREAMS)
+    assert await holdings.refresh_copies() == {}
+    marks = await holdings.refresh()
+    want: dict[str, int] = {}
+    for env in await events(a):
+        key = chain_key("A", env.stream, partition_of(env.subject, 8))
+        want[key] = max(want.get(key, 0), env.seq)
+    assert marks == want
+    assert holdings.marks() == want
+    assert await holdings.refresh_copies() == {}
 
 
 # -- both directions ---------------------------------------------------------------------------

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 
-from aqe.bridge.frames import Data, Gap
+from aqe.bridge._chains import pack_frames
+from aqe.bridge.frames import Data, DataBatch, Gap, chain_key, partition_of
 from aqe.bridge.replication import (
+    Holdings,
     SourceChain,
     copy_headers,
     copy_msg_id,
@@ -225,3 +231,76 @@ async def test_memory_log_envelopes_take_the_events_own_id_from_a_copy() -> None
     await log.append_raw(subject, b"{}", {Headers.MSG_ID: "A:AQE_TESTS:4", Headers.EVENT_ID: "e4"})
     await log.append_raw(subject, b"{}", {Headers.MSG_ID: "own"})
     assert [e.event_id async for e in log.read("AQE_TESTS")] == ["e4", "own"]
+
+
+# -- packing a chain's frames for the wire ----------------------------------------------------
+
+
+def sized(seq: int, size: int) -> Data:
+    return Data(seq=seq, prev=seq - 1, subject="aqe.tests.case.x.executed", data=b"x" * size)
+
+
+def test_pack_sends_a_lone_frame_as_itself_and_nothing_for_nothing() -> None:
+    assert pack_frames([]) == []
+    assert pack_frames([data(3, 0)]) == [data(3, 0)]
+
+
+def test_pack_batches_runs_by_count_in_order() -> None:
+    frames = [sized(seq, 10) for seq in range(1, 12)]
+    packed = pack_frames(frames, max_events=4)
+    assert [type(f) for f in packed] == [DataBatch, DataBatch, DataBatch]
+    assert [e for f in packed if isinstance(f, DataBatch) for e in f.events] == frames
+    assert [len(f.events) for f in packed if isinstance(f, DataBatch)] == [4, 4, 3]
+
+
+def test_pack_batches_runs_by_bytes_and_sends_a_big_event_alone() -> None:
+    frames = [sized(1, 100), sized(2, 100), sized(3, 5000), sized(4, 100), sized(5, 100)]
+    packed = pack_frames(frames, max_events=100, max_bytes=1000)
+    assert packed == [
+        DataBatch(events=(frames[0], frames[1])),
+        frames[2],
+        DataBatch(events=(frames[3], frames[4])),
+    ]
+
+
+# -- holdings: marks from markers -------------------------------------------------------------
+
+
+class GatedLog:
+    """An in-memory log whose reads wait at a gate (a server slow to set up a consumer)."""
+
+    def __init__(self) -> None:
+        self.memory = InMemoryEventLog(load_stream_specs())
+        self.specs = tuple(load_stream_specs())
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def read(self, stream: str, **kw: Any) -> AsyncIterator[Envelope]:
+        await self.gate.wait()
+        async for env in self.memory.read(stream, **kw):
+            yield env
+
+
+async def test_gossip_marks_come_from_markers_and_need_not_wait_for_a_slow_read() -> None:
+    log = GatedLog()
+    key = "A/AQE_TESTS/2"
+    marker = BridgeApplied(
+        chain=key, origin="A", stream="AQE_TESTS", partition=2, partitions=8,
+        first_seq=4, last_seq=9, prev_seq=0, count=2, via="A",
+    )  # fmt: skip
+    copy = copy_headers({Headers.MSG_ID: "e9"}, "A", "AQE_TESTS", 9)
+    await log.memory.append_raw("aqe.tests.case.t.executed", b"{}", {Headers.MSG_ID: "own"})
+    await log.memory.append_raw("aqe.tests.case.t.executed", b"{}", copy)
+    await log.memory.append_raw(
+        marker_subject("tests", key), marker.to_json(), {Headers.EVENT_TYPE: marker.type_tag()}
+    )
+    holdings = Holdings(log, "B", ["AQE_TESTS"])  # type: ignore[arg-type]
+
+    log.gate.clear()
+    assert await holdings.refresh_copies(wait_s=0) == {}  # the read goes on meanwhile
+    log.gate.set()
+    assert await holdings.refresh_copies() == {key: 9}
+    assert holdings.copies_after(key, 3) == 0  # read from the start: no earlier marker
+    assert holdings.copies_after(key, 9) is None
+    own = chain_key("B", "AQE_TESTS", partition_of("aqe.tests.case.t.executed", 8))
+    assert await holdings.refresh() == {key: 9, own: 1}

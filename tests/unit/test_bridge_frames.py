@@ -11,8 +11,10 @@ import pytest
 from aqe.bridge.channel import memory_pair
 from aqe.bridge.frames import (
     MAX_FRAME,
+    PACK_AT,
     Ack,
     Data,
+    DataBatch,
     Error,
     Frame,
     FrameDecoder,
@@ -47,7 +49,30 @@ EVERY_FRAME: list[Frame] = [
     Hello(cluster="gamma"),
     Marks(cluster="alpha", marks={"alpha/AQE_TESTS/0": 5, "beta/AQE_RUNS/1": 9}),
     Marks(cluster="alpha", marks={}),
+    DataBatch(
+        events=(
+            Data(seq=11, prev=10, subject="aqe.tests.case.b.executed", data=b"{}"),
+            Data(seq=12, prev=11, subject="aqe.tests.case.b.executed", data=b"[]"),
+        )
+    ),
 ]
+
+
+def batch(count: int, start: int = 1) -> DataBatch:
+    """A batch of ``count`` consecutive, JSON-like events (they compress well)."""
+    return DataBatch(
+        events=tuple(
+            Data(
+                seq=seq,
+                prev=seq - 1,
+                subject=f"aqe.tests.case.t{seq % 7}.executed",
+                data=b'{"event":"tests.case.executed.v1","test_id":"t%d","outcome":"passed"}' % seq,
+                headers={"Nats-Msg-Id": f"id-{seq:08d}", "Aqe-Event-Type": "tests.case.v1"},
+                recorded_at_ns=1_700_000_000_000_000_000 + seq,
+            )
+            for seq in range(start, start + count)
+        )
+    )
 
 
 def _body(frame: Frame) -> bytes:
@@ -101,6 +126,80 @@ def test_an_empty_chunk_is_harmless() -> None:
     decoder = FrameDecoder()
     assert decoder.feed(b"") == []
     assert decoder.feed(encode_frame(Ack(applied_seq=1))) == [Ack(applied_seq=1)]
+
+
+# -- data batches -------------------------------------------------------------------------
+
+
+def test_a_small_batch_travels_as_its_events() -> None:
+    small = batch(3)
+    assert len(msgspec.msgpack.encode(small.events)) < PACK_AT
+    raw = msgspec.msgpack.decode(_body(small))
+    assert raw["k"] == "batch"
+    assert len(raw["events"]) == 3
+    assert "deflated" not in raw or not raw["deflated"]
+    assert FrameDecoder().feed(encode_frame(small)) == [small]
+
+
+def test_a_large_batch_travels_deflated_and_arrives_expanded() -> None:
+    large = batch(200)
+    expanded = msgspec.msgpack.encode(large.events)
+    wire = encode_frame(large)
+    raw = msgspec.msgpack.decode(wire[4:])
+    assert raw["k"] == "batch"
+    assert raw.get("events", []) == []
+    assert zlib.decompress(raw["deflated"]) == expanded
+    assert len(wire) * 4 < len(expanded)
+    decoder = FrameDecoder()
+    got: list[Frame] = []
+    for i in range(0, len(wire), 1200):  # as QUIC delivers it, packet by packet
+        got += decoder.feed(wire[i : i + 1200])
+    assert got == [large]
+    assert decoder.pending == 0
+
+
+def _deflated_body(payload: bytes, **extra: object) -> bytes:
+    return msgspec.msgpack.encode({"k": "batch", "deflated": payload, **extra})
+
+
+def test_a_batch_that_expands_past_the_limit_is_refused() -> None:
+    bomb = zlib.compress(b"\x00" * (2 * 1024 * 1024), 9)
+    with pytest.raises(FrameError, match="expands past"):
+        FrameDecoder(max_frame=1024 * 1024).feed(_framed(_deflated_body(bomb)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _deflated_body(b"not deflate data"),
+        _deflated_body(zlib.compress(msgspec.msgpack.encode(batch(40).events))[:-9]),
+        _deflated_body(zlib.compress(b"\x93\x01\x02\x03")),  # deflated, but not events
+        _deflated_body(
+            zlib.compress(msgspec.msgpack.encode(batch(2).events)),
+            events=msgspec.to_builtins(batch(2).events),
+        ),
+    ],
+    ids=["not-deflate", "cut-short", "not-events", "events-and-deflated"],
+)
+def test_a_bad_deflated_batch_is_a_frame_error(body: bytes) -> None:
+    with pytest.raises(FrameError, match="malformed"):
+        FrameDecoder().feed(_framed(body))
+
+
+def test_encoding_a_batch_over_the_limit_fails() -> None:
+    huge = DataBatch(
+        events=tuple(
+            Data(seq=i, prev=i - 1, subject="s", data=b"x" * (MAX_FRAME // 4)) for i in range(1, 6)
+        )
+    )
+    with pytest.raises(FrameError, match="exceeds"):
+        encode_frame(huge)
+
+
+async def test_memory_pair_carries_a_large_batch_whole() -> None:
+    a, b = memory_pair("alpha", "beta")
+    await a.send(batch(300))
+    assert await b.recv() == batch(300)
 
 
 # -- bad input ----------------------------------------------------------------------------

@@ -4,6 +4,8 @@ A *chain* is the events of one origin cluster's stream that fall into one subjec
 partition. Everything here is pure (no I/O, no clock) so it can be tested on its own:
 
 * where a chain's ``BridgeApplied`` markers live and how a copy's headers are built;
+* :func:`pack_frames`, how a run of a chain's data frames goes on the wire (``Data``
+  or ``DataBatch`` frames of bounded size);
 * :func:`plan_batch`, the target's decision for a batch of ``Data`` frames: which are
   duplicates, which extend the chain, and whether a frame broke it (a gap);
 * :class:`SourceChain`, the source's view of one chain: what it sent, what the target
@@ -19,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
-from aqe.bridge.frames import Data, Gap
+from aqe.bridge.frames import Data, DataBatch, Gap
 from aqe.errors import ConfigError
 from aqe.events import BridgeApplied, Envelope, Headers
 from aqe.log.port import BatchResult
@@ -35,8 +37,10 @@ __all__ = [
     "copy_headers",
     "copy_msg_id",
     "is_marker",
+    "marker_filter",
     "marker_subject",
     "origin_of",
+    "pack_frames",
     "plan_batch",
     "stream_domain",
 ]
@@ -50,6 +54,14 @@ _MARKER_TAG = BridgeApplied.type_tag()
 # origin coordinates, and a rollup would purge the target's subject.
 _DROPPED_PREFIXES = ("nats-expected-", "nats-batch-")
 _DROPPED = frozenset({Headers.MSG_ID.lower(), "nats-rollup"})
+_KEEP, _MSG_ID, _DROP = 0, 1, 2
+_NAME_KINDS: dict[str, int] = {}
+"""Header name -> what a copy does with it (a handful of names recur in every event)."""
+_NAME_KINDS_MAX = 4096
+PACK_EVENTS = 256
+"""Most events :func:`pack_frames` puts in one ``DataBatch``."""
+PACK_BYTES = 256 * 1024
+"""About the most payload and header bytes :func:`pack_frames` puts in one ``DataBatch``."""
 
 
 class ReplicaLog(Protocol):
@@ -116,6 +128,11 @@ def marker_subject(domain: str, key: str) -> str:
     return f"{SUBJECT_PREFIX}.{domain}.{MARKER_AGGREGATE}.{encode_token(key)}.{_MARKER_ACTION}"
 
 
+def marker_filter(domain: str) -> str:
+    """The subject filter that matches every chain's markers in the domain's stream."""
+    return f"{SUBJECT_PREFIX}.{domain}.{MARKER_AGGREGATE}.*.{_MARKER_ACTION}"
+
+
 def is_marker(subject: str, event_type: str = "") -> bool:
     """Whether a message (its subject and ``Aqe-Event-Type``) is a bridge marker.
 
@@ -169,12 +186,13 @@ def copy_headers(headers: Mapping[str, str], origin: str, stream: str, seq: int)
     out: dict[str, str] = {}
     event_id = ""
     for name, value in headers.items():
-        lower = name.lower()
-        if lower == Headers.MSG_ID.lower():
+        kind = _NAME_KINDS.get(name)
+        if kind is None:
+            kind = _name_kind(name)
+        if kind == _KEEP:
+            out[name] = value
+        elif kind == _MSG_ID:
             event_id = value
-        if lower in _DROPPED or lower.startswith(_DROPPED_PREFIXES):
-            continue
-        out[name] = value
     event_id = headers.get(Headers.EVENT_ID) or event_id
     if event_id:
         out[Headers.EVENT_ID] = event_id
@@ -195,6 +213,52 @@ def copy_headers(headers: Mapping[str, str], origin: str, stream: str, seq: int)
             )
     out[Headers.MSG_ID] = copy_msg_id(origin, stream, seq)
     return out
+
+
+def _name_kind(name: str) -> int:
+    lower = name.lower()
+    if lower == Headers.MSG_ID.lower():
+        kind = _MSG_ID
+    elif lower in _DROPPED or lower.startswith(_DROPPED_PREFIXES):
+        kind = _DROP
+    else:
+        kind = _KEEP
+    if len(_NAME_KINDS) < _NAME_KINDS_MAX:
+        _NAME_KINDS[name] = kind
+    return kind
+
+
+def pack_frames(
+    frames: Sequence[Data], max_events: int = PACK_EVENTS, max_bytes: int = PACK_BYTES
+) -> list[Data | DataBatch]:
+    """The wire frames for a run of a chain's data frames, in order.
+
+    A lone frame goes as itself; runs go as ``DataBatch`` frames of at most
+    ``max_events`` events and about ``max_bytes`` of payload and headers (an event
+    bigger than that travels alone).
+    """
+    if len(frames) == 1:
+        return [frames[0]]
+    out: list[Data | DataBatch] = []
+    run: list[Data] = []
+    size = 0
+    for frame in frames:
+        cost = _frame_bytes(frame)
+        if run and (len(run) >= max_events or size + cost > max_bytes):
+            out.append(run[0] if len(run) == 1 else DataBatch(events=tuple(run)))
+            run, size = [], 0
+        run.append(frame)
+        size += cost
+    if run:
+        out.append(run[0] if len(run) == 1 else DataBatch(events=tuple(run)))
+    return out
+
+
+def _frame_bytes(frame: Data) -> int:
+    """About what a data frame takes on the wire (payload, subject, headers, framing)."""
+    headers = frame.headers
+    names, values = sum(map(len, headers)), sum(map(len, headers.values()))
+    return len(frame.data) + len(frame.subject) + names + values + 4 * len(headers) + 48
 
 
 class ApplyPlan(NamedTuple):

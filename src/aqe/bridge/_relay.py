@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from aqe.bridge._chains import CopyError, ReplicaLog, origin_of
+from aqe.bridge._chains import PACK_EVENTS, CopyError, ReplicaLog, origin_of, pack_frames
 from aqe.bridge._holdings import Holdings
 from aqe.bridge._tasks import cancel_and_wait
 from aqe.bridge.channel import Connector, FrameStream
@@ -186,12 +186,20 @@ class Relays:
                 moved.set()
 
         listener = asyncio.create_task(acks())
+        unsent: list[Data] = []
+
+        async def flush() -> None:
+            for frame in pack_frames(unsent):
+                await fs.send(frame)
+            self._events += len(unsent)
+            unsent.clear()
+
         try:
             prev = applied
             sent: list[int] = []
             async for env in self._log.read(stream, after_seq=after):
                 if listener.done():
-                    break
+                    return
                 if Headers.ORIGIN_CLUSTER not in env.headers:
                     continue
                 try:
@@ -203,21 +211,27 @@ class Relays:
                 if partition_of(env.subject, self._holdings.partitions) != partition:
                     continue
                 while len(sent) - bisect.bisect_right(sent, acked) >= self._window:
+                    if unsent:  # the window is full of frames not yet sent: send them
+                        await flush()
+                        continue
                     if listener.done():
                         return
                     await _either(listener, moved)
-                frame = Data(
-                    seq=seq,
-                    prev=prev,
-                    subject=env.subject,
-                    data=env.data,
-                    headers=dict(env.headers),
-                    recorded_at_ns=env.recorded_at_ns,
+                unsent.append(
+                    Data(
+                        seq=seq,
+                        prev=prev,
+                        subject=env.subject,
+                        data=env.data,
+                        headers=dict(env.headers),
+                        recorded_at_ns=env.recorded_at_ns,
+                    )
                 )
-                await fs.send(frame)
-                self._events += 1
+                if len(unsent) >= PACK_EVENTS:
+                    await flush()
                 sent.append(seq)
                 prev = seq
+            await flush()
             while acked < prev and not listener.done():
                 await _either(listener, moved)
         finally:

@@ -2,10 +2,13 @@
 
 :class:`SourceLink` keeps one connection to the peer (reconnecting with backoff) and
 on it one stream per chain of each replicated stream. A reader per stream follows the
-local stream and routes each local event to its chain. Frames stay in flight until
-the target acknowledges them, so a new connection resends them at once (as 0-RTT data
-when the transport can) and the source's position only moves on the target's word.
-A bounded number of frames in flight holds the reader back when the target is slow.
+local stream and routes each local event to its chain; a sender per stream puts what
+the reader routed on each chain's stream whenever the reader waits (or every
+``_YIELD_EVERY`` events), several events to a ``DataBatch`` frame when several are
+ready. Frames stay in flight until the target acknowledges them, so a new connection
+resends them at once (as 0-RTT data when the transport can) and the source's position
+only moves on the target's word. A bounded number of frames in flight holds the
+reader back when the target is slow.
 
 Only events that originated here are sent (so nothing bounces back, and copies reach
 third clusters over their own links). With ``relay=True`` a control stream's gossip
@@ -23,13 +26,14 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from aqe.bridge._chains import ReplicaLog, SourceChain, is_marker
+from aqe.bridge._chains import PACK_EVENTS, ReplicaLog, SourceChain, is_marker, pack_frames
 from aqe.bridge._holdings import Holdings
 from aqe.bridge._relay import Relays
 from aqe.bridge._tasks import raise_if_cancelling, until_first_exit
 from aqe.bridge.channel import Connector, FrameStream
 from aqe.bridge.frames import (
     Ack,
+    Data,
     Error,
     Gap,
     Hello,
@@ -47,12 +51,18 @@ from aqe.errors import (
     LogUnavailableError,
     StreamClosedError,
 )
-from aqe.events import Envelope, Headers
+from aqe.events import BridgeApplied, Envelope, Headers
 
 __all__ = ["SourceLink"]
 
 _log = logging.getLogger(__name__)
 _CLOSE_TIMEOUT_S = 1.0
+_ROUTES_MAX = 65_536
+"""Subjects whose partition a link remembers (cleared when full)."""
+_NOT_ROUTED = -1
+_YIELD_EVERY = 4 * PACK_EVENTS
+"""Events a reader routes before it lets the sender run (when it never has to wait)."""
+_MARKER_TAG = BridgeApplied.type_tag()
 
 
 class _PeerRefusedError(BridgeError):
@@ -91,6 +101,10 @@ class _Live:
         self.ready = False
         self.settled = False
         self.last_error = ""
+        # Frames routed (and in flight) that the sender has not put on ``fs`` yet, and
+        # the chain generation they were routed in (a reset chain drops them).
+        self.unsent: list[Data] = []
+        self.unsent_generation = 0
 
 
 class SourceLink:
@@ -176,6 +190,7 @@ class SourceLink:
         self._reconnects = 0
         self._last_error = ""
         self._peer_marks: dict[str, int] = {}
+        self._routes: dict[str, int] = {}
 
     @property
     def peer(self) -> str:
@@ -237,8 +252,10 @@ class SourceLink:
     async def _stream_session(self, stream: str) -> None:
         lives = [self._live[(stream, p)] for p in range(self._partitions)]
         rewind = asyncio.Event()
+        routed = asyncio.Event()
         jobs = [self._chain_loop(live, rewind) for live in lives]
-        jobs.append(self._reader_loop(stream, lives, rewind))
+        jobs.append(self._reader_loop(stream, lives, rewind, routed))
+        jobs.append(self._sender(lives, routed))
         await until_first_exit(jobs)
 
     async def _chain_loop(self, live: _Live, rewind: asyncio.Event) -> None:
@@ -259,7 +276,7 @@ class SourceLink:
                         source=self._cluster,
                     )
                 )
-                for early in list(chain.in_flight):  # 0-RTT: before the Resume comes
+                for early in pack_frames(chain.in_flight):  # 0-RTT: before the Resume
                     await fs.send(early)
                 first = await fs.recv()
                 if not isinstance(first, Resume):
@@ -299,13 +316,16 @@ class SourceLink:
                 live.fs = None
                 live.ready = False
                 live.settled = True
+                live.unsent = []  # still in flight: resent on the next stream
                 chain.down()
                 rewind.set()
                 await _close_quietly(fs)
             await asyncio.sleep(_jitter(delay))
             delay = min(delay * 2, self._max_s)
 
-    async def _reader_loop(self, stream: str, lives: list[_Live], rewind: asyncio.Event) -> None:
+    async def _reader_loop(
+        self, stream: str, lives: list[_Live], rewind: asyncio.Event, routed: asyncio.Event
+    ) -> None:
         """Run the stream's reader, restarting it where a rewound or reopened chain needs."""
         delay = self._min_s
         while True:
@@ -319,7 +339,7 @@ class SourceLink:
             scanned = [start]
             rewind.clear()
             try:
-                await until_first_exit([self._read(stream, lives, scanned), rewind.wait()])
+                await until_first_exit([self._read(stream, lives, scanned, routed), rewind.wait()])
                 delay = self._min_s
             except LogUnavailableError as exc:
                 _log.info("bridge %s->%s: reading %s: %s", self._cluster, self._peer, stream, exc)
@@ -329,34 +349,78 @@ class SourceLink:
                 for live, generation in zip(lives, generations, strict=True):
                     live.chain.advance(scanned[0], generation)
 
-    async def _read(self, stream: str, lives: list[_Live], scanned: list[int]) -> None:
+    async def _read(
+        self, stream: str, lives: list[_Live], scanned: list[int], routed: asyncio.Event
+    ) -> None:
         """Route the stream's local events from ``scanned[0]`` on; ``scanned[0]`` follows."""
+        count = 0
         async for env in self._log.read(stream, after_seq=scanned[0], follow=True):
-            await self._route(env, lives)
+            if await self._route(env, lives):
+                routed.set()
+                count += 1
+                if count % _YIELD_EVERY == 0:
+                    # A long backlog reads without waiting: let the sender go now and
+                    # then, so frames leave while the reader goes on.
+                    await asyncio.sleep(0)
             scanned[0] = env.seq
 
-    async def _route(self, env: Envelope, lives: list[_Live]) -> None:
-        """Send a local event to its chain, unless the chain has it or is down."""
-        if not _local(env):
-            return
-        live = lives[partition_of(env.subject, self._partitions)]
+    async def _route(self, env: Envelope, lives: list[_Live]) -> bool:
+        """Queue a local event on its chain, unless the chain has it or is down.
+
+        Returns whether it was queued for the sender.
+        """
+        partition = self._routes.get(env.subject)
+        if partition is None:
+            partition = self._route_of(env.subject)
+        if partition == _NOT_ROUTED or not _local(env):
+            return False
+        live = lives[partition]
         chain = live.chain
-        chain.high_water = max(chain.high_water, env.seq)
+        if env.seq > chain.high_water:
+            chain.high_water = env.seq
         if not live.ready or env.seq <= chain.sent:
-            return
+            return False
         generation = chain.generation
         await self._window.acquire()
-        fs = live.fs
         # While waiting for room the chain may have been rewound or lost its stream;
         # then this reader is about to restart and must not send out of order.
-        if fs is None or not live.ready or chain.generation != generation:
+        if live.fs is None or not live.ready or chain.generation != generation:
             self._window.release(1)
+            return False
+        if live.unsent_generation != generation:
+            live.unsent = []
+            live.unsent_generation = generation
+        live.unsent.append(chain.push(env))
+        return True
+
+    def _route_of(self, subject: str) -> int:
+        """The partition of a subject's events (:data:`_NOT_ROUTED` for markers)."""
+        if len(self._routes) >= _ROUTES_MAX:
+            self._routes.clear()
+        partition = _NOT_ROUTED if is_marker(subject) else partition_of(subject, self._partitions)
+        self._routes[subject] = partition
+        return partition
+
+    async def _sender(self, lives: list[_Live], routed: asyncio.Event) -> None:
+        """Put each chain's routed frames on its stream, batched, whenever the reader waits."""
+        while True:
+            await routed.wait()
+            routed.clear()
+            for live in lives:
+                if live.unsent:
+                    await self._send_unsent(live)
+
+    async def _send_unsent(self, live: _Live) -> None:
+        frames, live.unsent = live.unsent, []
+        fs = live.fs
+        # A chain reset since (a rewind, a new stream) dropped or will resend them.
+        if fs is None or not live.ready or live.chain.generation != live.unsent_generation:
             return
-        frame = chain.push(env)
-        # A failed send leaves the frame in flight; the chain's loop notices the
+        # A failed send leaves the frames in flight; the chain's loop notices the
         # closed stream, reopens it and resends.
         with contextlib.suppress(StreamClosedError):
-            await fs.send(frame)
+            for frame in pack_frames(frames):
+                await fs.send(frame)
 
     # -- control stream -----------------------------------------------------------------
 
@@ -382,7 +446,8 @@ class SourceLink:
 
     async def _gossip_out(self, fs: FrameStream) -> None:
         while True:
-            marks = await self._holdings.refresh()
+            # Marks a moment old beat late ones: a slow read finishes in the background.
+            marks = await self._holdings.refresh_copies(wait_s=self._gossip_s / 2)
             await fs.send(Marks(cluster=self._cluster, marks=marks))
             await asyncio.sleep(self._gossip_s)
 
@@ -440,8 +505,11 @@ class SourceLink:
 
 
 def _local(env: Envelope) -> bool:
-    """An event that originated in this cluster (not a copy, not a marker)."""
-    return Headers.ORIGIN_CLUSTER not in env.headers and not is_marker(env.subject, env.event_type)
+    """An event that originated in this cluster (not a copy, not a marker).
+
+    Marker subjects are left out by the caller (:meth:`SourceLink._route_of`).
+    """
+    return Headers.ORIGIN_CLUSTER not in env.headers and env.event_type != _MARKER_TAG
 
 
 def _refusal(frame: object, where: str) -> BridgeError:

@@ -6,7 +6,9 @@ back from the target's own stream: the last :class:`~aqe.events.BridgeApplied` m
 on the chain's marker subject. Each batch of copies is stored in ONE atomic batch with
 a new marker, conditional on the previous marker still being the chain's last, so two
 streams applying the same chain (a ghost of a dropped connection, a relay, a second
-link) can never both store an event: the loser re-reads the marker and goes on.
+link) can never both store an event: the loser re-reads the marker and goes on. A
+batch is whatever arrived while the previous one was being stored (``Data`` frames
+and the events of ``DataBatch`` frames alike), up to ``max_batch`` events.
 
 A control stream (``Hello`` first) is answered with this cluster's own ``Marks``.
 """
@@ -39,6 +41,7 @@ from aqe.bridge.channel import FrameStream
 from aqe.bridge.frames import (
     Ack,
     Data,
+    DataBatch,
     Error,
     Frame,
     Gap,
@@ -61,6 +64,7 @@ from aqe.errors import (
 from aqe.events import BridgeApplied, Headers
 from aqe.log.port import MAX_BATCH
 from aqe.log.retry import while_unavailable
+from aqe.log.streams import StreamSpec
 from aqe.log.subjects import subject_matches
 
 __all__ = ["ChainStats", "TargetSide"]
@@ -73,6 +77,11 @@ _MARKER_HEADERS = {
     Headers.EVENT_TYPE: BridgeApplied.type_tag(),
     Headers.ENVELOPE: "1",
 }
+_MARKER_TAG = BridgeApplied.type_tag()
+_GOSSIP_WAIT_S = 0.2
+"""How long a ``Marks`` answer waits for fresh marks before it sends the last ones."""
+_CHECKED_MAX = 16_384
+"""Subjects a served chain remembers as checked (cleared when full)."""
 
 
 class ChainStats(msgspec.Struct, kw_only=True):
@@ -106,6 +115,9 @@ class _Chain:
         self.applied = 0
         self.marker_seq = 0
         self.in_gap = False
+        # Subjects already found to belong to this chain (in the stream, in the
+        # partition, not a marker subject): most events repeat a recent subject.
+        self.checked: set[str] = set()
 
 
 class _Closed:
@@ -211,36 +223,38 @@ class TargetSide:
         queue: asyncio.Queue[Frame | _Closed] = asyncio.Queue(self._max_batch * 2)
         pump = asyncio.create_task(_pump(stream, queue))
         try:
-            while True:
-                batch: list[Data] = []
-                item = await queue.get()
-                while True:
-                    if isinstance(item, _Closed):
-                        if batch:
-                            await self._apply(stream, chain, stats, batch)
-                        return
-                    if isinstance(item, Error):
-                        if batch:
-                            await self._apply(stream, chain, stats, batch)
-                        _log.info(
-                            "bridge %s: %s closed %s: %s",
-                            self._cluster,
-                            stream.peer,
-                            chain.key,
-                            item.message,
-                        )
-                        return
-                    if not isinstance(item, Data):
-                        raise _RefusedError(
-                            "protocol", f"chain {chain.key}: unexpected {_name(item)}"
-                        )
-                    batch.append(item)
-                    if len(batch) >= self._max_batch or queue.empty():
-                        break
-                    item = queue.get_nowait()
-                await self._apply(stream, chain, stats, batch)
+            waiting: list[Data] = []
+            ended = False
+            while not ended:
+                if not waiting:
+                    ended = self._take(stream, chain, await queue.get(), waiting)
+                while not ended and len(waiting) < self._max_batch and not queue.empty():
+                    ended = self._take(stream, chain, queue.get_nowait(), waiting)
+                # What came in while the last batch was stored is the next batch.
+                while waiting and (ended or len(waiting) >= self._max_batch or queue.empty()):
+                    batch, waiting = waiting[: self._max_batch], waiting[self._max_batch :]
+                    await self._apply(stream, chain, stats, batch)
         finally:
             await cancel_and_wait([pump])
+
+    def _take(
+        self, stream: FrameStream, chain: _Chain, item: Frame | _Closed, into: list[Data]
+    ) -> bool:
+        """Add a queued frame's events to ``into``; True when the stream has ended."""
+        if isinstance(item, Data):
+            into.append(item)
+        elif isinstance(item, DataBatch):
+            into += item.events
+        elif isinstance(item, _Closed):
+            return True
+        elif isinstance(item, Error):
+            _log.info(
+                "bridge %s: %s closed %s: %s", self._cluster, stream.peer, chain.key, item.message
+            )
+            return True
+        else:
+            raise _RefusedError("protocol", f"chain {chain.key}: unexpected {_name(item)}")
+        return False
 
     def _accept(self, stream: FrameStream, opened: Open) -> _Chain:
         """Check an ``Open`` against the peer and the configuration."""
@@ -337,24 +351,21 @@ class TargetSide:
         """The batch's copies and the chain's next marker, conditional on the last."""
         opened = chain.opened
         spec = self._specs[opened.stream]
-        limit = self._log.max_payload
         messages: list[tuple[str, bytes, dict[str, str]]] = []
+        checked = chain.checked
         for frame in plan.accepted:
-            where = f"chain {chain.key} seq {frame.seq} ({frame.subject})"
-            if not any(subject_matches(p, frame.subject) for p in spec.subjects):
-                raise _RefusedError("bad-frame", f"{where}: subject is not in stream {spec.name}")
-            if partition_of(frame.subject, opened.partitions) != opened.partition:
-                raise _RefusedError("bad-frame", f"{where}: subject is in another partition")
-            if is_marker(frame.subject, frame.headers.get(Headers.EVENT_TYPE, "")):
+            subject = frame.subject
+            if subject not in checked:
+                self._check_subject(chain, spec, frame)
+            if frame.headers.get(Headers.EVENT_TYPE) == _MARKER_TAG:
+                where = f"chain {chain.key} seq {frame.seq} ({subject})"
                 raise _RefusedError("bad-frame", f"{where}: bridge markers are never copied")
             try:
                 headers = copy_headers(frame.headers, opened.origin, opened.stream, frame.seq)
             except CopyError as exc:
                 raise _RefusedError("bad-frame", str(exc)) from exc
-            size = len(frame.data) + sum(len(k) + len(v) + 4 for k, v in headers.items())
-            if size > limit:
-                raise _RefusedError("too-large", f"{where}: {size} bytes, over {limit}")
-            messages.append((frame.subject, frame.data, headers))
+            # The size against the server's limit is checked by append_raw_batch.
+            messages.append((subject, frame.data, headers))
         marker = BridgeApplied(
             chain=chain.key,
             origin=opened.origin,
@@ -375,6 +386,21 @@ class TargetSide:
         messages.append((chain.subject, marker.to_json(), headers))
         return messages
 
+    @staticmethod
+    def _check_subject(chain: _Chain, spec: StreamSpec, frame: Data) -> None:
+        """Refuse a subject outside the chain; remember one that belongs to it."""
+        opened, subject = chain.opened, frame.subject
+        where = f"chain {chain.key} seq {frame.seq} ({subject})"
+        if not any(subject_matches(p, subject) for p in spec.subjects):
+            raise _RefusedError("bad-frame", f"{where}: subject is not in stream {spec.name}")
+        if partition_of(subject, opened.partitions) != opened.partition:
+            raise _RefusedError("bad-frame", f"{where}: subject is in another partition")
+        if is_marker(subject):
+            raise _RefusedError("bad-frame", f"{where}: bridge markers are never copied")
+        if len(chain.checked) >= _CHECKED_MAX:
+            chain.checked.clear()
+        chain.checked.add(subject)
+
     # -- control streams --------------------------------------------------------------
 
     async def _serve_control(self, stream: FrameStream, hello: Hello) -> None:
@@ -385,7 +411,7 @@ class TargetSide:
             frame = await stream.recv()
             if isinstance(frame, Marks):
                 self._peer_marks[stream.peer] = dict(frame.marks)
-                marks = await self._holdings.refresh()
+                marks = await self._holdings.refresh_copies(wait_s=_GOSSIP_WAIT_S)
                 await stream.send(Marks(cluster=self._cluster, marks=marks))
             elif isinstance(frame, Error):
                 return

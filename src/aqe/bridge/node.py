@@ -5,8 +5,8 @@ listens for peers (a :class:`~aqe.bridge.quic.QuicServer` whose handler is a
 :class:`~aqe.bridge.replication.TargetSide`) and dials each configured peer (one
 :class:`~aqe.bridge.replication.SourceLink` over a
 :class:`~aqe.bridge.quic.QuicConnector` per peer). The target side and every link share
-one :class:`~aqe.bridge.replication.Holdings`, so each stream is scanned once for
-anti-entropy marks.
+one :class:`~aqe.bridge.replication.Holdings`, so the chain markers that anti-entropy
+gossip is built from are read once per node.
 
 Every ``status_interval_s`` the node replaces ``<data_dir>/status.json`` with a
 snapshot (written to a temporary file, then :func:`os.replace`: a reader sees the old

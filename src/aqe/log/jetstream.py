@@ -64,6 +64,10 @@ _OWN_HEADERS_MAX = 256
 _NO_RESPONDERS = "503"
 _NATS_ERRORS = (nats.errors.Error, TimeoutError)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_BAD_SUBJECT = re.compile(r"[ \t\r\n]")
+_HEADER_NAMES: dict[str, str] = {}
+"""Raw header names of raw batches already checked -> the name as sent."""
+_HEADER_NAMES_MAX = 4096
 
 _Message = tuple[str, bytes, dict[str, str]]
 """Subject, payload and headers of one event message."""
@@ -523,7 +527,7 @@ class JetStreamEventLog:
 
     def _chunk_stream(self, msgs: Sequence[_Message], stream: str) -> str:
         """The one stream a chunk's subjects go to, which must be ``stream`` if set."""
-        names = {self._stream_of(subject) for subject, _, _ in msgs}
+        names = {self._stream_of(subject) for subject in {subject for subject, _, _ in msgs}}
         if stream:
             names.add(stream)
         if len(names) != 1:
@@ -757,20 +761,40 @@ def _discard(futures: Sequence[asyncio.Future[Any]]) -> None:
 
 def _raw_message(subject: str, data: bytes, headers: Mapping[str, str], limit: int) -> _Message:
     """A raw message checked and cleaned as nats-py's ``publish`` would send it."""
-    if not subject or any(c in subject for c in " \t\r\n"):
+    if not subject or _BAD_SUBJECT.search(subject):
         raise ValueError(f"invalid subject {subject!r}")
     cleaned: dict[str, str] = {}
-    for name, value in headers.items():
-        name = name.strip()
+    size = len(data) + 12
+    for raw_name, value in headers.items():
+        # The bridge stores batches of copies whose few header names recur: each
+        # name is checked once, not once per message (half of this function's time).
+        name = _HEADER_NAMES.get(raw_name)
+        if name is None:
+            name = _header_name(raw_name, subject)
         if not name:
             continue
-        if not _HEADER_NAME.fullmatch(name):
-            raise ValueError(f"invalid header name {name!r} on {subject}")
-        cleaned[name] = value.strip().replace("\r", " ").replace("\n", " ")
-    size = len(data) + 12 + sum(len(k) + len(v) + 4 for k, v in cleaned.items())
+        value = value.strip()
+        if "\r" in value or "\n" in value:
+            value = value.replace("\r", " ").replace("\n", " ")
+        cleaned[name] = value
+        size += len(name) + len(value) + 4
     if size > limit:
         raise PayloadTooLargeError(subject, size, limit)
     return subject, data, cleaned
+
+
+def _header_name(raw: str, subject: str) -> str:
+    """A header name as sent (stripped; empty: dropped), remembered once checked.
+
+    Raises:
+        ValueError: a name that is not an HTTP token.
+    """
+    name = raw.strip()
+    if name and not _HEADER_NAME.fullmatch(name):
+        raise ValueError(f"invalid header name {name!r} on {subject}")
+    if len(_HEADER_NAMES) < _HEADER_NAMES_MAX:
+        _HEADER_NAMES[raw] = name
+    return name
 
 
 def _condition(subject: str, headers: Mapping[str, str]) -> tuple[str, int] | None:
