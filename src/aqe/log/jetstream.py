@@ -462,8 +462,12 @@ class JetStreamEventLog:
             duplicates=duplicates,
         )
 
-    async def _settle_raw(self, chunk: _Chunk) -> tuple[int, int, int]:
-        """:meth:`_settle` for a raw batch: conditions are read from the headers."""
+    async def _commit_reply(self, chunk: _Chunk) -> Msg:
+        """The server's answer to a chunk's commit (an ack or an error, still unread).
+
+        Raises:
+            LogUnavailableError: no answer in time, or no stream took the subject.
+        """
         subject = chunk.msgs[0][0]
         try:
             reply = await asyncio.wait_for(chunk.answer, _COMMIT_TIMEOUT_S)
@@ -476,6 +480,11 @@ class JetStreamEventLog:
             self._commits.pop(chunk.reply, None)
         if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
             raise LogUnavailableError(f"no stream answers for {subject}; run `aqe streams apply`")
+        return reply
+
+    async def _settle_raw(self, chunk: _Chunk) -> tuple[int, int, int]:
+        """:meth:`_settle` for a raw batch: conditions are read from the headers."""
+        reply = await self._commit_reply(chunk)
         try:
             body: dict[str, Any] = json.loads(reply.data)
         except ValueError as exc:
@@ -578,18 +587,7 @@ class JetStreamEventLog:
 
     async def _settle(self, chunk: _Chunk) -> tuple[int, int, int]:
         """Wait for a chunk's commit: (first fresh seq, last fresh seq, duplicates)."""
-        subject = chunk.msgs[0][0]
-        try:
-            reply = await asyncio.wait_for(chunk.answer, _COMMIT_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise LogUnavailableError(
-                f"no commit reply for atomic batch {chunk.batch_id} ({subject}) in "
-                f"{_COMMIT_TIMEOUT_S:.0f} s; it may or may not be stored"
-            ) from exc
-        finally:
-            self._commits.pop(chunk.reply, None)
-        if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
-            raise LogUnavailableError(f"no stream answers for {subject}; run `aqe streams apply`")
+        reply = await self._commit_reply(chunk)
         try:
             body = self._raise_batch_error(chunk.batch_id, reply.data, chunk.msgs, chunk.items)
         except BatchRejectedError as exc:
