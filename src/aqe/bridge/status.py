@@ -31,9 +31,11 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from aqe.errors import BridgeError
+from aqe.server._pids import pid_alive as _pid_alive
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
 __all__ = [
     "SNAPSHOT_VERSION",
@@ -66,21 +68,12 @@ def stale_after_s(interval_s: float) -> float:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine (a zombie counts as dead)."""
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    fields = stat[stat.rfind(")") + 1 :].split()
-    return not (fields and fields[0] in {"Z", "X"})
+    """Whether a process with this id runs on this machine (a zombie counts as dead).
+
+    The node is not our child, so nothing is reaped: this is the server package's
+    check with ``reap=False``.
+    """
+    return _pid_alive(pid, reap=False)
 
 
 def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
@@ -364,17 +357,13 @@ def render_status(described: Mapping[str, Any], console: Console, *, now: float)
         console.print(f"  [red]error:[/red] {described['error']}")
 
     links = [LinkView(**view) for view in derived["links"].values()]
-    table = Table(
-        title="outgoing links",
-        title_justify="left",
-        caption="lag: events not yet acknowledged; lag ms: age of the oldest; "
+    table = _table(
+        "outgoing links",
+        "lag: events not yet acknowledged; lag ms: age of the oldest; "
         "0-RTT: resumptions accepted/tried",
-        caption_justify="left",
+        ("peer", "link"),
+        ("lag", "lag ms", "in flight", "acked", "reconn", "0-RTT"),
     )
-    table.add_column("peer", no_wrap=True)
-    table.add_column("link", no_wrap=True)
-    for column in ("lag", "lag ms", "in flight", "acked", "reconn", "0-RTT"):
-        table.add_column(column, justify="right", no_wrap=True)
     for view in links:
         table.add_row(
             f"{view.peer} [dim]{view.address}[/dim]",
@@ -414,17 +403,13 @@ def render_status(described: Mapping[str, Any], console: Console, *, now: float)
         f"refused; {server.get('streams_opened', 0)} streams"
     )
     if inbound:
-        table = Table(
-            title="inbound",
-            title_justify="left",
-            caption="applied: origin sequence; dups: duplicates skipped; races: conditional "
+        table = _table(
+            "inbound",
+            "applied: origin sequence; dups: duplicates skipped; races: conditional "
             "appends lost to another writer of the chain; last: last applied",
-            caption_justify="left",
+            ("origin", "stream"),
+            ("applied", "events", "dups", "gaps", "races", "last"),
         )
-        table.add_column("origin", no_wrap=True)
-        table.add_column("stream", no_wrap=True)
-        for column in ("applied", "events", "dups", "gaps", "races", "last"):
-            table.add_column(column, justify="right", no_wrap=True)
         for view in inbound:
             via = [peer for peer in view["via"] if peer != view["origin"]]
             origin = view["origin"] + (f" [dim]via {', '.join(via)}[/dim]" if via else "")
@@ -439,3 +424,15 @@ def render_status(described: Mapping[str, Any], console: Console, *, now: float)
                 _ago(view["last_applied_at"], now),
             )
         console.print(table)
+
+
+def _table(title: str, caption: str, labels: tuple[str, ...], numbers: tuple[str, ...]) -> Table:
+    """A status table: left-aligned label columns, then right-aligned number columns."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    for column in labels:
+        table.add_column(column, no_wrap=True)
+    for column in numbers:
+        table.add_column(column, justify="right", no_wrap=True)
+    return table
