@@ -80,7 +80,9 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
         yield
     except nats.js.errors.APIError as exc:
         code = exc.err_code
-        if code == WRONG_LAST_SEQUENCE:
+        # 10164 is the same failed condition without the actual sequence in the text; a
+        # cluster answers it for a single publish too (a filter condition, R3 stream).
+        if code in (WRONG_LAST_SEQUENCE, BATCH_WRONG_LAST_SEQUENCE):
             raise ConcurrencyError(
                 subject, expected if expected is not None else -1, _actual_seq(exc.description)
             ) from exc
