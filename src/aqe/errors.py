@@ -15,6 +15,9 @@ so no client type crosses a port.
     │   └── EventDecodeError                bytes in the log that cannot become an event
     ├── LogError
     │   ├── LogUnavailableError (TimeoutError)   no server, no stream, timeouts
+    │   │   └── MessageInProcessError       the server is still storing this message id (10158)
+    │   ├── PermissionDeniedError (PermissionError)  the server refused this user the subject
+    │   ├── LimitExceededError              a server or stream limit refused the message
     │   ├── ConcurrencyError                wrong last subject sequence (server error 10071)
     │   ├── PayloadTooLargeError (ValueError)    larger than the server's max_payload
     │   ├── BatchRejectedError              an atomic batch the server refused as a whole
@@ -39,10 +42,13 @@ __all__ = [
     "EventError",
     "EventNotFoundError",
     "EventValidationError",
+    "LimitExceededError",
     "LinkDownError",
     "LogError",
     "LogUnavailableError",
+    "MessageInProcessError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "ProjectionError",
     "ReportError",
     "ServerError",
@@ -99,6 +105,44 @@ class LogError(AqeError):
 
 class LogUnavailableError(LogError, TimeoutError):
     """The server (or a stream on it) cannot be reached."""
+
+
+class MessageInProcessError(LogUnavailableError):
+    """The server is still storing an earlier publish of the same message id (error 10158).
+
+    Seen on a replicated stream whose leader cannot reach its peers: the first try is
+    neither stored nor refused yet. Retrying with the same id settles it as stored or
+    as a duplicate, so it is retried like any unavailability.
+    """
+
+    def __init__(self, subject: str, code: int | None, detail: str) -> None:
+        self.subject = subject
+        self.code = code
+        self.detail = detail
+        super().__init__(f"{subject}: the server is still processing this message ({detail})")
+
+
+class PermissionDeniedError(LogError, PermissionError):
+    """The server refused this connection's user an operation on a subject."""
+
+    def __init__(self, subject: str, operation: str, detail: str) -> None:
+        self.subject = subject
+        self.operation = operation
+        self.detail = detail
+        super().__init__(
+            f"permission denied: the server refused {operation} on {subject} ({detail})"
+        )
+
+
+class LimitExceededError(LogError):
+    """A server, account or stream limit refused the operation (size, count, resources)."""
+
+    def __init__(self, subject: str, code: int | None, detail: str) -> None:
+        self.subject = subject
+        self.code = code
+        self.detail = detail
+        shown = f"server error {code}: " if code is not None else ""
+        super().__init__(f"{subject}: limit exceeded: {shown}{detail}")
 
 
 class ConcurrencyError(LogError):

@@ -5,7 +5,13 @@ from __future__ import annotations
 import nats.js.errors
 import pytest
 
-from aqe.errors import ConcurrencyError, LogError
+from aqe.errors import (
+    ConcurrencyError,
+    LimitExceededError,
+    LogError,
+    LogUnavailableError,
+    MessageInProcessError,
+)
 from aqe.log.jetstream import _translated
 
 
@@ -29,3 +35,42 @@ def test_another_server_error_stays_a_log_error() -> None:
     with pytest.raises(LogError, match="server error 10999") as caught, _translated("aqe.x"):
         raise nats.js.errors.BadRequestError(code=400, err_code=10999, description="nope")
     assert not isinstance(caught.value, ConcurrencyError)
+
+
+def _api_error(code: int, err_code: int, description: str) -> nats.js.errors.APIError:
+    kind = nats.js.errors.ServiceUnavailableError if code == 503 else nats.js.errors.APIError
+    return kind(code=code, err_code=err_code, description=description)
+
+
+def test_a_message_still_in_process_is_retryable() -> None:
+    # What an R3 stream's leader cut off from its peers answers a retried publish.
+    error = _api_error(503, 10158, "duplicate message id is in process")
+    with pytest.raises(MessageInProcessError) as caught, _translated("aqe.tests.run.r1.started"):
+        raise error
+    assert isinstance(caught.value, LogUnavailableError)  # while_unavailable retries it
+    assert caught.value.code == 10158
+    assert "aqe.tests.run.r1.started" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("code", "err_code", "description"),
+    [
+        # Answers of a real nats-server 2.15 (max_msgs, max_bytes, per-subject, size).
+        (503, 10077, "maximum messages exceeded"),
+        (503, 10077, "maximum bytes exceeded"),
+        (503, 10077, "maximum messages per subject exceeded"),
+        (400, 10054, "message size exceeds maximum allowed"),
+        (503, 10023, "insufficient resources"),
+    ],
+)
+def test_limits_are_answers_not_outages(code: int, err_code: int, description: str) -> None:
+    with pytest.raises(LimitExceededError) as caught, _translated("aqe.tests.x"):
+        raise _api_error(code, err_code, description)
+    assert not isinstance(caught.value, LogUnavailableError)  # not retried for 15 s
+    assert description in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_another_store_failure_stays_retryable() -> None:
+    with pytest.raises(LogUnavailableError), _translated("aqe.tests.x"):
+        raise _api_error(503, 10077, "store is closed")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import nats.js.errors
 import pytest
 
 from aqe.errors import ConcurrencyError, LogUnavailableError
 from aqe.events import Event, TaskClaimed
 from aqe.log import AppendResult, InMemoryEventLog
+from aqe.log.jetstream import _translated
 from aqe.log.retry import append_conditional, while_unavailable
 
 
@@ -81,3 +83,51 @@ async def test_a_retried_conditional_append_that_landed_is_recognised_as_ours() 
         await append_conditional(
             log, _claim("b"), event_id="claim-b", expected_last_seq=0, expected_subject=guard
         )
+
+
+class _InProcess(InMemoryEventLog):
+    """Answers the first try of an append as an R3 leader cut off from its peers does.
+
+    ``stored`` says whether that first try was in fact stored (the server reported
+    10158 for a write its peers later committed) or not.
+    """
+
+    def __init__(self, *, stored: bool) -> None:
+        super().__init__()
+        self.stored = stored
+        self.tries = 0
+
+    async def append(self, event: Event, **kw: Any) -> AppendResult:
+        self.tries += 1
+        if self.tries == 1:
+            if self.stored:
+                await super().append(event, **kw)
+            with _translated("aqe.coord.task.t1.claimed"):
+                raise nats.js.errors.ServiceUnavailableError(
+                    code=503, err_code=10158, description="duplicate message id is in process"
+                )
+        return await super().append(event, **kw)
+
+
+@pytest.mark.parametrize("stored", [True, False])
+async def test_a_message_in_process_is_retried_with_the_same_id(stored: bool) -> None:
+    log = _InProcess(stored=stored)
+    result = await while_unavailable(
+        lambda: log.append(_claim("a"), event_id="claim-a"), first_delay_s=0.001
+    )
+    assert log.tries == 2
+    assert result.duplicate is stored  # settled: stored once, whichever try stored it
+    assert result.seq == await log.last_subject_seq("aqe.coord.task.t1.*") == 1
+
+
+async def test_a_conditional_append_in_process_settles_as_ours() -> None:
+    log = _InProcess(stored=True)
+    result = await append_conditional(
+        log,
+        _claim("a"),
+        event_id="claim-a",
+        expected_last_seq=0,
+        expected_subject="aqe.coord.task.t1.*",
+    )
+    assert result.duplicate
+    assert result.seq == 1

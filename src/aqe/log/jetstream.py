@@ -24,8 +24,10 @@ from aqe.errors import (
     BatchRejectedError,
     ConcurrencyError,
     EventNotFoundError,
+    LimitExceededError,
     LogError,
     LogUnavailableError,
+    MessageInProcessError,
     PayloadTooLargeError,
 )
 from aqe.events import Envelope, Event, Headers
@@ -47,6 +49,19 @@ BATCH_WRONG_LAST_SEQUENCE = 10164
 BATCH_DUPLICATE_ID = 10201
 STREAM_NOT_FOUND = 10059
 MESSAGE_NOT_FOUND = 10037
+DUPLICATE_IN_PROCESS = 10158
+STORE_FAILED = 10077
+LIMIT_CODES = frozenset(
+    {
+        10023,  # insufficient resources
+        10026,  # maximum consumers limit reached
+        10027,  # maximum number of streams reached
+        10028,  # insufficient memory resources available
+        10047,  # insufficient storage resources available
+        10054,  # message size exceeds maximum allowed
+    }
+)
+"""Server errors that are a limit's answer: retrying the same request cannot help."""
 _READ_BUFFER_HIGH = 20_000
 
 BATCH_PIPELINE = 2
@@ -90,6 +105,9 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
             raise LogUnavailableError(
                 f"no stream found for {subject}; run `aqe streams apply`"
             ) from exc
+        answer = _server_answer(subject, code, exc.description)
+        if answer is not None:
+            raise answer from exc
         if isinstance(exc, nats.js.errors.ServiceUnavailableError) or exc.code == 503:
             # "JetStream system temporarily unavailable" (10008): a stream or meta
             # leader election is under way; the same append can be retried.
@@ -119,6 +137,22 @@ def _translated(subject: str, expected: int | None = None) -> Iterator[None]:
         raise LogUnavailableError(f"connection to the server is unusable ({subject})") from exc
     except nats.errors.Error as exc:
         raise LogError(f"{subject}: {type(exc).__name__}: {exc}") from exc
+
+
+def _server_answer(subject: str, code: int | None, description: str | None) -> LogError | None:
+    """The typed error for a server error code that is not a failed condition, if any.
+
+    Limits are answers, not outages: a stream at its ``max_msgs`` answers 503 with
+    10077 ("maximum messages exceeded"), which would otherwise be retried as an
+    unavailable leader. 10077 is the store's generic failure, so only its "exceeded"
+    answers count as limits. "In process" states (10158) are retried like outages.
+    """
+    detail = description or ""
+    if code in LIMIT_CODES or (code == STORE_FAILED and "exceeded" in detail):
+        return LimitExceededError(subject, code, detail)
+    if code == DUPLICATE_IN_PROCESS or "in process" in detail:
+        return MessageInProcessError(subject, code, detail)
+    return None
 
 
 def _raise_translated(exc: BaseException, subject: str, expected: int | None = None) -> NoReturn:
@@ -507,6 +541,9 @@ class JetStreamEventLog:
             raise ConcurrencyError(where, expected, _actual_seq(detail))
         if code == BATCH_DUPLICATE_ID:
             return await self._publish_each(chunk.msgs)
+        answer = _server_answer(chunk.msgs[0][0], code, detail)
+        if answer is not None:
+            raise answer
         raise BatchRejectedError(chunk.batch_id, code, detail)
 
     async def _publish_each(self, msgs: Sequence[_Message]) -> tuple[int, int, int]:
@@ -631,6 +668,9 @@ class JetStreamEventLog:
             raise ConcurrencyError(
                 subject, expected if expected is not None else -1, _actual_seq(detail)
             )
+        answer = _server_answer(msgs[0][0], code, detail)
+        if answer is not None:
+            raise answer
         raise BatchRejectedError(batch_id, code, detail)
 
     async def read(
