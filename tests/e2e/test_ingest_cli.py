@@ -111,3 +111,29 @@ def test_question_errors_are_one_line(aqe: Runner, tmp_path: Path) -> None:
     assert missing.code == 2
     assert "no test matches" in missing.err
     assert aqe("history", "--since", "1d", "--json").json()[0]["test_id"].endswith("total")
+
+
+def test_a_huge_non_ascii_test_name_lands_in_a_whole_run(aqe: Runner, tmp_path: Path) -> None:
+    # Issue 21 item 1: the encoded subject of this name was ~5.4 KB, past the server's
+    # 4 KB control line; ingest hung 10 s and left 1,999 of 2,500 executions stored.
+    huge = "test_i18n[" + "漢" * 600 + "]"
+    cases = [ok(f"case_{i}") for i in range(2500)]
+    cases[1250] = ok(huge)
+    report = junit(tmp_path / "TEST-i18n.xml", *cases)
+    result = aqe("ingest", str(report), "-q", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["appended"] == 2502
+    runs = aqe("runs", "--json").json()
+    assert [(r["finished"], r["executions"], r["total"]) for r in runs] == [(True, 2500, 2500)]
+    one = aqe("history", f"com.acme.CartTest.{huge}", "--json").json()
+    assert one["test_id"] == f"com.acme.CartTest.{huge}"  # the full name, from the payload
+
+
+def test_a_six_thousand_character_name_is_ingested(aqe: Runner, tmp_path: Path) -> None:
+    name = "test_" + "x" * 6000
+    report = junit(tmp_path / "TEST-long.xml", ok(name))
+    result = aqe("ingest", str(report), "-q", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["appended"] == 3
+    one = aqe("history", f"com.acme.CartTest.{name}", "--json").json()
+    assert (one["runs"], one["passes"]) == (1, 1)

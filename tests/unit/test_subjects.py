@@ -8,9 +8,11 @@ import pytest
 
 from aqe.events import AgentHeartbeat, Event, PatternAdded, TestCaseExecuted, TestRunStarted
 from aqe.log.subjects import (
+    MAX_TOKEN,
     SUBJECT_PREFIX,
     decode_token,
     encode_token,
+    is_hashed_token,
     parse_subject,
     subject_for,
     subject_matches,
@@ -171,3 +173,56 @@ def test_encoded_ids_never_act_as_wildcards() -> None:
     other = subject_for(AgentHeartbeat(agent_id="a", beat=1))
     assert not subject_matches(star, other)
     assert subject_matches("aqe.agents.agent.*.heartbeat", star)
+
+
+# -- bounded tokens (issue 21 item 1) ------------------------------------------------------
+
+CJK_600 = "tests.test_i18n.test_i18n[" + "漢" * 600 + "]"
+LONG_ASCII = "tests.test_long.test_" + "x" * 6000
+
+
+@pytest.mark.parametrize("value", [CJK_600, LONG_ASCII, "é" * 200, "a.b" * 100])
+def test_long_ids_are_hashed_into_a_bounded_safe_token(value: str) -> None:
+    token = encode_token(value)
+    assert len(token) <= MAX_TOKEN
+    assert TOKEN_RE.match(token), token
+    assert is_hashed_token(token)
+    assert encode_token(value) == token  # stable
+    # The readable prefix is whole escapes of the id's start.
+    prefix = token[: token.rindex("~h")]
+    assert value.startswith(decode_token(prefix))
+
+
+def test_hashed_tokens_differ_where_only_the_tail_differs() -> None:
+    a, b = "t" * 5000 + "a", "t" * 5000 + "b"
+    assert encode_token(a) != encode_token(b)
+
+
+def test_ids_up_to_the_bound_keep_their_reversible_encoding() -> None:
+    at_bound = "a" * MAX_TOKEN
+    assert encode_token(at_bound) == at_bound
+    assert not is_hashed_token(at_bound)
+    assert is_hashed_token(encode_token("a" * (MAX_TOKEN + 1)))
+    # 28 CJK characters encode to 252 characters: still reversible, as before.
+    short_cjk = "漢" * 28
+    assert decode_token(encode_token(short_cjk)) == short_cjk
+
+
+@pytest.mark.parametrize("value", NASTY_IDS)
+def test_nasty_ids_are_not_taken_for_hashed_tokens(value: str) -> None:
+    assert not is_hashed_token(encode_token(value))
+
+
+def test_a_hashed_token_does_not_decode() -> None:
+    with pytest.raises(ValueError, match="payload"):
+        decode_token(encode_token(LONG_ASCII))
+
+
+def test_subject_of_a_huge_test_name_stays_far_below_the_control_line() -> None:
+    event = TestCaseExecuted(test_id=CJK_600, run_id="r", outcome="passed")
+    subject = subject_for(event)
+    # nats-server's default max_control_line is 4 KiB; the subject must leave room for
+    # the reply inbox and the JetStream ack subject on the same line.
+    assert len(subject.encode()) < 1024
+    assert subject.startswith("aqe.tests.case.tests~2Etest_i18n")
+    assert subject_matches("aqe.tests.case.*.executed", subject)
