@@ -163,8 +163,8 @@ if __name__ == "__main__":
     found = find_iofrol()
     if found is None:
         print(
-            "bench_ingest: skipped, IOF/ROL data absent (put iofrol.csv in ../shared/data/ "
-            "or set AQE_IOFROL; see ../shared/data/README.md)"
+            "bench_ingest: skipped, $AQE_IOFROL names no file (unset it to use "
+            "data/iofrol.csv.gz)"
         )
         sys.exit(0)
     sys.exit(asyncio.run(main(found, args.rounds, args.json)))

@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     path = find_iofrol()
     if path is None:
-        print("skipped: ../shared/data/iofrol.csv is absent (set AQE_IOFROL)")
+        print("skipped: $AQE_IOFROL names no file (unset it to use data/iofrol.csv.gz)")
         return 0
     cycles = []
     seen = 0

@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 
+from aqe.datasets import dataset_path, find_file, open_text
 from aqe.search.embed import Embedder
 from aqe.search.vector import TARGET_RECALL, VectorIndex
 
 ROOT = Path(__file__).resolve().parents[2]
-COSQA = ROOT.parent / "shared" / "data" / "cosqa"
 DEPTH = 50  # candidates each side hands to the fusion (engine.CANDIDATES)
 K = 10
 CATEGORIES = ("fixtures", "mocking", "time", "network", "io", "parsing", "async", "data")
@@ -47,11 +47,14 @@ FRAMEWORKS = ("pytest", "unittest", "hypothesis", "jest")
 
 def load_corpus(limit: int | None) -> tuple[list[str], list[str], str]:
     """(snippets, queries, where they came from)."""
-    code_map = COSQA / "code_idx_map.txt"
-    dev = COSQA / "cosqa-retrieval-dev-500.json"
-    if code_map.is_file() and dev.is_file():
-        snippets = list(json.loads(code_map.read_text(encoding="utf-8")))
-        queries = [row["doc"] for row in json.loads(dev.read_text(encoding="utf-8"))]
+    cosqa = dataset_path("cosqa")
+    code_map = find_file(cosqa / "code_idx_map.txt") if cosqa else None
+    dev = find_file(cosqa / "cosqa-retrieval-dev-500.json") if cosqa else None
+    if code_map is not None and dev is not None:
+        with open_text(code_map) as fh:
+            snippets = list(json.load(fh))
+        with open_text(dev) as fh:
+            queries = [row["doc"] for row in json.load(fh)]
         source = "CoSQA"
     else:
         rng = np.random.default_rng(0)

@@ -57,10 +57,7 @@ _BIT = {"p": 0, "r": 0, "f": 1, "e": 1}
 def rows() -> list[IofrolRow]:
     path = find_iofrol()
     if path is None:
-        pytest.skip(
-            "IOF/ROL data absent: put iofrol.csv in ../shared/data/ or set AQE_IOFROL "
-            "(see ../shared/data/README.md)"
-        )
+        pytest.skip("$AQE_IOFROL names no file (unset it to use data/iofrol.csv.gz)")
     return read_iofrol(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -211,18 +212,42 @@ def test_find_iofrol_prefers_the_environment(
     assert find_iofrol() is None
 
 
-def test_find_iofrol_looks_beside_the_repository_then_the_start_directory(
+def test_find_iofrol_looks_in_the_shipped_copy_then_beside_the_repository_then_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import aqe.ingest.iofrol as iofrol
+    import aqe.datasets as datasets
 
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setattr(iofrol, "_REPO_ROOT", tmp_path / "nowhere")
+    monkeypatch.setattr(datasets, "_SHIPPED", tmp_path / "nowhere" / "data")
+    monkeypatch.setattr(datasets, "_REPO_ROOT", tmp_path / "nowhere")
     (tmp_path / "repo").mkdir()
     assert find_iofrol(tmp_path / "repo") is None
     data = tmp_path / "shared" / "data"
     data.mkdir(parents=True)
     (data / "iofrol.csv").write_text(HEADER + "\n", encoding="utf-8")
     assert find_iofrol(tmp_path / "repo") == (data / "iofrol.csv").resolve()
-    monkeypatch.setattr(iofrol, "_REPO_ROOT", tmp_path / "repo")
+    monkeypatch.setattr(datasets, "_REPO_ROOT", tmp_path / "repo")
     assert find_iofrol(tmp_path / "nowhere") == (data / "iofrol.csv").resolve()
+    shipped = tmp_path / "repo" / "data"
+    shipped.mkdir()
+    with gzip.open(shipped / "iofrol.csv.gz", "wt", encoding="utf-8") as fh:
+        fh.write(HEADER + "\n" + ROWS)
+    monkeypatch.setattr(datasets, "_SHIPPED", shipped)
+    assert find_iofrol(tmp_path / "nowhere") == (shipped / "iofrol.csv.gz").resolve()
+    assert read_iofrol(shipped / "iofrol.csv.gz") == read_iofrol(write(tmp_path, ROWS))
+
+
+def test_the_repository_ships_the_published_iofrol_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    import hashlib
+
+    from aqe.datasets import open_text
+
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    path = find_iofrol()
+    assert path is not None
+    assert path.name == "iofrol.csv.gz"
+    with open_text(path) as fh:
+        text = fh.read()
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "70e18e1525445f2b1193a9e2ec793365c13e61e7e44a67ce54d8fa03ea3d7022"
+    )

@@ -167,7 +167,7 @@ def _iofrol_reports() -> dict[str, EvalReport]:
 
     path = find_iofrol()
     if path is None:
-        pytest.skip("IOF/ROL CSV not found (../shared/data/iofrol.csv or $AQE_IOFROL)")
+        pytest.skip("$AQE_IOFROL names no file (unset it to use data/iofrol.csv.gz)")
     cycles = cycles_from_iofrol(path)
     names = ["random", "failure-count", "recent-failure", "duration-aware", "optimal"]
     return {r.policy: r for r in evaluate_many(names, cycles, seed=0)}

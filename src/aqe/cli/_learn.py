@@ -32,9 +32,22 @@ _BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|s|m|h)?\s*$")
 def _dataset_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--dataset",
-        type=click.Path(exists=True, dir_okay=False, path_type=Path),
-        help="Learn from a data set (IOF/ROL CSV) instead of the test history in the log.",
+        callback=_resolve_dataset,
+        metavar="NAME|PATH",
+        help="Learn from a data set instead of the test history in the log: `iofrol` "
+        "(the IOF/ROL CI history shipped in data/) or the path of an IOF/ROL CSV (.gz ok).",
     )(func)
+
+
+def _resolve_dataset(ctx: click.Context, param: click.Parameter, value: str | None) -> Path | None:
+    from aqe.datasets import resolve_dataset
+
+    if value is None:
+        return None
+    path = resolve_dataset(value)
+    if path is None or path.is_dir():
+        raise click.BadParameter(f"{value!r}: no such data set or file", ctx, param)
+    return path
 
 
 def _history(app: AppContext, dataset: Path | None) -> tuple[list[Cycle], str, int]:
@@ -51,8 +64,7 @@ def _history(app: AppContext, dataset: Path | None) -> tuple[list[Cycle], str, i
     cycles, last = run(go())
     if not cycles:
         raise click.UsageError(
-            "the log holds no test runs yet: `aqe ingest` reports first, or pass "
-            "--dataset ../shared/data/iofrol.csv"
+            "the log holds no test runs yet: `aqe ingest` reports first, or pass --dataset iofrol"
         )
     return cycles, "log", last
 

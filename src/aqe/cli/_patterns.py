@@ -231,8 +231,17 @@ def _render(result: SearchResult, size: int, show_code: bool) -> None:
             out.print(Syntax(hit.code, hit.language or "python", theme="ansi_dark"))
 
 
+def _dataset_dir(ctx: click.Context, param: click.Parameter, value: str) -> Path:
+    from aqe.datasets import resolve_dataset
+
+    path = resolve_dataset(value)
+    if path is None or not path.is_dir():
+        raise click.BadParameter(f"{value!r}: no such data set or directory", ctx, param)
+    return path
+
+
 @patterns.command(name="eval")
-@click.argument("dataset", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("dataset", metavar="NAME|DIR", callback=_dataset_dir)
 @click.option(
     "--mode",
     "modes",
@@ -259,8 +268,9 @@ def eval_(
 ) -> None:
     """Relevance of each search mode on DATASET: nDCG@10, MRR and Recall@10.
 
-    DATASET is a BEIR-style directory (corpus.jsonl, queries.jsonl, qrels/test.tsv) or
-    the CoSQA layout (code_idx_map.txt + cosqa-retrieval-dev-500.json). The corpus is
+    DATASET is `cosqa` (the CoSQA dev split shipped in data/), a BEIR-style directory
+    (corpus.jsonl, queries.jsonl, qrels/test.tsv) or the CoSQA layout (code_idx_map.txt +
+    cosqa-retrieval-dev-500.json, gzipped or not). The corpus is
     indexed in memory; its embeddings go through the persistent cache, so a second
     evaluation embeds nothing.
     """

@@ -33,7 +33,6 @@ nothing new.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +40,7 @@ from typing import Literal
 
 import msgspec
 
+from aqe.datasets import dataset_path, open_text
 from aqe.errors import ReportError
 from aqe.events import Event, Outcome, TestCaseExecuted, TestRunFinished, TestRunStarted
 
@@ -68,8 +68,6 @@ DURATION_UNITS_PER_S = 1000
 """``Duration`` units per second (assumed milliseconds; see the module docstring)."""
 SUITE = "iofrol"
 SOURCE = "iofrol"
-_RELATIVE = Path("..") / "shared" / "data" / "iofrol.csv"
-_REPO_ROOT = Path(__file__).resolve().parents[3]
 
 Reruns = Literal["runs", "attempts"]
 """How repeats of a test inside one cycle become events (see the module docstring)."""
@@ -107,19 +105,12 @@ class IofrolRun(msgspec.Struct, frozen=True, kw_only=True):
 def find_iofrol(start: Path | None = None) -> Path | None:
     """Where the IOF/ROL CSV is, or None when it is nowhere to be found.
 
-    ``$AQE_IOFROL`` when set (None if it names no file); else ``../shared/data/
-    iofrol.csv`` relative to the repository root, then relative to ``start`` (default:
-    the working directory).
+    ``$AQE_IOFROL`` when set (None if it names no file); else the copy shipped in the
+    repository's ``data/iofrol.csv.gz``; else ``../shared/data/iofrol.csv`` relative to
+    the repository root, then relative to ``start`` (default: the working directory).
+    See :mod:`aqe.datasets`.
     """
-    explicit = os.environ.get(ENV_VAR)
-    if explicit:
-        path = Path(explicit).expanduser()
-        return path if path.is_file() else None
-    for base in (_REPO_ROOT, start or Path.cwd()):
-        candidate = (base / _RELATIVE).resolve()
-        if candidate.is_file():
-            return candidate
-    return None
+    return dataset_path("iofrol", start)
 
 
 def iofrol_test_id(name: str) -> str:
@@ -136,10 +127,12 @@ def read_iofrol(path: Path | str) -> list[IofrolRow]:
     """
     where = str(path)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
+        with open_text(Path(path)) as fh:
             return _parse(fh, where)
-    except OSError as exc:
-        raise ReportError(where, f"cannot read the file: {exc.strerror or exc}") from exc
+    except (OSError, EOFError) as exc:
+        raise ReportError(
+            where, f"cannot read the file: {getattr(exc, 'strerror', None) or exc}"
+        ) from exc
     except UnicodeDecodeError as exc:
         raise ReportError(where, f"not UTF-8 text: {exc.reason}") from exc
 

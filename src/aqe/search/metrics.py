@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from aqe.datasets import find_file, open_text
 from aqe.errors import ConfigError, ReportError
 
 if TYPE_CHECKING:
@@ -320,11 +321,13 @@ def _code_doc(doc_id: str, code: str) -> KeywordDoc:
 
 
 def _read_json(path: Path) -> Any:
+    found = find_file(path)
+    if found is None:
+        raise ReportError(str(path), "missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as exc:
-        raise ReportError(str(path), "missing") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+        with open_text(found) as fh:
+            return json.load(fh)
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ReportError(str(path), f"cannot read: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ReportError(str(path), f"invalid JSON: {exc.msg}", exc.lineno) from exc
@@ -395,7 +398,7 @@ def load_dataset(path: Path) -> Dataset:
     """
     if (path / "corpus.jsonl").is_file():
         return load_beir(path)
-    if (path / COSQA_CORPUS).is_file():
+    if find_file(path / COSQA_CORPUS) is not None:
         return load_cosqa(path)
     raise ConfigError(
         f"{path} is neither a BEIR benchmark (corpus.jsonl) nor CoSQA ({COSQA_CORPUS})"
