@@ -18,10 +18,17 @@ variable                      field                   meaning
 ``AQE_NATS_TLS_CERT``         ``tls_cert``            client certificate (needs the key)
 ``AQE_NATS_TLS_KEY``          ``tls_key``             client key (needs the certificate)
 ``AQE_NATS_CONNECT_TIMEOUT``  ``connect_timeout``     seconds per connection attempt (5)
+``AQE_REPLICAS``              ``replicas``            replicas of every stream: ``auto``
+                                                      (R3 on a cluster, R1 on one server),
+                                                      or 1, 3, 5 (``auto``)
+``AQE_EMBEDDED_TOKEN``        ``embedded_token``      the embedded server requires a token
+                                                      kept in ``DATA_DIR/server/token``
+                                                      (mode 0600); ``off`` to let anyone
+                                                      on the machine connect (``on``)
 ============================  ======================  =====================================
 
 Authentication and TLS settings apply to ``AQE_NATS_URL`` only; the embedded server
-listens on loopback without them.
+listens on loopback and takes its generated token transparently.
 """
 
 from __future__ import annotations
@@ -29,13 +36,13 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
 from aqe.errors import ConfigError
 
-__all__ = ["DEFAULT_DATA_DIR", "ENV_VARS", "Settings"]
+__all__ = ["DEFAULT_DATA_DIR", "ENV_VARS", "Settings", "redact_url"]
 
 DEFAULT_DATA_DIR: Final = Path(".aqe")
 """Data directory used when neither ``AQE_DATA_DIR`` nor an override names one."""
@@ -51,6 +58,8 @@ ENV_VARS: Final[Mapping[str, str]] = {
     "tls_cert": "AQE_NATS_TLS_CERT",
     "tls_key": "AQE_NATS_TLS_KEY",
     "connect_timeout": "AQE_NATS_CONNECT_TIMEOUT",
+    "replicas": "AQE_REPLICAS",
+    "embedded_token": "AQE_EMBEDDED_TOKEN",
 }
 """Field name → environment variable that sets it."""
 
@@ -58,6 +67,31 @@ _PATH_FIELDS: Final = frozenset({"data_dir", "creds_file", "tls_ca", "tls_cert",
 _FILE_FIELDS: Final = ("creds_file", "tls_ca", "tls_cert", "tls_key")
 
 OverrideValue = str | float | os.PathLike[str] | None
+
+_REPLICA_CHOICES: Final = (1, 3, 5)
+_TRUE: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE: Final = frozenset({"0", "false", "no", "off"})
+_SECRET_FIELDS: Final = frozenset({"password", "token"})
+_HIDDEN: Final = "***"
+
+
+def redact_url(url: str) -> str:
+    """A server URL (or comma-separated URLs) fit to print: passwords and tokens hidden.
+
+    ``nats://alice:s3cret@host:4222`` becomes ``nats://alice:***@host:4222`` and
+    ``nats://t0ken@host`` (a token) becomes ``nats://***@host``.
+    """
+    shown = []
+    for part in url.split(","):
+        scheme, sep, rest = part.partition("://")
+        if not sep:
+            scheme, rest = "", part
+        userinfo, at, host = rest.rpartition("@")
+        if at:
+            user, colon, _ = userinfo.partition(":")
+            rest = f"{user}:{_HIDDEN}@{host}" if colon else f"{_HIDDEN}@{host}"
+        shown.append(f"{scheme}{sep}{rest}")
+    return ",".join(shown)
 
 
 def _name(field_name: str) -> str:
@@ -84,6 +118,9 @@ class Settings:
         tls_cert: Client certificate for mutual TLS.
         tls_key: Private key of ``tls_cert``.
         connect_timeout: Seconds allowed for one connection attempt.
+        replicas: Replicas every stream gets; ``None`` ("auto") follows the
+            deployment: 3 on a cluster, 1 on a single (or the embedded) server.
+        embedded_token: Whether the embedded server requires its generated token.
     """
 
     data_dir: Path = DEFAULT_DATA_DIR
@@ -96,6 +133,21 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     connect_timeout: float = 5.0
+    replicas: int | None = None
+    embedded_token: bool = True
+
+    def __repr__(self) -> str:
+        """The settings with secrets hidden: passwords, tokens and URL credentials."""
+        parts = []
+        for item in fields(self):
+            name = item.name
+            value = getattr(self, name)
+            if name in _SECRET_FIELDS and value is not None:
+                value = _HIDDEN
+            elif name == "nats_url" and value is not None:
+                value = redact_url(value)
+            parts.append(f"{name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
     def __post_init__(self) -> None:
         """Check that the settings are usable together.
@@ -136,6 +188,8 @@ class Settings:
                 raise ConfigError(f"{_name(field_name)}: no such file: {path}")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"{_name('data_dir')}: not a directory: {self.data_dir}")
+        if self.replicas is not None and self.replicas not in _REPLICA_CHOICES:
+            raise ConfigError(f"{_name('replicas')} must be auto, 1, 3 or 5, not {self.replicas}")
         if not math.isfinite(self.connect_timeout) or self.connect_timeout <= 0:
             raise ConfigError(
                 f"{_name('connect_timeout')} must be a positive number of seconds, "
@@ -199,6 +253,18 @@ def _coerce(field_name: str, value: OverrideValue, variable: str) -> object:
         if isinstance(value, float | int):
             raise ConfigError(f"{variable} ({field_name}) must be a path, not {value!r}")
         return Path(value).expanduser()
+    if field_name == "replicas":
+        text = str(value).strip().lower()
+        if text == "auto":
+            return None
+        if text not in {str(n) for n in _REPLICA_CHOICES}:
+            raise ConfigError(f"{variable} ({field_name}) must be auto, 1, 3 or 5, not {value!r}")
+        return int(text)
+    if field_name == "embedded_token":
+        text = str(value).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise ConfigError(f"{variable} ({field_name}) must be on or off, not {value!r}")
+        return text in _TRUE
     if field_name == "connect_timeout":
         if isinstance(value, os.PathLike):
             raise ConfigError(f"{variable} ({field_name}) must be a number of seconds, not a path")

@@ -592,3 +592,17 @@ async def test_open_connection_with_mutual_tls(tmp_path: Path, pki: dict[str, Pa
         # Without a client certificate the server refuses the connection.
         with pytest.raises(LogUnavailableError):
             await open_connection(Settings(nats_url=server.url, tls_ca=pki["ca_pem"]))
+
+
+async def test_a_refused_url_with_credentials_is_reported_without_them(tmp_path: Path) -> None:
+    async with await NatsServerProcess.start(
+        tmp_path / "js",
+        log_file=tmp_path / "n.log",
+        extra_args=["--user", "alice", "--pass", PASSWORD],
+    ) as server:
+        wrong = server.url.replace("nats://", "nats://alice:wrong-" + PASSWORD + "@")
+        with pytest.raises(LogUnavailableError) as caught:
+            await open_connection(Settings(nats_url=wrong))
+    message = str(caught.value)
+    assert PASSWORD not in message
+    assert "alice:***@" in message

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from aqe.config import DEFAULT_DATA_DIR, Settings
+from aqe.config import DEFAULT_DATA_DIR, Settings, redact_url
 from aqe.errors import ConfigError
 
 
@@ -182,3 +182,51 @@ def test_config_error_is_a_value_error() -> None:
 def test_constructor_does_not_read_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AQE_NATS_URL", "nats://ignored:4222")
     assert Settings().nats_url is None
+
+
+def test_repr_hides_password_token_and_url_credentials(pem: dict[str, Path]) -> None:
+    password, token = "s3cret", "t0ken"
+    secrets = (password, token, "hunter2")
+    shown = [
+        repr(Settings(nats_url="nats://alice:hunter2@a:4222", user="alice", password=password)),
+        str(Settings(nats_url="nats://t0ken@a:4222,nats://b:4222", token=token)),
+        repr(Settings(creds_file=pem["creds"])),
+    ]
+    for text in shown:
+        assert not any(secret in text for secret in secrets), text
+    assert "password='***'" in shown[0]
+    assert "user='alice'" in shown[0]  # what is not secret stays useful
+    assert "nats://alice:***@a:4222" in shown[0]
+    assert "token='***'" in shown[1]
+    assert "creds.pem" in shown[2]  # the path, never the file's contents
+    assert "not really pem" not in shown[2]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("nats://a:4222", "nats://a:4222"),
+        ("nats://alice:s3cret@a:4222", "nats://alice:***@a:4222"),
+        ("tls://t0ken@a:4222, nats://b:1", "tls://***@a:4222, nats://b:1"),
+        ("alice:p@ss@a:4222", "alice:***@a:4222"),
+    ],
+)
+def test_redact_url(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(("raw", "value"), [("auto", None), ("AUTO", None), ("1", 1), ("3", 3)])
+def test_replicas_setting(raw: str, value: int | None) -> None:
+    assert Settings.from_env({"AQE_REPLICAS": raw}).replicas == value
+
+
+@pytest.mark.parametrize("raw", ["2", "three", "0"])
+def test_bad_replicas_setting_names_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match="AQE_REPLICAS"):
+        Settings.from_env({"AQE_REPLICAS": raw})
+
+
+@pytest.mark.parametrize(("raw", "value"), [("off", False), ("0", False), ("on", True)])
+def test_embedded_token_setting(raw: str, value: bool) -> None:
+    assert Settings.from_env({"AQE_EMBEDDED_TOKEN": raw}).embedded_token is value
+    assert Settings().embedded_token is True

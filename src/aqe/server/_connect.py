@@ -13,7 +13,7 @@ import logging
 import ssl
 from typing import TYPE_CHECKING, Any, Final
 
-from aqe.config import Settings
+from aqe.config import Settings, redact_url
 from aqe.errors import ConfigError, LogUnavailableError
 from aqe.server._embedded import EmbeddedServer
 
@@ -126,7 +126,8 @@ async def open_connection(settings: Settings, *, name: str = "aqe") -> Client:
             "user_credentials": str(settings.creds_file) if settings.creds_file else None,
             "tls": build_ssl_context(settings),
         }
-    shown = ",".join(servers)
+    # URLs may carry credentials (nats://user:password@host); messages show them hidden.
+    shown = redact_url(",".join(servers))
 
     errors_seen: list[Exception] = []
 
