@@ -90,7 +90,10 @@ class Mesh:
                     continue
                 # a's link to c dials the relay the test cuts; every other link is direct.
                 port = proxy_port if (name, peer) == ("a", "c") else self.ports[peer]
-                peers.append(f'[[peers]]\nname = "{peer}"\naddress = "127.0.0.1:{port}"\n')
+                peers.append(
+                    f'[[peers]]\nname = "{peer}"\naddress = "127.0.0.1:{port}"\n'
+                    "trusted_relay = true\n"  # b relays a's events to c while a-c is cut
+                )
             text = (
                 f'cluster = "{name}"\n'
                 f'nats_url = "{self.servers[name].url}"\n'

@@ -854,7 +854,13 @@ async def test_a_cut_link_is_repaired_by_a_relay_and_restored_without_duplicates
     a_to_c.connector.up = False  # the A-C link is cut from the start
     links += [
         Link(a, b, **gossip).start(),
-        Link(b, c, relay=True, **gossip).start(),
+        Link(
+            b,
+            c,
+            target=TargetSide(c.log, c.name, STREAMS, max_batch=200, relays_from=["B"]),
+            relay=True,
+            **gossip,
+        ).start(),
         a_to_c.start(),
     ]
     await append(a, executions("a", runs=6, tests=50))

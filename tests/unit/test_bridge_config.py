@@ -45,6 +45,7 @@ address = "127.0.0.1:7452"
 name = "c"
 address = "[::1]:7453"
 server_name = "c.example"
+trusted_relay = true
 
 [link]
 max_in_flight = 100
@@ -112,8 +113,9 @@ def test_full_config_is_read(tmp_path: Path) -> None:
     assert config.tls.key == Path("/abs/a.key")
     assert config.peers == (
         PeerConfig(name="b", host="127.0.0.1", port=7452, server_name="b"),
-        PeerConfig(name="c", host="::1", port=7453, server_name="c.example"),
+        PeerConfig(name="c", host="::1", port=7453, server_name="c.example", trusted_relay=True),
     )
+    assert config.trusted_relays == ("c",)  # b may send only its own chains
     assert config.peers[1].address == "[::1]:7453"
     assert config.peer("c").server_name == "c.example"
     with pytest.raises(KeyError):
@@ -288,6 +290,11 @@ def peers(*blocks: str) -> str:
         (['name = "b"\naddress = "h:70000"'], "peers[0].address", "port must be 1..65535"),
         (['name = "b"\naddress = 7452'], "peers[0].address", "expected a string"),
         (['name = "b"\naddress = "h:1"\nserver_name = ""'], "peers[0].server_name", "empty"),
+        (
+            ['name = "b"\naddress = "h:1"\ntrusted_relay = "yes"'],
+            "peers[0].trusted_relay",
+            "expected true or false",
+        ),
         (
             ['name = "b"\naddress = "h:1"\nadress = "h:2"'],
             "peers[0].adress",

@@ -9,6 +9,11 @@ events from its own copies, in O's sequence space, until C has acknowledged all 
 held; then it closes the relay stream. The target applies a relayed chain exactly as
 a direct one: the chain's marker condition serialises B's relay and O's own link, so
 when O's link comes back nothing is stored twice.
+
+C accepts a relayed chain only from a peer it trusts as a relay (``trusted_relay`` in
+its config); otherwise it answers the ``Open`` with an ``Error`` (``untrusted-relay``)
+and B stops relaying to C until the link reconnects, instead of retrying every
+``repair_after_s``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from aqe.bridge._chains import PACK_EVENTS, CopyError, ReplicaLog, origin_of, pa
 from aqe.bridge._holdings import Holdings
 from aqe.bridge._tasks import cancel_and_wait
 from aqe.bridge.channel import Connector, FrameStream
-from aqe.bridge.frames import Ack, Data, Open, Resume, partition_of
+from aqe.bridge.frames import UNTRUSTED_RELAY, Ack, Data, Error, Open, Resume, partition_of
 from aqe.errors import BridgeError, LogError, StreamClosedError
 from aqe.events import Headers
 
@@ -75,13 +80,14 @@ class Relays:
         self._window = max(1, window)
         self._behind: dict[str, tuple[int, float]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._untrusted = False
         self._started = 0
         self._finished = 0
         self._events = 0
 
     def consider(self, peer_marks: dict[str, int]) -> None:
         """Start relays for chains the peer has stayed behind on (gossip just arrived)."""
-        if not self._enabled:
+        if not self._enabled or self._untrusted:
             return
         now = time.monotonic()
         for key, held in self._holdings.marks().items():
@@ -115,11 +121,13 @@ class Relays:
         await cancel_and_wait(list(self._tasks.values()))
         self._tasks.clear()
         self._behind.clear()
+        self._untrusted = False  # the peer's configuration may have changed meanwhile
 
     def stats(self) -> dict[str, Any]:
         """Relays started, finished, events relayed, and the chains relaying now."""
         return {
             "enabled": self._enabled,
+            "refused_by_peer": self._untrusted,
             "started": self._started,
             "finished": self._finished,
             "events_sent": self._events,
@@ -144,6 +152,18 @@ class Relays:
                 )
             )
             first = await fs.recv()
+            if isinstance(first, Error) and first.code == UNTRUSTED_RELAY:
+                if not self._untrusted:
+                    _log.warning(
+                        "bridge %s->%s: the peer does not trust this cluster as a relay "
+                        "(add trusted_relay = true to its [[peers]] entry for %s); "
+                        "not relaying until the link reconnects",
+                        self._cluster,
+                        self._peer,
+                        self._cluster,
+                    )
+                self._untrusted = True
+                return
             if not isinstance(first, Resume):
                 _log.warning(
                     "bridge %s->%s: relay %s refused: %r", self._cluster, self._peer, key, first

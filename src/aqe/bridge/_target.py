@@ -10,6 +10,14 @@ link) can never both store an event: the loser re-reads the marker and goes on. 
 batch is whatever arrived while the previous one was being stored (``Data`` frames
 and the events of ``DataBatch`` frames alike), up to ``max_batch`` events.
 
+A peer's identity is the cluster name its verified certificate carries
+(``stream.peer``). A peer may open only chains of its own origin, except a peer this
+cluster trusts as a relay (``relays_from``), which may also open chains of third
+clusters to repair a gap (anti-entropy). Any other ``Open`` naming a foreign origin is
+refused with an ``Error`` frame (code ``untrusted-relay``) before anything is read or
+stored: otherwise one cluster could store forged events under another's message ids,
+and the real events would later be dropped as duplicates.
+
 A control stream (``Hello`` first) is answered with this cluster's own ``Marks``.
 """
 
@@ -20,7 +28,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -39,6 +47,7 @@ from aqe.bridge._holdings import Holdings
 from aqe.bridge._tasks import cancel_and_wait
 from aqe.bridge.channel import FrameStream
 from aqe.bridge.frames import (
+    UNTRUSTED_RELAY,
     Ack,
     Data,
     DataBatch,
@@ -137,6 +146,8 @@ class TargetSide:
         max_batch: Most data frames stored in one atomic batch (plus one marker).
         partitions: Partitions used to name local chains in ``Marks`` answers.
         holdings: Shared tracker of what this cluster holds (one is made if None).
+        relays_from: Peers trusted to relay chains of other origins; every other
+            peer may only open chains of its own origin.
 
     Raises:
         ConfigError: an unknown stream, a stream whose subjects are not
@@ -152,6 +163,7 @@ class TargetSide:
         max_batch: int = 500,
         partitions: int = 8,
         holdings: Holdings | None = None,
+        relays_from: Collection[str] = (),
     ) -> None:
         if not 1 <= max_batch < MAX_BATCH:
             raise ConfigError(f"max_batch must be within 1..{MAX_BATCH - 1}, got {max_batch}")
@@ -167,6 +179,7 @@ class TargetSide:
         self._holdings = holdings or Holdings(log, cluster, streams, partitions=partitions)
         self._stats: dict[str, ChainStats] = {}
         self._peer_marks: dict[str, dict[str, int]] = {}
+        self._relays_from = frozenset(relays_from)
         self._refused = 0
 
     @property
@@ -278,6 +291,13 @@ class TargetSide:
             )
         if not opened.origin or "/" in opened.origin:
             raise _RefusedError("bad-open", f"origin {opened.origin!r} is not a cluster name")
+        if opened.origin != stream.peer and stream.peer not in self._relays_from:
+            raise _RefusedError(
+                UNTRUSTED_RELAY,
+                f"peer {stream.peer} may only open chains of its own origin, not "
+                f"{opened.origin}/{opened.stream}/{opened.partition}: it is not a trusted "
+                f"relay of {self._cluster}",
+            )
         return _Chain(opened, self._domains[opened.stream])
 
     async def _reload(self, chain: _Chain) -> BridgeApplied | None:

@@ -22,6 +22,7 @@
     [[peers]]                              # clusters this one sends its events to
     name = "b"
     address = "127.0.0.1:7452"
+    trusted_relay = true                   # b may relay third clusters' chains here
 
     [link]                                 # tuning shared by every outgoing link
     max_in_flight = 4096
@@ -121,12 +122,16 @@ class PeerConfig:
         server_name: Name the peer's certificate must carry (SNI and host name check);
             the peer's cluster name unless set, which every certificate from
             ``aqe bridge certs`` carries as a DNS name.
+        trusted_relay: Whether this cluster stores chains of *other* origins that the
+            peer relays (anti-entropy). Without it the peer may only send chains of its
+            own origin: its certificate proves who it is, not what others stored.
     """
 
     name: str
     host: str
     port: int
     server_name: str
+    trusted_relay: bool = False
 
     @property
     def address(self) -> str:
@@ -213,6 +218,11 @@ class BridgeConfig:
             if peer.name == name:
                 return peer
         raise KeyError(name)
+
+    @property
+    def trusted_relays(self) -> tuple[str, ...]:
+        """Peers whose relays of other origins' chains this node stores."""
+        return tuple(peer.name for peer in self.peers if peer.trusted_relay)
 
     def check_files(self) -> None:
         """Check that the TLS files exist (not done by :func:`load_config`, so that
@@ -417,8 +427,17 @@ def _peers(root: _Table, cluster: str) -> tuple[PeerConfig, ...]:
         first_index[name] = i
         host, port = _parse_address(table, "address")
         server_name = table.string("server_name", name)
+        trusted_relay = table.boolean("trusted_relay", False)
         table.done()
-        peers.append(PeerConfig(name=name, host=host, port=port, server_name=server_name))
+        peers.append(
+            PeerConfig(
+                name=name,
+                host=host,
+                port=port,
+                server_name=server_name,
+                trusted_relay=trusted_relay,
+            )
+        )
     return tuple(peers)
 
 

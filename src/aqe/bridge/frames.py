@@ -16,6 +16,10 @@ A data stream goes::
     target -> source   Ack | Gap        (applied up to N | expected prev N: resend)
     either             Error            (then the stream is closed; the link stays up)
 
+The target refuses an ``Open`` whose ``origin`` is not the peer's own cluster (the name
+in its verified certificate) unless it trusts that peer as a relay
+(:data:`UNTRUSTED_RELAY`).
+
 ``DataBatch`` carries consecutive ``Data`` frames of the chain in one frame (what the
 source had ready at once: fewer frames to encode, packetise and decode per event); the
 target handles its events exactly as the same ``Data`` frames sent one by one. On the
@@ -53,6 +57,7 @@ from aqe.errors import BridgeError
 __all__ = [
     "MAX_FRAME",
     "PACK_AT",
+    "UNTRUSTED_RELAY",
     "Ack",
     "Data",
     "DataBatch",
@@ -74,6 +79,8 @@ MAX_FRAME = 4 * 1024 * 1024
 """The largest frame accepted (a NATS message is at most 1 MiB by default, plus headers)."""
 PACK_AT = 2048
 """Encoded events of a ``DataBatch`` from which it is sent compressed."""
+UNTRUSTED_RELAY = "untrusted-relay"
+"""``Error`` code: an ``Open`` for another origin's chain from a peer not trusted to relay."""
 _PACK_LEVEL = 1
 """zlib's fastest level: about 1 us an event, and within a fifth of its best ratio."""
 

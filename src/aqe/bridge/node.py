@@ -218,6 +218,7 @@ class BridgeNode:
             max_batch=config.link.max_batch,
             partitions=config.partitions,
             holdings=running.holdings,
+            relays_from=config.trusted_relays,
         )
         running.server = QuicServer(
             host=config.listen.host,
