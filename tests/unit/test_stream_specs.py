@@ -17,7 +17,9 @@ from aqe.log.streams import (
     default_streams_dir,
     diff_specs,
     load_stream_specs,
+    replicas_for,
     stream_for_subject,
+    with_replicas,
 )
 
 REPO_STREAMS = Path(__file__).resolve().parents[2] / "streams"
@@ -216,4 +218,32 @@ def test_diff_reports_live_then_wanted() -> None:
 def test_diff_reports_missing_live_fields() -> None:
     live = spec().to_comparable()
     del live["replicas"]
-    assert diff_specs(spec(), live) == {"replicas": (None, 1)}
+    assert diff_specs(spec(), live) == {"replicas": (None, "auto")}
+
+
+def test_every_repo_stream_follows_the_deployment() -> None:
+    for declared in load_stream_specs(REPO_STREAMS):
+        assert declared.replicas == "auto", declared.name
+        assert replicas_for(declared, clustered=True) == 3
+        assert replicas_for(declared, clustered=False) == 1
+
+
+@pytest.mark.parametrize(
+    ("declared", "clustered", "replicas"),
+    [("auto", True, 3), ("auto", False, 1), (1, True, 1), (5, True, 5), (5, False, 1)],
+)
+def test_replicas_rule(declared: int | str, clustered: bool, replicas: int) -> None:
+    assert replicas_for(spec(replicas=declared), clustered=clustered) == replicas
+
+
+def test_replicas_setting_overrides_every_file() -> None:
+    specs = load_stream_specs(REPO_STREAMS)
+    assert {s.replicas for s in with_replicas(specs, 1)} == {1}
+    assert with_replicas(specs, None) == list(specs)
+
+
+@pytest.mark.parametrize("replicas", [2, "three", 0])
+def test_bad_replicas_name_the_file(streams: Path, replicas: object) -> None:
+    write(streams, "bad", {"name": "BAD", "subjects": ["bad.>"], "replicas": replicas})
+    with pytest.raises(ConfigError, match=r"bad\.json"):
+        load_stream_specs(streams)

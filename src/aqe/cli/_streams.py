@@ -15,10 +15,10 @@ def streams() -> None:
     """Stream definitions (streams/*.json) and their state on the server."""
 
 
-def _specs(directory: Path | None) -> Any:
-    from aqe.log.streams import load_stream_specs
+def _specs(app: AppContext, directory: Path | None) -> Any:
+    from aqe.log.streams import load_stream_specs, with_replicas
 
-    return load_stream_specs(directory)
+    return with_replicas(load_stream_specs(directory), app.settings.replicas)
 
 
 @streams.command()
@@ -35,7 +35,7 @@ def apply(app: AppContext, dry_run: bool, directory: Path | None, as_json: bool)
     """Create or update streams so the server matches the files; print what changed."""
     from aqe.log.admin import apply_streams
 
-    specs = _specs(directory)
+    specs = _specs(app, directory)
 
     async def go() -> Any:
         async with open_log(app, ensure_streams=False) as log:
@@ -98,7 +98,8 @@ def list_(app: AppContext, as_json: bool) -> None:
 @json_option
 @pass_app
 def info(app: AppContext, name: str, as_json: bool) -> None:
-    """Show one stream: its state and live configuration."""
+    """Show one stream: its state, live configuration and, on a cluster, its replicas
+    (leader, and each follower's lag and whether it is current)."""
     from aqe.errors import ConfigError
     from aqe.log.admin import describe_streams
 
@@ -121,3 +122,18 @@ def info(app: AppContext, name: str, as_json: bool) -> None:
     for key, value in state.config.items():
         mark = "  [yellow](differs from file)[/yellow]" if key in state.drift else ""
         out.print(f"  {key}: {value!r}{mark}")
+    if state.replicas:
+        from rich.table import Table
+
+        table = Table("replica", "role", "current", "lag", "last seen")
+        for replica in state.replicas:
+            if replica.offline:
+                current = "[red]offline[/red]"
+            elif replica.current:
+                current = "[green]yes[/green]"
+            else:
+                current = "[yellow]no: catching up[/yellow]"
+            seen = "-" if replica.active_s is None else f"{replica.active_s:.1f} s ago"
+            role = "leader" if replica.leader else "follower"
+            table.add_row(replica.name, role, current, str(replica.lag), seen)
+        out.print(table)

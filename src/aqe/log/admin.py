@@ -10,16 +10,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import nats.js.errors
-from nats.js.api import RetentionPolicy, StorageType, StoreCompression, StreamConfig
+from nats.js.api import (
+    ClusterInfo,
+    RetentionPolicy,
+    StorageType,
+    StoreCompression,
+    StreamConfig,
+)
 
 from aqe.errors import ConfigError
 from aqe.log.jetstream import _translated
-from aqe.log.streams import StreamSpec, diff_specs
+from aqe.log.streams import StreamSpec, diff_specs, replicas_for
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
 __all__ = [
+    "ReplicaState",
     "StreamChange",
     "StreamState",
     "apply_streams",
@@ -39,6 +46,22 @@ class StreamChange(msgspec.Struct, frozen=True, kw_only=True):
     diff: dict[str, tuple[Any, Any]]
 
 
+class ReplicaState(msgspec.Struct, frozen=True, kw_only=True):
+    """One replica of a stream on a cluster, as its leader sees it.
+
+    ``lag`` counts the operations the replica is behind the leader; ``current`` says
+    whether it has caught up; ``active_s`` is how long ago the leader last heard from
+    it. A replica left behind after a partition heals shows here as not current.
+    """
+
+    name: str
+    leader: bool = False
+    current: bool = True
+    offline: bool = False
+    lag: int = 0
+    active_s: float | None = None
+
+
 class StreamState(msgspec.Struct, frozen=True, kw_only=True):
     """A stream as the server reports it, beside its file definition."""
 
@@ -52,9 +75,13 @@ class StreamState(msgspec.Struct, frozen=True, kw_only=True):
     consumers: int = 0
     config: dict[str, Any] = msgspec.field(default_factory=dict)
     drift: dict[str, tuple[Any, Any]] = msgspec.field(default_factory=dict)
+    replicas: tuple[ReplicaState, ...] = ()
+    """Leader first, then its peers; empty on a single server."""
 
 
 def _to_config(spec: StreamSpec) -> StreamConfig:
+    if not isinstance(spec.replicas, int):  # pragma: no cover - fit_to_server resolves it
+        raise ValueError(f"stream {spec.name}: replicas not resolved for a server")
     return StreamConfig(
         name=spec.name,
         description=spec.description or None,
@@ -101,18 +128,18 @@ def _comparable(cfg: StreamConfig) -> dict[str, Any]:
 
 
 def fit_to_server(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamSpec]:
-    """The definitions as this server can hold them: replicas 1 on a server not in a cluster.
+    """The definitions with replicas resolved for this server (:func:`replicas_for`).
 
-    Stream files declare the replicas a cluster should give a stream (``replicas: 3``
-    for coordination); a single server, the embedded one included, cannot replicate,
-    so it gets the same stream at R1 instead of an error.
+    On a cluster every ``auto`` stream is R3, so losing one node stalls no stream; a
+    single server, the embedded one included, gets the same streams at R1.
     """
     # nats-py keeps the server's INFO in a private attribute; "cluster" is set only
     # when the server has a cluster block.
     info: dict[str, Any] = getattr(nc, "_server_info", None) or {}
-    if info.get("cluster"):
-        return list(specs)
-    return [msgspec.structs.replace(s, replicas=1) if s.replicas > 1 else s for s in specs]
+    clustered = bool(info.get("cluster"))
+    return [
+        msgspec.structs.replace(s, replicas=replicas_for(s, clustered=clustered)) for s in specs
+    ]
 
 
 async def _live_config(nc: Client, name: str) -> StreamConfig | None:
@@ -201,6 +228,25 @@ async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[Stre
                 consumers=state.consumer_count,
                 config=comparable,
                 drift=drift,
+                replicas=_replicas(info.cluster),
             )
         )
     return out
+
+
+def _replicas(cluster: ClusterInfo | None) -> tuple[ReplicaState, ...]:
+    """The leader and its peers from a stream's cluster info (empty off a cluster)."""
+    if cluster is None or not cluster.leader:
+        return ()
+    leader = ReplicaState(name=cluster.leader, leader=True, active_s=0.0)
+    peers = [
+        ReplicaState(
+            name=peer.name or "?",
+            current=bool(peer.current),
+            offline=bool(peer.offline),
+            lag=int(peer.lag or 0),
+            active_s=peer.active / _NS if peer.active is not None else None,
+        )
+        for peer in cluster.replicas or []
+    ]
+    return (leader, *sorted(peers, key=lambda r: r.name))

@@ -33,7 +33,7 @@ from aqe.errors import (
 from aqe.events import Envelope, Event, Headers
 from aqe.log._common import event_headers, header_lines, subject_router
 from aqe.log.port import MAX_BATCH, AppendResult, BatchResult, NewEvent
-from aqe.log.streams import StreamSpec, load_stream_specs
+from aqe.log.streams import StreamSpec, load_stream_specs, with_replicas
 from aqe.log.subjects import subject_for
 
 if TYPE_CHECKING:
@@ -251,11 +251,16 @@ class JetStreamEventLog:
     async def connect(
         cls, settings: Settings, specs: Sequence[StreamSpec] | None = None
     ) -> JetStreamEventLog:
-        """Open a connection (embedded server or ``settings.nats_url``) and wrap it."""
+        """Open a connection (embedded server or ``settings.nats_url``) and wrap it.
+
+        ``settings.replicas`` (``AQE_REPLICAS``), when set, overrides every stream's
+        declared replicas.
+        """
         from aqe.server import open_connection
 
+        chosen = specs if specs is not None else load_stream_specs()
         nc = await open_connection(settings)
-        return cls(nc, specs)
+        return cls(nc, with_replicas(chosen, settings.replicas))
 
     @property
     def connection(self) -> Client:

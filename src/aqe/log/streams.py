@@ -2,6 +2,10 @@
 
 Each file holds one stream. The definitions are the source of truth; ``aqe streams
 apply`` makes a server match them and shows the difference first.
+
+Replicas follow the deployment (:func:`replicas_for`, the one rule): a stream declared
+``"replicas": "auto"`` gets 3 on a cluster and 1 on a single server (the embedded one
+included); ``AQE_REPLICAS`` overrides every file.
 """
 
 from __future__ import annotations
@@ -9,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -17,12 +21,20 @@ from aqe.errors import ConfigError
 from aqe.log.subjects import subject_matches
 
 __all__ = [
+    "AUTO",
+    "CLUSTER_REPLICAS",
     "StreamSpec",
     "default_streams_dir",
     "diff_specs",
     "load_stream_specs",
+    "replicas_for",
     "stream_for_subject",
+    "with_replicas",
 ]
+
+AUTO: Final = "auto"
+CLUSTER_REPLICAS: Final = 3
+"""Replicas an ``auto`` stream gets on a cluster: survives one node down, Raft quorum 2."""
 
 
 class StreamSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -33,7 +45,7 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     description: str = ""
     retention: Literal["limits", "interest", "workqueue"] = "limits"
     storage: Literal["file", "memory"] = "file"
-    replicas: int = 1
+    replicas: int | Literal["auto"] = "auto"
     duplicate_window_s: float = 120.0
     compression: Literal["none", "s2"] = "none"
     max_age_s: float = 0.0
@@ -50,8 +62,8 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             raise ValueError(f"stream {self.name} declares no subjects")
         if self.audit and not (self.deny_delete and self.deny_purge):
             raise ValueError(f"audit stream {self.name} must deny delete and purge")
-        if self.replicas not in (1, 3, 5):
-            raise ValueError(f"stream {self.name}: replicas must be 1, 3 or 5")
+        if self.replicas not in (1, 3, 5, AUTO):
+            raise ValueError(f"stream {self.name}: replicas must be 1, 3, 5 or auto")
 
     def to_comparable(self) -> dict[str, Any]:
         """The fields a server reports back, for diffing against the live config."""
@@ -130,6 +142,27 @@ def _subjects_overlap(a: str, b: str) -> bool:
         if "*" not in (x, y) and x != y:
             return False
     return len(a_tokens) == len(b_tokens)
+
+
+def replicas_for(spec: StreamSpec, *, clustered: bool) -> int:
+    """The replicas a stream gets on a server: the one rule.
+
+    A single server (the embedded one included) cannot replicate: every stream is R1
+    there. On a cluster an ``auto`` stream is R3 and a number is taken as declared.
+    """
+    if not clustered:
+        return 1
+    return CLUSTER_REPLICAS if spec.replicas == AUTO else int(spec.replicas)
+
+
+def with_replicas(specs: Iterable[StreamSpec], replicas: int | None) -> list[StreamSpec]:
+    """The specs with every stream's replicas set to ``replicas`` (``None``: unchanged).
+
+    This is how the ``AQE_REPLICAS`` setting overrides the files.
+    """
+    if replicas is None:
+        return list(specs)
+    return [msgspec.structs.replace(s, replicas=replicas) for s in specs]
 
 
 def stream_for_subject(specs: Iterable[StreamSpec], subject: str) -> StreamSpec | None:
