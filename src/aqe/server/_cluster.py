@@ -3,16 +3,24 @@
 The layout is ``ops/cluster/`` 's (nodes ``n1``..``nN`` in cluster ``aqe-local``, every
 node routing to every other) but on free ports and under a directory of the caller's
 choosing, so several can run side by side. Nodes can be killed (SIGKILL, as a crash)
-and restarted on the same ports and store, which is what failover tests need.
+and restarted on the same ports and store, which is what failover tests need; they can
+be paused (SIGSTOP) and resumed.
+
+With a ``route_proxy`` hook every node dials every other node's route port through a
+port the hook returns (a TCP proxy the caller runs), so that cutting those proxies
+partitions the cluster. Nodes then advertise an unreachable route address: a route
+learnt by gossip would otherwise go around a cut proxy, straight to the listen port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -22,6 +30,9 @@ from aqe.server._process import NatsServerProcess
 __all__ = ["LocalCluster"]
 
 CLUSTER_NAME = "aqe-local"
+
+RouteProxy = Callable[[str, str, int], int]
+"""``(source node, target node, target route port) -> port`` that ``source`` dials."""
 
 
 def _free_ports(count: int) -> list[int]:
@@ -51,7 +62,12 @@ class LocalCluster:
     """
 
     def __init__(
-        self, directory: Path, size: int, client_ports: Sequence[int], route_ports: Sequence[int]
+        self,
+        directory: Path,
+        size: int,
+        client_ports: Sequence[int],
+        route_ports: Sequence[int],
+        route_proxy: RouteProxy | None = None,
     ) -> None:
         """Describe a cluster; :meth:`start_sync` builds and starts one."""
         self.directory = directory
@@ -60,14 +76,35 @@ class LocalCluster:
         self.client_ports = dict(zip(self.names, client_ports, strict=True))
         self.route_ports = dict(zip(self.names, route_ports, strict=True))
         self.nodes: dict[str, NatsServerProcess | None] = dict.fromkeys(self.names)
+        self.paused: set[str] = set()
+        # (source, target) -> the port source dials to reach target's route port.
+        self.route_dial: dict[tuple[str, str], int] = {}
+        if route_proxy is not None:
+            for source in self.names:
+                for target in self.names:
+                    if source != target:
+                        port = route_proxy(source, target, self.route_ports[target])
+                        self.route_dial[source, target] = port
 
     # -- lifecycle ---------------------------------------------------------------------
 
     @classmethod
     def start_sync(
-        cls, directory: Path, *, size: int = 3, ready_timeout: float = 15.0
+        cls,
+        directory: Path,
+        *,
+        size: int = 3,
+        ready_timeout: float = 15.0,
+        route_proxy: RouteProxy | None = None,
     ) -> LocalCluster:
         """Write one config per node under ``directory``, start them all, wait until ready.
+
+        Args:
+            directory: Configs, stores and logs go here.
+            size: Number of nodes.
+            ready_timeout: Seconds to wait for a JetStream meta leader.
+            route_proxy: Called once per ordered pair of nodes before any starts; the
+                port it returns is the one the source node dials for that route.
 
         Raises:
             ServerError: a node did not start, or no JetStream meta leader was elected
@@ -76,7 +113,7 @@ class LocalCluster:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         ports = _free_ports(2 * size)
-        cluster = cls(Path(directory).absolute(), size, ports[:size], ports[size:])
+        cluster = cls(Path(directory).absolute(), size, ports[:size], ports[size:], route_proxy)
         cluster.directory.mkdir(parents=True, exist_ok=True)
         try:
             for name in cluster.names:
@@ -90,20 +127,34 @@ class LocalCluster:
 
     @classmethod
     async def start(
-        cls, directory: Path, *, size: int = 3, ready_timeout: float = 15.0
+        cls,
+        directory: Path,
+        *,
+        size: int = 3,
+        ready_timeout: float = 15.0,
+        route_proxy: RouteProxy | None = None,
     ) -> LocalCluster:
         """:meth:`start_sync` without blocking the event loop."""
         return await asyncio.to_thread(
-            cls.start_sync, directory, size=size, ready_timeout=ready_timeout
+            cls.start_sync,
+            directory,
+            size=size,
+            ready_timeout=ready_timeout,
+            route_proxy=route_proxy,
         )
 
     def _config_path(self, name: str) -> Path:
         return self.directory / f"{name}.conf"
 
     def _write_config(self, name: str) -> None:
-        routes = "\n".join(
-            f"        nats-route://127.0.0.1:{self.route_ports[n]}" for n in self.names
-        )
+        if self.route_dial:
+            dial = [self.route_dial[name, n] for n in self.names if n != name]
+            # Port 1 on loopback refuses: gossip cannot open a route around the proxies.
+            advertise = "    advertise: 127.0.0.1:1\n"
+        else:
+            dial = [self.route_ports[n] for n in self.names]
+            advertise = ""
+        routes = "\n".join(f"        nats-route://127.0.0.1:{port}" for port in dial)
         self._config_path(name).write_text(
             f"""# Written by aqe.server.LocalCluster (layout of ops/cluster/{name}.conf).
 server_name: {name}
@@ -114,7 +165,7 @@ jetstream {{
 cluster {{
     name: {CLUSTER_NAME}
     listen: 127.0.0.1:{self.route_ports[name]}
-    routes: [
+{advertise}    routes: [
 {routes}
     ]
 }}
@@ -140,11 +191,29 @@ cluster {{
     def kill(self, name: str) -> None:
         """SIGKILL node ``name`` (a crash: no clean shutdown, no leadership hand-off)."""
         node = self.nodes[name]
+        self.paused.discard(name)
         if node is not None:
             node.kill_sync()
 
+    def pause(self, name: str) -> None:
+        """SIGSTOP node ``name``: it holds its sockets but answers nothing until resumed."""
+        node = self.nodes[name]
+        if node is None or not node.is_running():
+            raise ServerError(f"node {name} is not running")
+        os.kill(node.pid, signal.SIGSTOP)
+        self.paused.add(name)
+
+    def resume(self, name: str) -> None:
+        """SIGCONT node ``name`` after :meth:`pause`."""
+        node = self.nodes[name]
+        self.paused.discard(name)
+        if node is not None and node.is_running():
+            os.kill(node.pid, signal.SIGCONT)
+
     def stop_sync(self, timeout: float = 5.0) -> None:
-        """Stop every node that runs (SIGTERM, then SIGKILL)."""
+        """Stop every node that runs (SIGTERM, then SIGKILL); paused ones are resumed first."""
+        for name in list(self.paused):
+            self.resume(name)
         for node in self.nodes.values():
             if node is not None and node.is_running():
                 node.stop_sync(timeout=timeout)
