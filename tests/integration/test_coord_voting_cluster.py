@@ -24,13 +24,16 @@ from click.testing import CliRunner
 from aqe.cli._context import AppContext
 from aqe.cli._vote import vote
 from aqe.config import Settings
+from aqe.coordination.identity import sign_registration
 from aqe.coordination.voting import (
     KeyPair,
     Verdict,
     cast_vote,
     generate_keypair,
+    load_private_key,
     open_proposal,
     proposal_subjects,
+    public_key_b64,
     sign_vote,
     tally,
 )
@@ -43,6 +46,16 @@ from aqe.server import LocalCluster
 
 T = TypeVar("T")
 STREAM = "AQE_COORD"
+
+
+def registered(agent: str, key: Any) -> AgentRegistered:
+    """``agent``'s signed registration, binding the public key of ``key`` (a private key
+    or a :class:`KeyPair`)."""
+    private = key.private_key if isinstance(key, KeyPair) else key
+    event = AgentRegistered(
+        agent_id=agent, role="qe", public_key=public_key_b64(private), nonce=f"{agent}-1"
+    )
+    return sign_registration(event, private)
 
 
 async def connect(*urls: str) -> JetStreamEventLog:
@@ -75,6 +88,8 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
     logs: list[JetStreamEventLog] = []
     try:
         await apply_streams(admin.connection, admin.specs)
+        for agent in ids:
+            await admin.append(registered(agent, keys[agent]))
         await open_proposal(
             admin,
             "release-42",
@@ -83,6 +98,8 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
             mode="byzantine",
             faulty=f,
             voters=[Voter(agent_id=a, public_key=keys[a].public_key) for a in ids],
+            opened_by=ids[-1],
+            private_key=keys[ids[-1]].private_key,
         )
         leader = await nats_cluster.stream_leader(STREAM)
         logs = [await connect(*nats_cluster.urls) for _ in ids]
@@ -191,12 +208,13 @@ def test_vote_cli_keygen_propose_cast_tally(nats_url: str, tmp_path: Path) -> No
     assert (keys_dir / "a1.key").stat().st_mode & 0o777 == 0o600
     assert "already exists" in str(aqe("keygen", "a1", "--dir", str(keys_dir)).exception)
 
-    # a4's key comes from its AgentRegistered event.
+    # Every agent binds its key by a signed registration; a4's key is then taken from it.
     async def register() -> None:
         log = await connect(nats_url)
         try:
             await apply_streams(log.connection, log.specs)
-            await log.append(AgentRegistered(agent_id="a4", role="qe", public_key=pubs["a4"]))
+            for agent in pubs:
+                await log.append(registered(agent, load_private_key(keys_dir / f"{agent}.key")))
         finally:
             await log.close()
 
@@ -206,6 +224,7 @@ def test_vote_cli_keygen_propose_cast_tally(nats_url: str, tmp_path: Path) -> No
     voters += ["--voter", f"a3={pubs['a3']}", "--voter", "a4"]
     propose = ["propose", "p-7", "--question", "Is test_x flaky?", "--option", "flaky"]
     propose += ["--option", "stable", "--mode", "byzantine", *voters]
+    propose += ["--by", "a1", "--dir", str(keys_dir)]
     done = aqe(*propose, "--json")
     assert done.exit_code == 0, done.output
     assert json.loads(done.output) == {
@@ -216,11 +235,12 @@ def test_vote_cli_keygen_propose_cast_tally(nats_url: str, tmp_path: Path) -> No
     }
     assert "already open" in aqe(*propose).output
 
-    bad = aqe("propose", "p-8", "-q", "?", "--option", "x", "--option", "y")
+    bad = aqe("propose", "p-8", "-q", "?", "--option", "x", "--option", "y", "--by", "a1")
     assert bad.exit_code == 2
     assert "--voter AGENT=PUBKEY" in bad.output
     bad = aqe("propose", "p-8", "-q", "?", "--option", "x", "--option", "y", "--mode", "byzantine",
-              "--faulty", "1", "--voter", f"a1={pubs['a1']}")  # fmt: skip
+              "--faulty", "1", "--voter", f"a1={pubs['a1']}", "--by", "a1",
+              "--dir", str(keys_dir))  # fmt: skip
     assert "voters: byzantine mode with faulty=1 needs n >= 4, got 1" in str(bad.exception)
 
     for agent in ("a1", "a2", "a4"):

@@ -17,9 +17,12 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
+import msgspec
 import pytest
 
+from aqe.coordination.identity import KeyBook, sign_proposal, sign_registration
 from aqe.coordination.voting import (
     FINAL_STATUSES,
     KeyPair,
@@ -57,26 +60,58 @@ from aqe.log.port import AppendResult
 # -- helpers ----------------------------------------------------------------------------------
 
 
+def signed_registration(agent: str, pair: KeyPair, role: str = "voter") -> AgentRegistered:
+    event = AgentRegistered(agent_id=agent, role=role, public_key=pair.public_key, nonce="n1")
+    return sign_registration(event, pair.private_key)
+
+
 class Electorate:
-    """``n`` voters with keys; ``proposal`` builds a ProposalOpened over them."""
+    """``n`` voters with keys and a ``chair`` that opens proposals; ``proposal`` builds a
+    ProposalOpened over them signed by the chair. Their registrations make ``book``;
+    the helpers below use the latest electorate's."""
+
+    latest: ClassVar[Electorate]
 
     def __init__(self, n: int, prefix: str = "agent") -> None:
         self.ids = [f"{prefix}-{i}" for i in range(n)]
         self.keys: dict[str, KeyPair] = {a: generate_keypair() for a in self.ids}
+        self.chair = generate_keypair()
+        self.registrations = [
+            signed_registration(a, pair) for a, pair in [*self.keys.items(), ("chair", self.chair)]
+        ]
+        self.book = KeyBook()
+        for i, reg in enumerate(self.registrations):
+            assert self.book.admit(reg, i + 1) is None
+        Electorate.latest = self
+
+    async def register(self, log: InMemoryEventLog) -> None:
+        for reg in self.registrations:
+            await log.append(reg)
+
+    async def open(self, log: InMemoryEventLog, *args: object, **kw: object) -> AppendResult:
+        return await open_proposal(
+            log,
+            *args,  # type: ignore[arg-type]
+            opened_by="chair",
+            private_key=self.chair.private_key,
+            **kw,  # type: ignore[arg-type]
+        )
 
     @property
     def voters(self) -> tuple[Voter, ...]:
         return tuple(Voter(agent_id=a, public_key=self.keys[a].public_key) for a in self.ids)
 
     def proposal(self, pid: str = "p1", mode: str = "majority", **kw: object) -> ProposalOpened:
-        return ProposalOpened(
+        event = ProposalOpened(
             proposal_id=pid,
             question=kw.pop("question", f"decide {pid}?"),  # type: ignore[arg-type]
             options=kw.pop("options", ("ship", "block")),  # type: ignore[arg-type]
             mode=mode,  # type: ignore[arg-type]
             voters=kw.pop("voters", self.voters),  # type: ignore[arg-type]
+            opened_by="chair",
             **kw,  # type: ignore[arg-type]
         )
+        return sign_proposal(event, self.chair.private_key)
 
     def vote(self, voter: str, choice: str, pid: str = "p1", signer: str | None = None) -> VoteCast:
         key = self.keys[signer or voter].private_key
@@ -95,8 +130,19 @@ class Resent:
         self.event = event
 
 
-async def store(events: Sequence[Event | Resent]) -> tuple[InMemoryEventLog, list[Envelope]]:
+async def registered_log() -> InMemoryEventLog:
+    """A log holding the latest electorate's registrations (in ``AQE_AGENTS``)."""
     log = InMemoryEventLog()
+    await Electorate.latest.register(log)
+    return log
+
+
+def tally_of(envs: Sequence[Envelope]) -> Tally:
+    return Tally.from_envelopes(envs, Electorate.latest.book)
+
+
+async def store(events: Sequence[Event | Resent]) -> tuple[InMemoryEventLog, list[Envelope]]:
+    log = await registered_log()
     for i, item in enumerate(events):
         if isinstance(item, Resent):
             await log.append(item.event, event_id=f"resent-{i}")
@@ -106,7 +152,7 @@ async def store(events: Sequence[Event | Resent]) -> tuple[InMemoryEventLog, lis
 
 
 def verdict_of(envs: Sequence[Envelope], pid: str = "p1") -> Verdict:
-    return Tally.from_envelopes(envs).verdict(pid)
+    return tally_of(envs).verdict(pid)
 
 
 def seq_of(envs: Sequence[Envelope], event: Event) -> int:
@@ -379,7 +425,7 @@ async def test_votes_before_the_proposal_and_second_openings_do_not_count() -> N
     e = Electorate(3)
     early = e.vote("agent-0", "ship")
     other = e.proposal(question="a different question")
-    log = InMemoryEventLog()
+    log = await registered_log()
     await log.append(early)
     await log.append(e.proposal())
     await log.append(other)
@@ -394,7 +440,7 @@ async def test_votes_before_the_proposal_and_second_openings_do_not_count() -> N
 
 async def test_undecodable_messages_are_rejected_not_fatal() -> None:
     e = Electorate(3)
-    log = InMemoryEventLog()
+    log = await registered_log()
     await log.append(e.proposal())
     await log.append_raw("aqe.coord.proposal.p1.voted", b"{not json")
     await log.append(e.vote("agent-0", "ship"))
@@ -407,14 +453,14 @@ async def test_undecodable_messages_are_rejected_not_fatal() -> None:
 
 async def test_a_vote_published_on_another_proposals_subject_counts_nowhere() -> None:
     e = Electorate(3)
-    log = InMemoryEventLog()
+    log = await registered_log()
     await log.append(e.proposal("p1"))
     await log.append(e.proposal("p2"))
     # A raw publisher puts p1's vote on p2's subject: a whole-stream reader and a
     # reader of p1's subjects must still agree, so it counts for neither.
     await log.append_raw("aqe.coord.proposal.p2.voted", e.vote("agent-0", "ship", "p1").to_json())
     envs = [env async for env in log.read("AQE_COORD")]
-    whole = Tally.from_envelopes(envs)
+    whole = tally_of(envs)
     assert whole.verdict("p1") == await tally(log, "p1")
     assert whole.verdict("p1").voters_voted == ()
     assert [r.reason for r in whole.verdict("p2").rejected] == ["wrong-subject"]
@@ -450,14 +496,14 @@ async def test_f_byzantine_voters_cannot_change_the_verdict(n: int, f: int) -> N
         "equivocation",
     }
     # Votes for proposals nobody opened are rejected by their own tallies.
-    ghosts = Tally.from_envelopes(envs)
+    ghosts = tally_of(envs)
     for b in bad:
         ghost = ghosts.verdict(f"ghost-{b}")
         assert ghost.status == "unknown"
         assert [r.reason for r in ghost.rejected] == ["unknown-proposal"]
     # Every reader, however it reads, gets the same verdict.
     assert await tally(log, "p1") == v
-    assert Tally.from_envelopes(envs).verdict("p1") == v
+    assert tally_of(envs).verdict("p1") == v
     assert_monotone(envs)
     for seq in range(1, envs[-1].seq + 1):
         prefix = [env for env in envs if env.seq <= seq]
@@ -547,19 +593,20 @@ async def test_no_decision_when_the_honest_split() -> None:
 async def test_open_cast_and_tally() -> None:
     log = InMemoryEventLog()
     e = Electorate(4)
-    opened = await open_proposal(
+    await e.register(log)
+    opened = await e.open(
         log, "p1", question="ship?", options=["ship", "block"], mode="byzantine", voters=e.voters
     )
     assert opened.seq == 1
     stored = (await log.get("AQE_COORD", 1)).decode()
     assert isinstance(stored, ProposalOpened)
     assert stored.faulty == 1  # recorded explicitly
-    again = await open_proposal(
+    again = await e.open(
         log, "p1", question="ship?", options=["ship", "block"], mode="byzantine", voters=e.voters
     )
     assert (again.duplicate, again.seq) == (True, 1)
     with pytest.raises(CommandRejectedError, match="proposal 'p1' is already open at seq 1"):
-        await open_proposal(
+        await e.open(
             log,
             "p1",
             question="other",
@@ -579,10 +626,11 @@ async def test_open_cast_and_tally() -> None:
 async def test_cast_vote_errors_name_the_proposal_voter_and_field() -> None:
     log = InMemoryEventLog()
     e = Electorate(3)
+    await e.register(log)
     key = e.keys["agent-0"].private_key
     with pytest.raises(CommandRejectedError, match="proposal 'nope' has not been opened"):
         await cast_vote(log, "nope", "agent-0", "ship", key)
-    await open_proposal(
+    await e.open(
         log, "p1", question="q", options=["ship", "block"], mode="majority", voters=e.voters
     )
     with pytest.raises(CommandRejectedError, match="'mallory' is not in the electorate"):
@@ -602,14 +650,15 @@ async def test_cast_vote_errors_name_the_proposal_voter_and_field() -> None:
 async def test_open_proposal_rejects_invalid_proposals_before_appending() -> None:
     log = InMemoryEventLog()
     e = Electorate(3)
+    await e.register(log)
     with pytest.raises(
         CommandRejectedError, match=r"proposal 'p1': voters: byzantine .* n >= 4, got 3"
     ):
-        await open_proposal(
+        await e.open(
             log, "p1", question="q", options=["a", "b"], mode="byzantine", voters=e.voters, faulty=1
         )
     with pytest.raises(CommandRejectedError, match="quorum: must be between 1 and the 3 voters"):
-        await open_proposal(
+        await e.open(
             log, "p1", question="q", options=["a", "b"], mode="quorum", voters=e.voters, quorum=5
         )
     assert await log.last_seq("AQE_COORD") == 0
@@ -638,7 +687,9 @@ class FlakyLog(InMemoryEventLog):
 async def test_unavailable_log_is_retried_with_the_same_event_id() -> None:
     e = Electorate(3)
     log = FlakyLog()
-    opened = await open_proposal(
+    await e.register(log)
+    log.ids = []
+    opened = await e.open(
         log, "p1", question="q", options=["ship", "block"], mode="majority", voters=e.voters
     )
     assert opened.duplicate  # the first attempt had landed; the condition saw it
@@ -655,7 +706,8 @@ async def test_await_verdict_follows_votes_until_decided() -> None:
 
     log = InMemoryEventLog()
     e = Electorate(4)
-    await open_proposal(
+    await e.register(log)
+    await e.open(
         log, "p1", question="q", options=["ship", "block"], mode="byzantine", voters=e.voters
     )
     waiter = asyncio.create_task(await_verdict(log, "p1", timeout_s=10))
@@ -671,13 +723,18 @@ async def test_await_verdict_follows_votes_until_decided() -> None:
 
 async def test_electorate_from_registered_agents() -> None:
     log = InMemoryEventLog()
-    keys = {a: generate_keypair().public_key for a in ("a1", "a2", "a3")}
-    await log.append(AgentRegistered(agent_id="a2", role="voter", public_key=keys["a2"]))
-    await log.append(AgentRegistered(agent_id="a1", role="voter", public_key=keys["a1"]))
-    await log.append(AgentRegistered(agent_id="a3", role="runner", public_key=keys["a3"]))
+    pairs = {a: generate_keypair() for a in ("a1", "a2", "a3", "gone", "mallory")}
+    keys = {a: p.public_key for a, p in pairs.items()}
+    await log.append(signed_registration("a2", pairs["a2"]))
+    await log.append(signed_registration("a1", pairs["a1"]))
+    await log.append(signed_registration("a3", pairs["a3"], role="runner"))
     await log.append(AgentRegistered(agent_id="nokey", role="voter"))
-    await log.append(AgentRegistered(agent_id="gone", role="voter", public_key=keys["a1"] + ""))
+    await log.append(signed_registration("gone", pairs["gone"]))
     await log.append(AgentRetired(agent_id="gone"))
+    # A forged re-registration of a1 with mallory's key (self-signed) is refused:
+    # a1's electorate key stays a1's own.
+    forged = AgentRegistered(agent_id="a1", role="voter", public_key=keys["mallory"], nonce="x")
+    await log.append(sign_registration(forged, pairs["mallory"].private_key))
     everyone = await electorate_from_agents(log)
     assert [v.agent_id for v in everyone] == ["a2", "a1", "a3"]
     voters = await electorate_from_agents(log, role="voter")
@@ -689,6 +746,97 @@ async def test_electorate_from_registered_agents() -> None:
         await electorate_from_agents(log, ["gone"])
     with pytest.raises(CommandRejectedError, match="'who' has never registered"):
         await electorate_from_agents(log, ["who"])
+
+
+# -- authenticity: forged proposals ------------------------------------------------------------
+
+
+async def test_forged_proposals_are_refused_and_do_not_use_up_the_id() -> None:
+    e = Electorate(4)
+    mallory = generate_keypair()
+    fake_voters = tuple(Voter(agent_id=a, public_key=generate_keypair().public_key) for a in e.ids)
+    unsigned = ProposalOpened(
+        proposal_id="p1",
+        question="ship?",
+        options=("ship", "block"),
+        mode="majority",
+        voters=e.voters,
+        opened_by="chair",
+    )
+    # Signed, but by a key that is not the chair's bound key.
+    impostor = sign_proposal(msgspec.structs.replace(unsigned, question="x"), mallory.private_key)
+    # Signed by the real chair key, then the electorate swapped for keys nobody bound.
+    swapped = msgspec.structs.replace(e.proposal(), voters=fake_voters)
+    # The chair's own proposal naming keys not bound to the voters it lists.
+    bad_electorate = e.proposal(voters=fake_voters)
+    honest = e.proposal()
+    log, envs = await store(
+        [unsigned, impostor, swapped, bad_electorate, honest, e.vote("agent-0", "ship")]
+    )
+    v = verdict_of(envs)
+    assert [(r.reason, r.seq) for r in v.rejected] == [("forged-proposal", s) for s in (1, 2, 3, 4)]
+    details = [r.detail for r in v.rejected]
+    assert details[0].startswith("unsigned")
+    assert "not a key bound to 'chair'" in details[1]
+    assert "does not verify" in details[2]
+    assert "voter 'agent-0': its key is not one bound to it" in details[3]
+    assert (v.status, v.opened_at_seq, v.voters_voted) == ("open", 5, ("agent-0",))
+    assert await tally(log, "p1") == v
+
+
+async def test_a_forged_proposal_alone_counts_no_votes_and_open_proposal_goes_after_it() -> None:
+    e = Electorate(3)
+    mallory = generate_keypair()
+    log = await registered_log()
+    # mallory registers itself properly, then opens p1 naming itself as proposer but
+    # the voters' ids with keys it holds, and votes as them.
+    await log.append(signed_registration("mallory", mallory))
+    puppets = {a: generate_keypair() for a in e.ids}
+    forged = sign_proposal(
+        ProposalOpened(
+            proposal_id="p1",
+            question="ship?",
+            options=("ship", "block"),
+            mode="majority",
+            voters=tuple(Voter(agent_id=a, public_key=k.public_key) for a, k in puppets.items()),
+            opened_by="mallory",
+        ),
+        mallory.private_key,
+    )
+    await log.append(forged)
+    for a, k in puppets.items():
+        await log.append(
+            VoteCast(
+                proposal_id="p1",
+                voter=a,
+                choice="block",
+                signature=sign_vote(k.private_key, "p1", a, "block"),
+            )
+        )
+    v = await tally(log, "p1")
+    assert v.status == "unknown"
+    assert [r.reason for r in v.rejected] == ["forged-proposal"] + ["unknown-proposal"] * 3
+    # open_proposal refuses to sign for an unbound proposer...
+    with pytest.raises(CommandRejectedError, match="proposer_key is not a key bound to 'mallory'"):
+        await open_proposal(
+            log,
+            "p2",
+            question="q",
+            options=["a", "b"],
+            mode="majority",
+            voters=e.voters,
+            opened_by="mallory",
+            private_key=generate_keypair().private_key,
+        )
+    # ...and the honest proposal lands after the forged one on the same subject.
+    opened = await e.open(
+        log, "p1", question="ship?", options=["ship", "block"], mode="majority", voters=e.voters
+    )
+    assert not opened.duplicate
+    for a in e.ids[:2]:
+        await cast_vote(log, "p1", a, "ship", e.keys[a].private_key)
+    v = await tally(log, "p1")
+    assert (v.status, v.choice, v.opened_at_seq) == ("decided", "ship", opened.seq)
 
 
 def test_voting_does_not_import_nats() -> None:

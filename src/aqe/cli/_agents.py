@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -148,7 +149,7 @@ def agents(
     \b
     Examples:
       aqe agents --all
-      aqe agents register gen-1 --role generator --capability python
+      aqe vote keygen gen-1 && aqe agents register gen-1 --role generator --capability python
       aqe agents heartbeat gen-1 --status busy --load 0.5
       aqe agents retire gen-1 --reason "scaled down"
     """
@@ -230,7 +231,20 @@ def _ack(result: AppendResult) -> dict[str, Any]:
     help="Something it can be given to do (repeatable).",
 )
 @click.option("--host", help="Where it runs [default: this host].")
-@click.option("--public-key", metavar="B64", help="Its Ed25519 public key (raw, base64).")
+@click.option(
+    "--key",
+    "key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The agent's private key: signs the registration and binds its public key "
+    "[default: DATA_DIR/keys/ID.key when it exists].",
+)
+@click.option(
+    "--new-key",
+    "new_key_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Rotate: bind this private key's public key instead (--key, the bound one, signs).",
+)
+@click.option("--no-key", is_flag=True, help="Register without a key (only while none is bound).")
 @json_option
 @pass_app
 def register(
@@ -239,27 +253,46 @@ def register(
     role: str,
     capabilities: tuple[str, ...],
     host: str | None,
-    public_key: str | None,
+    key_file: Path | None,
+    new_key_file: Path | None,
+    no_key: bool,
     as_json: bool,
 ) -> None:
-    """Register agent ID (again): role, capabilities and key replace the last ones."""
+    """Register agent ID (again): role, capabilities and key replace the last ones.
+
+    The first signed registration of ID binds its key (trust on first use, recorded in
+    the log); every later one must be signed by the bound key, or readers refuse it.
+    """
     import socket
 
     from aqe import __version__
     from aqe.coordination.agent import append_retrying, session_event_id
+    from aqe.coordination.identity import sign_registration
+    from aqe.coordination.voting import key_file_stem, load_private_key, public_key_b64
     from aqe.events import AgentRegistered
 
+    if no_key and (key_file or new_key_file):
+        raise click.UsageError("--no-key cannot be combined with --key or --new-key")
+    default_key = app.settings.data_dir / "keys" / f"{key_file_stem(agent_id)}.key"
+    if key_file is None and not no_key and (new_key_file or default_key.exists()):
+        key_file = default_key
+    signer = load_private_key(key_file) if key_file is not None else None
+    bound = load_private_key(new_key_file) if new_key_file is not None else signer
+    # A fresh nonce (and message id) per invocation: registering again is a new fact,
+    # even within the duplicate window; retries inside this invocation keep the id.
+    nonce = uuid.uuid4().hex
     event = AgentRegistered(
         agent_id=agent_id,
         role=role,
         capabilities=capabilities,
         host=host if host is not None else socket.gethostname(),
         version=__version__,
-        public_key=public_key,
+        public_key=public_key_b64(bound) if bound is not None else None,
+        nonce=nonce if signer is not None else None,
     )
-    # A new id per invocation: registering again is a new fact, even within the
-    # duplicate window; retries inside this invocation keep the same id.
-    event_id = session_event_id("registered", agent_id, uuid.uuid4().hex)
+    if signer is not None:
+        event = sign_registration(event, signer)
+    event_id = session_event_id("registered", agent_id, nonce)
 
     async def go() -> AppendResult:
         async with open_log(app) as log:

@@ -5,6 +5,7 @@ Parsing and rendering only; the rules live in :mod:`aqe.coordination.voting`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,21 @@ def _dir_option(func: Any) -> Any:
     )(func)
 
 
+def _key_options(help_text: str) -> Callable[[Any], Any]:
+    """``--key FILE`` (with ``help_text``) and ``--dir``: where an agent's private key is."""
+
+    def decorate(func: Any) -> Any:
+        option = click.option(
+            "--key",
+            "key_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=help_text,
+        )
+        return option(_dir_option(func))
+
+    return decorate
+
+
 @click.group()
 def vote() -> None:
     """Proposals and signed votes: majority, quorum and Byzantine (BFT) modes.
@@ -52,8 +68,9 @@ def vote() -> None:
 
     \b
     aqe vote keygen a1                     # keys under DATA_DIR/keys, prints the public key
-    aqe vote propose ship-42 --question "Ship build 42?" --option ship --option block \\
-        --mode byzantine --voter a1=@.aqe/keys/a1.pub --voter a2=BASE64 ...
+    aqe agents register a1 --role qe       # binds a1's key (signed with DATA_DIR/keys/a1.key)
+    aqe vote propose ship-42 --by a1 --question "Ship build 42?" --option ship \\
+        --option block --mode byzantine --voter a1 --voter a2=@.aqe/keys/a2.pub ...
     aqe vote cast ship-42 --as a1 --choice ship
     aqe vote tally ship-42 --json
     """
@@ -140,7 +157,14 @@ def _parse_voters(values: tuple[str, ...]) -> tuple[list[tuple[str, str | None]]
     help="Every registered, not retired agent with a public key is a voter.",
 )
 @click.option("--role", help="With --voters-from-agents: only agents of this role.")
-@click.option("--by", "opened_by", default="", help="Who opens the proposal (recorded).")
+@click.option(
+    "--by",
+    "opened_by",
+    required=True,
+    metavar="AGENT",
+    help="The proposing agent: it signs the proposal with its registered key.",
+)
+@_key_options("The proposer's private key file [default: DIR/AGENT.key].")
 @json_option
 @pass_app
 def propose(
@@ -155,10 +179,22 @@ def propose(
     voters_from_agents: bool,
     role: str | None,
     opened_by: str,
+    key_file: Path | None,
+    directory: Path | None,
     as_json: bool,
 ) -> None:
-    """Open proposal ID: a question, its options, the electorate and the deciding rule."""
-    from aqe.coordination.voting import electorate_from_agents, open_proposal
+    """Open proposal ID: a question, its options, the electorate and the deciding rule.
+
+    The proposal is signed with the key of --by, which must be the key registered for
+    that agent (`aqe agents register AGENT --role R`); each voter's key must be the one
+    registered for it. Readers refuse proposals that are not.
+    """
+    from aqe.coordination.voting import (
+        electorate_from_agents,
+        key_file_stem,
+        load_private_key,
+        open_proposal,
+    )
     from aqe.events import Voter
 
     if voters_from_agents and voter_specs:
@@ -170,6 +206,8 @@ def propose(
     if role and not voters_from_agents:
         raise click.UsageError("--role only applies with --voters-from-agents")
     parsed, from_registry = _parse_voters(voter_specs)
+    path = key_file or _key_dir(app, directory) / f"{key_file_stem(opened_by)}.key"
+    private_key = load_private_key(path)
 
     async def go() -> tuple[Any, tuple[Voter, ...]]:
         async with open_log(app) as log:
@@ -196,6 +234,7 @@ def propose(
                 quorum=quorum,
                 faulty=faulty,
                 opened_by=opened_by,
+                private_key=private_key,
             )
             return result, voters
 
@@ -223,13 +262,7 @@ def propose(
 @click.argument("proposal_id", metavar="ID")
 @click.option("--as", "agent", required=True, help="The voting agent.")
 @click.option("--choice", required=True, help="One of the proposal's options.")
-@click.option(
-    "--key",
-    "key_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Private key file [default: DIR/AGENT.key].",
-)
-@_dir_option
+@_key_options("Private key file [default: DIR/AGENT.key].")
 @json_option
 @pass_app
 def cast(

@@ -6,7 +6,9 @@ per session, so every heartbeat is a distinct fact with a distinct content-hash 
 a restarted agent's beats never collide with, or get deduplicated against, its last
 session's. Registration and retirement carry ids derived from the session for the same
 reason: re-registering within the server's duplicate window is a new fact, while a
-retried append of the same registration stays one message.
+retried append of the same registration stays one message. With a private key the
+registration is signed and uses the session as its nonce, which binds the agent's key
+on first use and proves it holds the bound key afterwards (:mod:`aqe.coordination.identity`).
 
 Heartbeats are fire-and-forget: one append per interval, and a beat that fails (the
 server is failing over) is counted and skipped; the next one is on schedule anyway.
@@ -24,12 +26,16 @@ import uuid
 from typing import TYPE_CHECKING
 
 from aqe import __version__
+from aqe.coordination._votekeys import public_key_b64
+from aqe.coordination.identity import sign_registration
 from aqe.errors import ConfigError, LogUnavailableError
 from aqe.events import AgentHeartbeat, AgentRegistered, AgentRetired, AgentStatus, Event
 from aqe.log.retry import DEFAULT_UNAVAILABLE_S, while_unavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from aqe.log.port import AppendResult, EventLog
 
@@ -72,7 +78,9 @@ class AgentRuntime:
         agent_id: the agent's id (any non-empty string).
         role: what the agent does (``generator``, ``flaky-hunter``...).
         capabilities: what it can be given to do.
-        public_key: its Ed25519 public key (raw, base64) for signed votes.
+        private_key: its Ed25519 key: the registration is signed with it and binds
+            its public key (for signed votes and proposals). Without one the agent
+            registers keyless, which readers accept only while no key is bound to it.
         host: where it runs [default: this host's name].
         version: its software version [default: aqe's].
         interval_s: the heartbeat interval; keep it equal to the coordinators'
@@ -90,7 +98,7 @@ class AgentRuntime:
         role: str,
         capabilities: Iterable[str] = (),
         *,
-        public_key: str | None = None,
+        private_key: Ed25519PrivateKey | None = None,
         host: str | None = None,
         version: str | None = None,
         interval_s: float = 1.0,
@@ -106,7 +114,8 @@ class AgentRuntime:
         self.agent_id = agent_id
         self.role = role
         self.capabilities = tuple(capabilities)
-        self.public_key = public_key
+        self.private_key = private_key
+        self.public_key = public_key_b64(private_key) if private_key is not None else None
         self.host = host if host is not None else socket.gethostname()
         self.version = version if version is not None else __version__
         self.interval_s = interval_s
@@ -167,16 +176,20 @@ class AgentRuntime:
         if self.running:
             raise ConfigError(f"agent {self.agent_id} is already running")
         self._stopping = False
+        registration = AgentRegistered(
+            agent_id=self.agent_id,
+            role=self.role,
+            capabilities=self.capabilities,
+            host=self.host,
+            version=self.version,
+            public_key=self.public_key,
+            nonce=self.session if self.private_key is not None else None,
+        )
+        if self.private_key is not None:
+            registration = sign_registration(registration, self.private_key)
         registered = await append_retrying(
             self.log,
-            AgentRegistered(
-                agent_id=self.agent_id,
-                role=self.role,
-                capabilities=self.capabilities,
-                host=self.host,
-                version=self.version,
-                public_key=self.public_key,
-            ),
+            registration,
             event_id=session_event_id("registered", self.agent_id, self.session),
         )
         await self._beat_once()

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from aqe.coordination.identity import KeyBook
 from aqe.errors import ConfigError, EventDecodeError, LogUnavailableError
 from aqe.events import (
     AgentHeartbeat,
@@ -151,9 +152,11 @@ class AgentRecord(msgspec.Struct, kw_only=True):
 
 
 class MembershipState(msgspec.Struct, kw_only=True):
-    """Every agent the log has heard of, by id."""
+    """Every agent the log has heard of, by id, and the keys bound to them."""
 
     agents: dict[str, AgentRecord] = msgspec.field(default_factory=dict)
+    keys: KeyBook = msgspec.field(default_factory=KeyBook)
+    """Bound keys and refused (forged, replayed, unsigned) registrations."""
 
 
 class Liveness(msgspec.Struct, frozen=True, kw_only=True):
@@ -174,7 +177,10 @@ def apply_membership(state: MembershipState, envelope: Envelope, event: Event) -
     """Fold one ``AQE_AGENTS`` event into the state (other events change nothing).
 
     * ``AgentRegistered`` (re)starts the record: role, capabilities and keys are
-      replaced, the beat and suspicions reset, a retirement is lifted.
+      replaced, the beat and suspicions reset, a retirement is lifted. A registration
+      the key book refuses (:mod:`aqe.coordination.identity`: forged, replayed,
+      unsigned where a key is bound) changes no record and is listed in
+      ``state.keys.refused``.
     * ``AgentHeartbeat`` sets the beat, session, status, load and ``last_seen_ns``
       and refutes every suspicion.
     * ``AgentRetired`` marks the agent retired until it registers again.
@@ -183,6 +189,8 @@ def apply_membership(state: MembershipState, envelope: Envelope, event: Event) -
     """
     at = envelope.recorded_at_ns
     if isinstance(event, AgentRegistered):
+        if state.keys.admit(event, envelope.seq) is not None:
+            return state
         state.agents[event.agent_id] = AgentRecord(
             agent_id=event.agent_id,
             registered=True,
@@ -190,7 +198,7 @@ def apply_membership(state: MembershipState, envelope: Envelope, event: Event) -
             capabilities=tuple(event.capabilities),
             host=event.host,
             version=event.version,
-            public_key=event.public_key,
+            public_key=state.keys.key_of(event.agent_id),
             registered_seq=envelope.seq,
             registered_at_ns=at,
             last_seen_ns=at,
@@ -293,7 +301,7 @@ class MembershipProjection:
     """``AQE_AGENTS`` folded into a :class:`MembershipState` (see :func:`apply_membership`)."""
 
     name = "membership"
-    version = 1
+    version = 2
     streams: tuple[str, ...] = (AGENTS_STREAM,)
 
     def initial(self) -> MembershipState:

@@ -19,9 +19,14 @@ once.
 
 Fold rules, per proposal:
 
+* A ``ProposalOpened`` that is not authentic (unsigned, not signed by a key bound to
+  its ``opened_by``, or naming a voter key not bound to that voter; rules in
+  :mod:`aqe.coordination.identity`) is rejected as ``forged-proposal`` and does not use
+  up the id. The key book comes from ``AQE_AGENTS``, so :func:`tally` reads the
+  registrations first.
 * A vote for a proposal not (yet) opened, or for an invalid one, is rejected. Only the
-  first ``ProposalOpened`` per id counts (:func:`open_proposal` also makes the server
-  refuse a second one).
+  first authentic ``ProposalOpened`` per id counts (:func:`open_proposal` also makes
+  the server refuse a second one).
 * A vote whose voter is not in the electorate, whose choice is not an option, or whose
   signature does not verify is rejected and does **not** use up the voter's vote: anyone
   can write such a message under any name.
@@ -79,6 +84,7 @@ from aqe.coordination._votekeys import (
     vote_bytes,
     write_keypair,
 )
+from aqe.coordination.identity import KeyBook, sign_proposal
 from aqe.errors import (
     CommandRejectedError,
     ConcurrencyError,
@@ -114,6 +120,7 @@ __all__ = [
     "decision_threshold",
     "electorate_from_agents",
     "generate_keypair",
+    "key_book",
     "key_file_stem",
     "load_private_key",
     "load_public_key",
@@ -131,6 +138,9 @@ __all__ = [
 COORD_STREAM = "AQE_COORD"
 _AGENTS_STREAM = "AQE_AGENTS"
 _RETRY_DEADLINE_S = DEFAULT_UNAVAILABLE_S
+_REGISTERED = "aqe.agents.agent.*.registered"
+# Forged messages racing onto a proposal's subject: appends after them this many times.
+_SQUAT_ATTEMPTS = 5
 
 T = TypeVar("T")
 
@@ -145,6 +155,7 @@ RejectReason = Literal[
     "unknown-proposal",
     "invalid-proposal",
     "duplicate-proposal",
+    "forged-proposal",
     "not-in-electorate",
     "invalid-choice",
     "bad-signature",
@@ -298,16 +309,23 @@ class Tally:
     """The pure fold: ``apply`` envelopes in stream order, then ask for a :meth:`verdict`.
 
     Folds any envelopes of ``AQE_COORD`` (other events are skipped), for any number of
-    proposals. No I/O, clock or randomness: equal prefixes give equal verdicts.
+    proposals. No I/O, clock or randomness: equal prefixes (and equal key books) give
+    equal verdicts.
+
+    Args:
+        keys: the keys bound to agents (:class:`~aqe.coordination.identity.KeyBook`,
+            folded from ``AQE_AGENTS``); a proposal counts only when its proposer's
+            bound key signed it over an electorate of bound keys.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, keys: KeyBook) -> None:
         self._states: dict[str, _State] = {}
+        self._book = keys
 
     @classmethod
-    def from_envelopes(cls, envelopes: Iterable[Envelope]) -> Tally:
-        """A tally of ``envelopes`` (in stream order)."""
-        tally = cls()
+    def from_envelopes(cls, envelopes: Iterable[Envelope], keys: KeyBook) -> Tally:
+        """A tally of ``envelopes`` (in stream order) under the key book ``keys``."""
+        tally = cls(keys)
         for env in envelopes:
             tally.apply(env)
         return tally
@@ -375,6 +393,13 @@ class Tally:
         return state
 
     def _open(self, state: _State, event: ProposalOpened, seq: int) -> None:
+        forged = self._book.proposal_problem(event)
+        if forged is not None:
+            # Anyone able to publish could write this; it must not use up the id.
+            state.rejected.append(
+                Rejection(seq=seq, reason="forged-proposal", voter=event.opened_by, detail=forged)
+            )
+            return
         if state.proposal is not None:
             state.rejected.append(
                 Rejection(
@@ -527,6 +552,46 @@ def proposal_subjects(proposal_id: str) -> str:
     return f"aqe.coord.proposal.{encode_token(proposal_id)}.*"
 
 
+async def key_book(log: EventLog, *, deadline_s: float = _RETRY_DEADLINE_S) -> KeyBook:
+    """The keys bound to agents: every registration in ``AQE_AGENTS`` folded by the rules
+    of :mod:`aqe.coordination.identity`.
+
+    Raises:
+        LogUnavailableError: the log stayed unavailable for ``deadline_s``.
+    """
+
+    async def read() -> KeyBook:
+        envelopes = log.read(_AGENTS_STREAM, subjects=_REGISTERED)
+        return KeyBook.from_envelopes([env async for env in envelopes])
+
+    return await while_unavailable(read, within_s=deadline_s)
+
+
+async def _authentic_opening(
+    log: EventLog, proposal_id: str, book: KeyBook
+) -> tuple[Envelope | None, ProposalOpened | None, int]:
+    """The first authentic ``ProposalOpened`` of the id (its envelope and event) and the
+    last sequence on its ``opened`` subject (0: none)."""
+    subject = f"aqe.coord.proposal.{encode_token(proposal_id)}.opened"
+    last = 0
+    found: tuple[Envelope, ProposalOpened] | None = None
+    async for env in log.read(COORD_STREAM, subjects=subject):
+        last = env.seq
+        if found is not None:
+            continue
+        try:
+            event = env.decode()
+        except EventDecodeError:
+            continue
+        if (
+            isinstance(event, ProposalOpened)
+            and subject_for(event) == env.subject
+            and book.proposal_problem(event) is None
+        ):
+            found = (env, event)
+    return (found[0], found[1], last) if found else (None, None, last)
+
+
 async def open_proposal(
     log: EventLog,
     proposal_id: str,
@@ -535,59 +600,80 @@ async def open_proposal(
     options: Sequence[str],
     mode: VotingMode,
     voters: Sequence[Voter],
+    opened_by: str,
+    private_key: Ed25519PrivateKey,
     quorum: int | None = None,
     faulty: int | None = None,
-    opened_by: str = "",
     deadline_s: float = _RETRY_DEADLINE_S,
 ) -> AppendResult:
-    """Append a :class:`ProposalOpened`, once per id (the server enforces it).
+    """Sign (as ``opened_by``) and append a :class:`ProposalOpened`, once per id.
 
     In byzantine mode ``faulty`` defaults to the most the electorate tolerates,
-    ``(n - 1) // 3``, and is recorded explicitly.
+    ``(n - 1) // 3``, and is recorded explicitly. ``private_key`` must be the key bound
+    to ``opened_by`` and every voter's key the one bound to it (readers refuse the
+    proposal otherwise), so both are checked against ``AQE_AGENTS`` first. The append
+    is conditional on the proposal's ``opened`` subject: a forged message someone put
+    there first does not block it (the append goes after it), an authentic proposal
+    does.
 
     Raises:
-        CommandRejectedError: the proposal is invalid (the message names the field), or
-            a different proposal with this id is already open.
+        CommandRejectedError: the proposal is invalid or not authentic (the message
+            names the field or key), or a different proposal with this id is open.
         LogUnavailableError: the log stayed unavailable for ``deadline_s``.
     """
     if mode == "byzantine" and faulty is None:
         faulty = max(0, (len(voters) - 1) // 3)
-    event = ProposalOpened(
-        proposal_id=proposal_id,
-        question=question,
-        options=tuple(options),
-        mode=mode,
-        voters=tuple(voters),
-        quorum=quorum,
-        faulty=faulty,
-        opened_by=opened_by,
+    event = sign_proposal(
+        ProposalOpened(
+            proposal_id=proposal_id,
+            question=question,
+            options=tuple(options),
+            mode=mode,
+            voters=tuple(voters),
+            quorum=quorum,
+            faulty=faulty,
+            opened_by=opened_by,
+        ),
+        private_key,
     )
+    where = f"proposal {proposal_id!r}"
     problems = proposal_problems(event) if proposal_id else ["proposal id: cannot be empty"]
     if problems:
-        raise CommandRejectedError(f"proposal {proposal_id!r}: " + "; ".join(problems))
+        raise CommandRejectedError(f"{where}: " + "; ".join(problems))
+    book = await key_book(log, deadline_s=deadline_s)
+    if (forged := book.proposal_problem(event)) is not None:
+        raise CommandRejectedError(
+            f"{where}: {forged} (register agents with their keys first: "
+            "`aqe agents register ID --role R --key FILE`)"
+        )
     subject = subject_for(event)
     event_id = event.default_id()
+    expected = 0
 
     async def append() -> AppendResult:
-        try:
-            return await log.append(
-                event, event_id=event_id, expected_last_seq=0, expected_subject=subject
-            )
-        except ConcurrencyError:
-            # A retry whose first attempt landed fails the condition before dedup runs.
-            existing = await log.last(subject)
-            if existing is not None and existing.event_id == event_id:
-                return AppendResult(
-                    stream=existing.stream,
-                    seq=existing.seq,
-                    subject=subject,
-                    event_id=event_id,
-                    duplicate=True,
+        nonlocal expected
+        for _ in range(_SQUAT_ATTEMPTS):
+            try:
+                return await log.append(
+                    event, event_id=event_id, expected_last_seq=expected, expected_subject=subject
                 )
-            at = f" at seq {existing.seq}" if existing else ""
-            raise CommandRejectedError(
-                f"proposal {proposal_id!r} is already open{at} with other content"
-            ) from None
+            except ConcurrencyError:
+                # A retry whose first attempt landed fails the condition before dedup runs.
+                env, opened, last = await _authentic_opening(log, proposal_id, book)
+                if env is not None and env.event_id == event_id:
+                    return AppendResult(
+                        stream=env.stream,
+                        seq=env.seq,
+                        subject=subject,
+                        event_id=event_id,
+                        duplicate=True,
+                    )
+                if opened is not None and env is not None:
+                    raise CommandRejectedError(
+                        f"{where} is already open at seq {env.seq} with other content"
+                    ) from None
+                expected = last
+        raise CommandRejectedError(f"{where}: its subject kept changing under other writers")
 
     return await while_unavailable(append, within_s=deadline_s)
 
@@ -604,11 +690,12 @@ async def cast_vote(
 ) -> AppendResult:
     """Sign and append ``voter``'s vote; safe to repeat (same vote, same event id).
 
-    The proposal is read first to check the voter, the choice and that ``private_key``
-    matches the voter's public key. With ``refuse_change`` (default) a vote that
-    differs from the voter's counted one is refused instead of appended, since it
-    would prove the voter faulty; repeating the counted vote appends nothing. The check
-    reads the proposal's votes; two concurrent casts by one voter can still race past it.
+    The proposal (the first authentic one) is read first to check the voter, the
+    choice and that ``private_key`` matches the voter's public key. With
+    ``refuse_change`` (default) a vote that differs from the voter's counted one is
+    refused instead of appended, since it would prove the voter faulty; repeating the
+    counted vote appends nothing. The check reads the proposal's votes; two concurrent
+    casts by one voter can still race past it.
 
     Raises:
         CommandRejectedError: the proposal is not open or invalid, the voter is not in
@@ -616,17 +703,11 @@ async def cast_vote(
             the voter already voted otherwise.
         LogUnavailableError: the log stayed unavailable for ``deadline_s``.
     """
-    if refuse_change:
-        proposal, first = await while_unavailable(
-            lambda: _counted_vote(log, proposal_id, voter), within_s=deadline_s
-        )
-    else:
-        last = await while_unavailable(
-            lambda: log.last(f"aqe.coord.proposal.{encode_token(proposal_id)}.opened"),
-            within_s=deadline_s,
-        )
-        decoded = last.decode() if last is not None else None
-        proposal = decoded if isinstance(decoded, ProposalOpened) else None
+    book = await key_book(log, deadline_s=deadline_s)
+    proposal, first = await while_unavailable(
+        lambda: _counted_vote(log, proposal_id, voter, book), within_s=deadline_s
+    )
+    if not refuse_change:
         first = None
     where = f"proposal {proposal_id!r}"
     if proposal is None:
@@ -672,7 +753,7 @@ async def cast_vote(
 
 
 async def _counted_vote(
-    log: EventLog, proposal_id: str, voter: str
+    log: EventLog, proposal_id: str, voter: str, book: KeyBook
 ) -> tuple[ProposalOpened | None, tuple[str, int] | None]:
     """The proposal and ``voter``'s counted vote (choice, seq), by :class:`Tally`'s rules.
 
@@ -692,14 +773,14 @@ async def _counted_vote(
                 subject_for(event) != env.subject
             ):
                 continue
-            if isinstance(event, ProposalOpened) and proposal is None:
-                proposal = event
-                if not proposal_problems(event):
-                    keys = {v.agent_id: v.public_key for v in event.voters}
-                    key = load_public_key(keys[voter]) if voter in keys else None
+            if isinstance(event, ProposalOpened):
+                if proposal is None and book.proposal_problem(event) is None:
+                    proposal = event
+                    if not proposal_problems(event):
+                        keys = {v.agent_id: v.public_key for v in event.voters}
+                        key = load_public_key(keys[voter]) if voter in keys else None
             elif (
-                isinstance(event, VoteCast)
-                and key is not None
+                key is not None
                 and proposal is not None
                 and event.voter == voter
                 and event.choice in proposal.options
@@ -720,9 +801,10 @@ async def _aclose(iterator: object) -> None:
 
 async def _fold(log: EventLog, proposal_id: str, until_seq: int | None, deadline_s: float) -> Tally:
     subjects = proposal_subjects(proposal_id)
+    book = await key_book(log, deadline_s=deadline_s)
 
     async def read() -> Tally:
-        folded = Tally()
+        folded = Tally(book)
         async for env in log.read(COORD_STREAM, subjects=subjects, until_seq=until_seq):
             folded.apply(env)
         return folded
@@ -738,6 +820,8 @@ async def tally(
     deadline_s: float = _RETRY_DEADLINE_S,
 ) -> Verdict:
     """Fold the proposal's subjects (up to ``until_seq``) into its verdict.
+
+    The key book is read from ``AQE_AGENTS`` first (see :class:`Tally`).
 
     Raises:
         LogUnavailableError: the log stayed unavailable for ``deadline_s``.
@@ -755,9 +839,13 @@ async def await_verdict(
     """Follow the proposal's subjects until its status is one of ``statuses``.
 
     Returns the verdict at that point, or the latest one when ``timeout_s`` passes
-    first. Reads resume where they stopped when the log is briefly unavailable.
+    first. Reads resume where they stopped when the log is briefly unavailable. The
+    key book is read once, at the start.
+
+    Raises:
+        LogUnavailableError: the key book could not be read within ``timeout_s``.
     """
-    folded = Tally()
+    folded = Tally(await key_book(log, deadline_s=timeout_s))
     subjects = proposal_subjects(proposal_id)
     last_seq = 0
     done = False
@@ -792,50 +880,58 @@ async def electorate_from_agents(
     role: str | None = None,
     deadline_s: float = _RETRY_DEADLINE_S,
 ) -> tuple[Voter, ...]:
-    """Voters from ``AgentRegistered`` events: each agent's latest registration.
+    """Voters from ``AgentRegistered`` events: each agent's bound key and latest role.
 
-    Retired agents (retired after their latest registration) are left out. With
-    ``agent_ids`` exactly those agents, in that order; otherwise every active agent
-    with a public key (and ``role``, if given) in order of registration.
+    Registrations are folded by the key book's rules (forged ones do not count).
+    Retired agents (retired after their latest accepted registration) are left out.
+    With ``agent_ids`` exactly those agents, in that order; otherwise every active agent
+    with a bound key (and ``role``, if given) in order of registration.
 
     Raises:
-        CommandRejectedError: a named agent is unknown, retired or has no public key.
+        CommandRejectedError: a named agent is unknown, retired or has no bound key.
     """
+    book = KeyBook()
     registered: dict[str, tuple[int, AgentRegistered]] = {}
     retired: dict[str, int] = {}
 
     async def read() -> None:
+        nonlocal book
+        book = KeyBook()
         registered.clear()
         retired.clear()
-        for action in ("registered", "retired"):
-            async for env in log.read(_AGENTS_STREAM, subjects=f"aqe.agents.agent.*.{action}"):
-                try:
-                    event = env.decode()
-                except EventDecodeError:
-                    continue
-                if isinstance(event, AgentRegistered):
-                    registered[event.agent_id] = (env.seq, event)
-                elif isinstance(event, AgentRetired):
-                    retired[event.agent_id] = env.seq
+        async for env in log.read(_AGENTS_STREAM, subjects=_REGISTERED):
+            try:
+                event = env.decode()
+            except EventDecodeError:
+                continue
+            if isinstance(event, AgentRegistered) and book.admit(event, env.seq) is None:
+                registered[event.agent_id] = (env.seq, event)
+        async for env in log.read(_AGENTS_STREAM, subjects="aqe.agents.agent.*.retired"):
+            try:
+                event = env.decode()
+            except EventDecodeError:
+                continue
+            if isinstance(event, AgentRetired):
+                retired[event.agent_id] = env.seq
 
     await while_unavailable(read, within_s=deadline_s)
     active = {
-        agent: (seq, event)
+        agent: seq
         for agent, (seq, event) in registered.items()
         if retired.get(agent, 0) < seq and (role is None or event.role == role)
     }
     if agent_ids is None:
         chosen = sorted(
-            ((seq, e) for seq, e in active.values() if e.public_key), key=lambda item: item[0]
+            (seq, agent) for agent, seq in active.items() if book.key_of(agent) is not None
         )
-        return tuple(Voter(agent_id=e.agent_id, public_key=e.public_key or "") for _, e in chosen)
+        return tuple(Voter(agent_id=a, public_key=book.key_of(a) or "") for _, a in chosen)
     voters = []
     for agent in agent_ids:
         if agent not in registered:
             raise CommandRejectedError(f"agent {agent!r} has never registered")
         if agent not in active:
             raise CommandRejectedError(f"agent {agent!r} is retired or not of role {role!r}")
-        key = active[agent][1].public_key
+        key = book.key_of(agent)
         if not key:
             raise CommandRejectedError(f"agent {agent!r} registered without a public key")
         voters.append(Voter(agent_id=agent, public_key=key))

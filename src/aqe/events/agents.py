@@ -18,7 +18,11 @@ AgentStatus = Literal["idle", "busy", "draining"]
 
 
 class AgentRegistered(Event, frozen=True, kw_only=True, tag="agents.agent.registered.v1"):
-    """An agent joined the fleet with a role and what it can do."""
+    """An agent joined the fleet with a role and what it can do.
+
+    A signed registration binds or rotates the agent's key; readers refuse one that is
+    not signed by the key bound to the agent (rules: :mod:`aqe.coordination.identity`).
+    """
 
     id_field: ClassVar[str] = "agent_id"
 
@@ -29,6 +33,11 @@ class AgentRegistered(Event, frozen=True, kw_only=True, tag="agents.agent.regist
     version: str | None = None
     public_key: str | None = None
     """The agent's Ed25519 public key (raw 32 bytes, base64), for signed votes."""
+    nonce: str | None = None
+    """Fresh per registration, so a signed registration cannot be replayed."""
+    signature: str | None = None
+    """Ed25519 signature (base64) over ``aqe.coordination.identity.signed_bytes``: by the
+    agent's bound key, or by ``public_key`` itself for the registration that binds it."""
 
 
 class AgentHeartbeat(Event, frozen=True, kw_only=True, tag="agents.agent.heartbeat.v1"):

@@ -209,6 +209,12 @@ class ProposalOpened(Event, frozen=True, kw_only=True, tag="coord.proposal.opene
     faulty: int | None = None
     """``f``, the number of Byzantine voters tolerated (byzantine mode)."""
     opened_by: str = ""
+    """The proposing agent; ``proposer_key`` must be a key bound to it."""
+    proposer_key: str | None = None
+    """The proposer's Ed25519 public key (raw, base64) that made ``signature``."""
+    signature: str | None = None
+    """Ed25519 signature (base64) over ``aqe.coordination.identity.signed_bytes``;
+    readers count only proposals signed by their proposer's bound key."""
 
 
 class VoteCast(Event, frozen=True, kw_only=True, tag="coord.proposal.voted.v1"):
