@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
+from aqe.bridge._nats import redact_urls
 from aqe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -177,7 +178,9 @@ class BridgeConfig:
     Attributes:
         path: The file this was read from.
         cluster: This cluster's name.
-        nats_url: The cluster's NATS server URL(s), comma-separated.
+        nats_url: The cluster's NATS server URL(s), comma-separated. Authentication
+            and TLS come from the ``AQE_NATS_*`` variables, as for every command
+            (credentials written into the URL are moved there; never shown).
         data_dir: Directory for ``status.json`` (absolute).
         streams: Streams replicated in both directions.
         partitions: Chains per (origin, stream): events of one subject stay in order.
@@ -192,7 +195,7 @@ class BridgeConfig:
 
     path: Path
     cluster: str
-    nats_url: str
+    nats_url: str = field(repr=False)  # it may carry credentials
     data_dir: Path
     listen: ListenConfig
     tls: TlsConfig
@@ -362,8 +365,9 @@ def _check_nats_url(table: _Table, value: str) -> None:
     for url in urls:
         parts = urlsplit(url)
         if parts.scheme not in _NATS_SCHEMES or not parts.hostname:
+            shown = redact_urls(url)
             raise table.fail(
-                "nats_url", f"expected nats://host:port (or tls://, ws://, wss://), got {url!r}"
+                "nats_url", f"expected nats://host:port (or tls://, ws://, wss://), got {shown!r}"
             )
 
 

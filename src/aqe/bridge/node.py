@@ -13,6 +13,9 @@ snapshot (written to a temporary file, then :func:`os.replace`: a reader sees th
 or the new snapshot, never half of one) and logs links that came up or went down.
 On ``stop``, SIGTERM or SIGINT it cancels the links, closes the server, writes a last
 snapshot with ``state: "stopped"`` and drains its NATS connection.
+
+The node reaches its NATS with the same ``AQE_NATS_*`` authentication and TLS settings
+as every aqe command (:mod:`aqe.bridge._nats`); no secret reaches its logs or snapshots.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
+from aqe.bridge._nats import nats_settings, redact_urls
 from aqe.bridge.config import BridgeConfig, BridgeConfigError
 from aqe.bridge.status import SNAPSHOT_VERSION, write_snapshot
 from aqe.errors import BridgeError
@@ -65,10 +69,18 @@ class BridgeNode:
     Args:
         config: The node's configuration (:func:`aqe.bridge.config.load_config`).
         clock: Wall clock in seconds (for the snapshot's timestamps).
+        env: Where the ``AQE_NATS_*`` settings are read from (``os.environ`` if None).
     """
 
-    def __init__(self, config: BridgeConfig, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: BridgeConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self._config = config
+        self._env = env
         self._clock = clock
         self._started_at = clock()
         self._running: _Running | None = None
@@ -96,7 +108,8 @@ class BridgeNode:
             handle_signals: Set ``stop`` on SIGTERM and SIGINT (needs the main thread).
 
         Raises:
-            ConfigError: a TLS file is missing, or a stream definition is refused.
+            ConfigError: a TLS file is missing, a stream definition is refused, or the
+                ``AQE_NATS_*`` settings do not validate.
             LogUnavailableError: the cluster's NATS cannot be reached.
             BridgeError: the listen address cannot be bound, or a link failed in a way
                 it cannot recover from.
@@ -171,15 +184,14 @@ class BridgeNode:
             await self._shutdown(running, error)
 
     async def _connect(self) -> JetStreamEventLog:
-        from aqe.config import Settings
         from aqe.log.jetstream import JetStreamEventLog
         from aqe.log.streams import load_stream_specs
         from aqe.server import open_connection
 
         config = self._config
-        settings = Settings(nats_url=config.nats_url, data_dir=config.data_dir)
+        settings = nats_settings(config.nats_url, config.data_dir, self._env)
         nc = await open_connection(settings, name=f"aqe-bridge-{config.cluster}")
-        logger.info("bridge %s: connected to %s", config.cluster, config.nats_url)
+        logger.info("bridge %s: connected to %s", config.cluster, settings.nats_url)
         return JetStreamEventLog(nc, load_stream_specs())
 
     async def _prepare_streams(self, log: JetStreamEventLog) -> None:
@@ -335,11 +347,11 @@ class BridgeNode:
                 "version": SNAPSHOT_VERSION,
                 "cluster": config.cluster,
                 "state": state,
-                "error": error,
+                "error": None if error is None else redact_urls(error),
                 "pid": os.getpid(),
                 "host": socket.gethostname(),
                 "config": str(config.path.resolve()),
-                "nats_url": config.nats_url,
+                "nats_url": redact_urls(config.nats_url),
                 "streams": list(config.streams),
                 "partitions": config.partitions,
                 "listen": {"host": config.listen.host, "port": self.listen_port},
@@ -356,7 +368,8 @@ class BridgeNode:
     async def _shutdown(self, running: _Running, error: BaseException | None) -> None:
         """Stop links, the server and NATS; leave a final snapshot. Never raises."""
         cluster = self._config.cluster
-        self._serving = False
+        # ``_serving`` stays True: a stop that arrives now must not cancel this shutdown
+        # (``_run_until`` cancels only a start that has not finished).
         for task in running.tasks.values():
             task.cancel()
         await asyncio.gather(*running.tasks.values(), return_exceptions=True)
@@ -376,4 +389,5 @@ class BridgeNode:
             logger.warning("bridge %s: %s", cluster, exc)
         await running.log.close()
         self._running = None
+        self._serving = False
         logger.info("bridge %s: stopped", cluster)
