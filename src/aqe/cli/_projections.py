@@ -114,9 +114,15 @@ async def catch_up(
 
 def _stats_line(stats: Any) -> str:
     cps = ", ".join(f"{k}={v}" for k, v in sorted(stats.checkpoints.items()))
+    unparked = (
+        f" ({stats.unparked} not parked: the dead-letter stream refused them; their "
+        "references are in the snapshot, see `aqe projections list --json`)"
+        if stats.unparked
+        else ""
+    )
     return (
-        f"{stats.projection}: applied {stats.applied} events, {stats.dead_letters} dead letters, "
-        f"{stats.rate:,.0f} events/s; checkpoints {cps}"
+        f"{stats.projection}: applied {stats.applied} events, {stats.dead_letters} dead letters"
+        f"{unparked}, {stats.rate:,.0f} events/s; checkpoints {cps}"
     )
 
 
@@ -215,7 +221,8 @@ def msgspec_dump(value: Any) -> Any:
 @click.option(
     "--verify",
     is_flag=True,
-    help="Rebuild aside up to the live checkpoints and compare; change nothing.",
+    help="Compare the live projection with the log (lag behind each stream's end, and "
+    "a rebuild aside up to the live checkpoints); change nothing.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
@@ -225,8 +232,9 @@ def replay(
 ) -> None:
     """Rebuild projection NAME from the log into a fresh directory and swap it in.
 
-    With --verify, rebuild aside and print any difference from the live projection;
-    the exit status is 1 when they differ.
+    With --verify, print how far the live projection lags each stream's end and any
+    difference from a rebuild aside up to its checkpoints; the exit status is 1 when
+    it lags or differs.
     """
     from aqe.projections import get_projection, rebuild
     from aqe.projections import verify as verify_projection
@@ -239,8 +247,12 @@ def replay(
     async def go() -> Any:
         async with open_log(app) as log:
             total = 0
+            if verify:  # the rebuild aside stops at the live checkpoints
+                _, start = await pending_events(log, projection, root)
             for stream in projection.streams:
                 last = await log.last_seq(stream)
+                if verify:
+                    last = min(last, start[stream])
                 total += min(last, until_seq) if until_seq is not None else last
             label = f"{'verify' if verify else 'replay'} {name}"
             with progress_bar(total, label, not (quiet or as_json)) as set_completed:
@@ -268,7 +280,8 @@ def replay(
                 f"{result.live_bytes} bytes)"
             )
         else:
-            out.print(f"[red]{name}: live state differs from a rebuild ({cps})[/red]")
+            why = f"lags the log by {result.lag} events" if result.lag else "differs from the log"
+            out.print(f"[red]{name}: live state {why} ({cps})[/red]")
             for line in result.differences:
                 out.print(f"  {line}")
     else:
@@ -309,6 +322,8 @@ def list_(app: AppContext, as_json: bool) -> None:
                         "lag": lag,
                         "events_applied": header.get("events_applied", 0),
                         "dead_letters": header.get("dead_letters", 0),
+                        "unparked": header.get("unparked_total", 0),
+                        "unparked_letters": header.get("unparked", []),
                         "path": str(root / pname),
                         "built": bool(header),
                     }
@@ -330,7 +345,7 @@ def list_(app: AppContext, as_json: bool) -> None:
             cps,
             str(r["lag"]),
             str(r["events_applied"]),
-            str(r["dead_letters"]),
+            str(r["dead_letters"]) + (f" ({r['unparked']} not parked)" if r["unparked"] else ""),
         )
     console().print(table)
 

@@ -41,6 +41,12 @@ class Headers:
     DLQ_SUBJECT = "Aqe-Dlq-Subject"
     DLQ_REASON = "Aqe-Dlq-Reason"
     DLQ_PROJECTION = "Aqe-Dlq-Projection"
+    # How much of the original a dead letter kept (full, truncated, reference), the
+    # original payload's size and SHA-256 digest, and its Nats-Msg-Id.
+    DLQ_COPY = "Aqe-Dlq-Copy"
+    DLQ_SIZE = "Aqe-Dlq-Size"
+    DLQ_DIGEST = "Aqe-Dlq-Digest"
+    DLQ_MSG_ID = "Aqe-Dlq-Msg-Id"
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True):

@@ -1,19 +1,44 @@
 """Dead letters: events a projection could not decode or apply, parked, never dropped.
 
-A parked message keeps its original bytes and headers and gains four headers that
-say where it came from and why (see :class:`aqe.events.Headers`). Its message id is
+A parked message is stored on ``aqe.dlq.<projection>.<stream>`` (stream ``AQE_DLQ``)
+with headers that say where it came from and why (see :class:`aqe.events.Headers`):
+the original stream, sequence and subject, the reason, the original payload's size
+and SHA-256 digest, and how much of it the dead letter kept. Its message id is
 derived from projection, stream and sequence, so re-parking the same event after a
 crash is deduplicated by the server.
+
+A fold can be stuck by nothing, so parking never sends what the server must refuse:
+
+- The copy is bounded. A message near the server's ``max_payload`` no longer fits
+  once dead-letter headers are added (the server would close the connection and the
+  park would time out, every run, forever); such a payload is cut to what fits
+  (``Aqe-Dlq-Copy: truncated``). The original's own headers are copied within a
+  budget, and never its ``Nats-*`` headers, which the server would act on (an
+  expected stream, a rollup, a TTL) and could refuse.
+- A copy the server refuses for good (a stream ``max_msg_size``, a header limit, a
+  permission) is replaced by a reference-only dead letter: no payload, only where the
+  original is (``Aqe-Dlq-Copy: reference``).
+- When the dead-letter stream cannot take even that (it is missing, or no stream
+  takes the subject), :meth:`JetStreamDeadLetters.park` returns a letter with
+  ``copy == "none"`` and the runner keeps the reference in the projection's snapshot.
+  Nothing is lost: the original stays in its stream at that sequence.
+- Only an outage (timeouts, a leader election) stops the fold; the park is retried
+  for a while with the same message id, then the run ends and resumes at the same
+  event next time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+import hashlib
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
+from aqe.errors import LogError, LogUnavailableError
 from aqe.events import Envelope, Headers
+from aqe.log.retry import while_unavailable
 from aqe.log.subjects import SUBJECT_PREFIX, encode_token
 
 if TYPE_CHECKING:
@@ -24,14 +49,26 @@ __all__ = [
     "DeadLetterSink",
     "JetStreamDeadLetters",
     "MemoryDeadLetters",
+    "bounded_letter",
     "dead_letter_subject",
 ]
 
+Copy = Literal["full", "truncated", "reference", "none"]
+"""How much of the original a dead letter kept: all of it, a prefix of its payload,
+only where it is (no payload), or nothing on the dead-letter stream at all."""
+
 _MAX_REASON = 1000
+_COPIED_HEADERS_MAX = 4096
+"""Bytes of the original's own headers copied onto its dead letter (JetStream refuses
+headers over 64 KiB, and a poison message may carry nearly that much)."""
+_SLACK = 64
+"""Bytes kept free below ``max_payload``, so a copy never lands exactly on the limit."""
+_HEADER_BLOCK = len(b"NATS/1.0\r\n") + len(b"\r\n")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """One parked message."""
+    """One parked message, and how much of it the dead letter kept."""
 
     projection: str
     stream: str
@@ -39,13 +76,29 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
     subject: str
     reason: str
     data: bytes
+    """The payload as kept: whole, a prefix (``truncated``) or empty."""
+    size: int = 0
+    """The original payload's size in bytes."""
+    digest: str = ""
+    """``sha256:<hex>`` of the original payload."""
+    copy: Copy = "full"
+    error: str = ""
+    """Why the full copy, or every copy, was refused (empty when it was not)."""
 
 
 class DeadLetterSink(Protocol):
     """Where the runner parks what it cannot fold."""
 
-    async def park(self, projection: str, envelope: Envelope, reason: str) -> None:
-        """Keep the message with the reason; must be idempotent per (projection, seq)."""
+    async def park(self, projection: str, envelope: Envelope, reason: str) -> DeadLetter:
+        """Keep the message with the reason; idempotent per (projection, seq).
+
+        Returns what was kept; ``copy == "none"`` when the sink could keep nothing and
+        retrying would not help (the runner then keeps the reference itself).
+
+        Raises:
+            LogUnavailableError: the sink is unreachable for now; parking again later
+                may succeed.
+        """
         ...
 
 
@@ -58,61 +111,205 @@ def _dead_letter_id(projection: str, envelope: Envelope) -> str:
     return f"dlq:{projection}:{envelope.stream}:{envelope.seq}"
 
 
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _clean(value: str) -> str:
+    # What nats-py would send (stripped, no CR/LF), so the measured size is the sent one.
+    return " ".join(value.split())
+
+
+def _header_size(name: str, value: str) -> int:
+    return len(name.encode()) + len(value.encode()) + 4  # "name: value\r\n"
+
+
+def _letter(
+    projection: str, envelope: Envelope, reason: str, data: bytes, copy: Copy, error: str = ""
+) -> DeadLetter:
+    return DeadLetter(
+        projection=projection,
+        stream=envelope.stream,
+        seq=envelope.seq,
+        subject=envelope.subject,
+        reason=reason,
+        data=data,
+        size=len(envelope.data),
+        digest=_digest(envelope.data),
+        copy=copy,
+        error=error,
+    )
+
+
+def bounded_letter(
+    projection: str, envelope: Envelope, reason: str, limit: int, *, reference_only: bool = False
+) -> tuple[dict[str, str], bytes, DeadLetter]:
+    """The headers and payload of a dead letter that fits in ``limit`` bytes.
+
+    ``limit`` is the server's ``max_payload``, which counts headers and payload
+    together. The payload is kept whole when it fits, else cut to what fits; with
+    ``reference_only`` (or when not even the headers leave room) it is left out.
+
+    Returns:
+        The headers to send, the payload to send, and the letter describing both.
+    """
+    headers: dict[str, str] = {
+        Headers.MSG_ID: _dead_letter_id(projection, envelope),
+        Headers.DLQ_PROJECTION: _clean(projection),
+        Headers.DLQ_STREAM: _clean(envelope.stream),
+        Headers.DLQ_SEQ: str(envelope.seq),
+        Headers.DLQ_SUBJECT: _clean(envelope.subject),
+        Headers.DLQ_REASON: _clean(reason)[:_MAX_REASON],
+        Headers.DLQ_SIZE: str(len(envelope.data)),
+        Headers.DLQ_DIGEST: _digest(envelope.data),
+        Headers.DLQ_COPY: "reference",  # as long as any value set below
+    }
+    if not reference_only:
+        _copy_own_headers(envelope.headers, headers)
+    used = _HEADER_BLOCK + sum(_header_size(k, v) for k, v in headers.items())
+    room = limit - used - _SLACK
+    copy: Copy
+    if reference_only or room <= 0:
+        data, copy = b"", "reference"
+    elif len(envelope.data) <= room:
+        data, copy = envelope.data, "full"
+    else:
+        data, copy = envelope.data[:room], "truncated"
+    headers[Headers.DLQ_COPY] = copy
+    return headers, data, _letter(projection, envelope, reason, data, copy)
+
+
+def _copy_own_headers(original: Mapping[str, str], out: dict[str, str]) -> None:
+    """Copy the original's headers that are safe to resend, within a byte budget.
+
+    ``Nats-*`` headers are instructions to the server (message id, expected stream or
+    sequence, rollup, TTL, batch): resent on a dead letter they would be acted on, and
+    may be refused. The original message id is kept as ``Aqe-Dlq-Msg-Id``.
+    """
+    budget = _COPIED_HEADERS_MAX
+    msg_id = original.get(Headers.MSG_ID)
+    candidates: list[tuple[str, str]] = []
+    if msg_id:
+        candidates.append((Headers.DLQ_MSG_ID, msg_id))
+    candidates += [
+        (name, value)
+        for name, value in original.items()
+        if not name.lower().startswith(("nats-", "aqe-dlq-"))
+    ]
+    for name, value in candidates:
+        clean_name, clean_value = name.strip(), _clean(value)
+        if not _TOKEN.fullmatch(clean_name) or clean_name in out:
+            continue
+        cost = _header_size(clean_name, clean_value)
+        if cost > budget:
+            continue
+        out[clean_name] = clean_value
+        budget -= cost
+
+
 class MemoryDeadLetters:
     """Dead letters kept in a list (tests, verify runs)."""
 
     def __init__(self) -> None:
         self.parked: list[DeadLetter] = []
 
-    async def park(self, projection: str, envelope: Envelope, reason: str) -> None:
-        """Keep the message unless it is already parked."""
-        if any(
-            d.projection == projection and d.stream == envelope.stream and d.seq == envelope.seq
-            for d in self.parked
-        ):
-            return
-        self.parked.append(
-            DeadLetter(
-                projection=projection,
-                stream=envelope.stream,
-                seq=envelope.seq,
-                subject=envelope.subject,
-                reason=reason,
-                data=envelope.data,
-            )
-        )
+    async def park(self, projection: str, envelope: Envelope, reason: str) -> DeadLetter:
+        """Keep the whole message unless it is already parked."""
+        for letter in self.parked:
+            if (letter.projection, letter.stream, letter.seq) == (
+                projection,
+                envelope.stream,
+                envelope.seq,
+            ):
+                return letter
+        letter = _letter(projection, envelope, reason, envelope.data, "full")
+        self.parked.append(letter)
+        return letter
 
 
 class JetStreamDeadLetters:
-    """Parks messages on ``aqe.dlq.<projection>.<stream>`` (stream AQE_DLQ)."""
+    """Parks messages on ``aqe.dlq.<projection>.<stream>`` (stream AQE_DLQ).
 
-    def __init__(self, nc: Client, on_park: Callable[[DeadLetter], None] | None = None) -> None:
+    Args:
+        nc: A connected nats-py client.
+        on_park: Called with each letter once it is kept (or found unkeepable).
+        unavailable_s: How long an outage is ridden out before ``park`` gives up.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        on_park: Callable[[DeadLetter], None] | None = None,
+        *,
+        unavailable_s: float = 15.0,
+    ) -> None:
+        self._nc = nc
         self._js = nc.jetstream()
         self._on_park = on_park
+        self._unavailable_s = unavailable_s
 
-    async def park(self, projection: str, envelope: Envelope, reason: str) -> None:
-        """Publish the original bytes with where-from and why headers; wait for the ack."""
+    async def park(self, projection: str, envelope: Envelope, reason: str) -> DeadLetter:
+        """Store a bounded copy, else a reference, else report that nothing was kept.
+
+        Raises:
+            LogUnavailableError: the dead-letter stream exists but did not answer
+                within ``unavailable_s`` (an outage: the fold stops and resumes here).
+        """
+        subject = dead_letter_subject(projection, envelope.stream)
+        limit = int(self._nc.max_payload)
+        headers, data, letter = bounded_letter(projection, envelope, reason, limit)
+        refused, no_stream = await self._publish(subject, headers, data)
+        if refused and not no_stream:
+            headers, data, letter = bounded_letter(
+                projection, envelope, reason, limit, reference_only=True
+            )
+            also, _ = await self._publish(subject, headers, data)
+            if also:
+                refused = f"{refused}; reference: {also}"
+            else:
+                letter = msgspec.structs.replace(letter, error=refused)
+                refused = ""
+        if refused:
+            letter = msgspec.structs.replace(letter, copy="none", data=b"", error=refused)
+        if self._on_park is not None:
+            self._on_park(letter)
+        return letter
+
+    async def _publish(
+        self, subject: str, headers: dict[str, str], data: bytes
+    ) -> tuple[str, bool]:
+        """Publish one dead letter: ("", False) when stored, else (why not, no stream)."""
         from aqe.log.jetstream import _translated
 
-        headers = {str(k): str(v) for k, v in envelope.headers.items()}
-        headers.pop(Headers.EXPECTED_LAST_SUBJECT_SEQ, None)
-        headers[Headers.MSG_ID] = _dead_letter_id(projection, envelope)
-        headers[Headers.DLQ_PROJECTION] = projection
-        headers[Headers.DLQ_STREAM] = envelope.stream
-        headers[Headers.DLQ_SEQ] = str(envelope.seq)
-        headers[Headers.DLQ_SUBJECT] = envelope.subject
-        headers[Headers.DLQ_REASON] = " ".join(reason.split())[:_MAX_REASON]
-        subject = dead_letter_subject(projection, envelope.stream)
-        with _translated(subject):
-            await self._js.publish(subject, envelope.data, headers=headers)
-        if self._on_park is not None:
-            self._on_park(
-                DeadLetter(
-                    projection=projection,
-                    stream=envelope.stream,
-                    seq=envelope.seq,
-                    subject=envelope.subject,
-                    reason=reason,
-                    data=envelope.data,
+        async def publish() -> None:
+            with _translated(subject):
+                await self._js.publish(subject, data, headers=headers)
+
+        try:
+            try:
+                await publish()
+            except LogUnavailableError:
+                if not await self._stream_takes(subject):
+                    return f"no stream takes {subject}", True
+                await while_unavailable(publish, within_s=self._unavailable_s)
+        except LogUnavailableError:
+            raise
+        except (LogError, ValueError) as exc:  # refused: sending the same again cannot help
+            return str(exc), False
+        return "", False
+
+    async def _stream_takes(self, subject: str) -> bool:
+        """Whether a stream on the server stores ``subject`` (True when it cannot tell)."""
+        from aqe.log.jetstream import _translated
+
+        try:
+            with _translated(subject):
+                reply = await self._nc.request(
+                    "$JS.API.STREAM.NAMES", msgspec.json.encode({"subject": subject}), timeout=5
                 )
-            )
+            answer = msgspec.json.decode(reply.data)
+        except (LogError, msgspec.DecodeError):
+            return True  # cannot tell: treat it as an outage and let the retries decide
+        if not isinstance(answer, dict) or "error" in answer:
+            return True
+        return bool(answer.get("streams"))

@@ -2,8 +2,10 @@
 
 ``rebuild`` folds from sequence 1 into a fresh directory beside the live one and
 swaps it in only when the fold finished, so readers never see a half-built
-projection. ``verify`` folds aside up to the live checkpoints and compares the two
-states byte for byte, listing the differences.
+projection. ``verify`` compares a live projection with the log: a checkpoint behind
+its stream's end is reported as lag (not equal), and the state is compared byte for
+byte with a fold aside up to the live checkpoints, listing the differences, so a
+lagging projection is still checked for what it did fold.
 """
 
 from __future__ import annotations
@@ -28,14 +30,24 @@ __all__ = ["VerifyReport", "diff_states", "rebuild", "verify"]
 
 
 class VerifyReport(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
-    """Live projection vs a rebuild up to the same checkpoints."""
+    """Live projection vs a rebuild from the log.
+
+    ``equal`` only when the live state equals a rebuild up to the live checkpoints
+    *and* those checkpoints are the streams' ends: a projection that has not folded
+    everything the log holds does not answer what the log says.
+    """
 
     projection: str
     checkpoints: dict[str, int]
+    """The live projection's checkpoints."""
     equal: bool
     differences: list[str]
     live_bytes: int
     rebuilt_bytes: int
+    stream_ends: dict[str, int] = msgspec.field(default_factory=dict)
+    """Each stream's last sequence when the verify began."""
+    lag: int = 0
+    """Events in the streams that the live projection has not folded."""
 
 
 async def rebuild(
@@ -77,8 +89,11 @@ async def verify(
     *,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> VerifyReport[S]:
-    """Rebuild aside up to the live checkpoints and compare the states.
+    """Compare the live projection with a rebuild aside and with the streams' ends.
 
+    The rebuild folds up to the live checkpoints and the states are compared there;
+    events past the checkpoints (the streams' ends are read first) are reported as
+    lag, a difference of their own: a lagging projection is never "equal".
     Dead letters met on the way are not parked again (the live run parked them).
 
     Raises:
@@ -88,6 +103,8 @@ async def verify(
     if not live_store.exists():
         raise ProjectionError(f"projection {projection.name} has no live state; run it first")
     live = live_store.load()
+    checkpoints = {s: live.checkpoints.get(s, 0) for s in projection.streams}
+    ends = {s: await log.last_seq(s) for s in projection.streams}
     with tempfile.TemporaryDirectory(prefix=f".{projection.name}.verify-", dir=root) as tmp:
         runner = ProjectionRunner(
             projection,
@@ -98,26 +115,42 @@ async def verify(
             flush_interval_s=float("inf"),
             on_progress=on_progress,
         )
-        until = {s: live.checkpoints.get(s, 0) for s in projection.streams}
-        await runner.run(until=until)
-        rebuilt_state = runner.state
+        await runner.run(until={s: min(checkpoints[s], ends[s]) for s in projection.streams})
+        rebuilt_bytes = projection.encode(runner.state)
     live_bytes = projection.encode(live.state)
-    rebuilt_bytes = projection.encode(rebuilt_state)
-    differences: list[str] = []
+    differences = _lag_lines(projection.name, checkpoints, ends)
     if live_bytes != rebuilt_bytes:
-        differences = diff_states(
-            msgspec.json.decode(live_bytes), msgspec.json.decode(rebuilt_bytes)
-        )
-        if not differences:  # same values, different bytes: still a failure to report
-            differences = ["encodings differ although the values are equal"]
+        found = diff_states(msgspec.json.decode(live_bytes), msgspec.json.decode(rebuilt_bytes))
+        # Same values in different bytes are still a failure to report.
+        differences += found or ["encodings differ although the values are equal"]
     return VerifyReport(
         projection=projection.name,
-        checkpoints=until,
-        equal=live_bytes == rebuilt_bytes,
+        checkpoints=checkpoints,
+        equal=not differences,
         differences=differences,
         live_bytes=len(live_bytes),
         rebuilt_bytes=len(rebuilt_bytes),
+        stream_ends=ends,
+        lag=sum(max(0, ends[s] - checkpoints[s]) for s in projection.streams),
     )
+
+
+def _lag_lines(name: str, checkpoints: Mapping[str, int], ends: Mapping[str, int]) -> list[str]:
+    """One line per stream whose live checkpoint is not the stream's end."""
+    out = []
+    for stream, end in ends.items():
+        at = checkpoints[stream]
+        if at < end:
+            out.append(
+                f"{stream}: live checkpoint {at} lags the stream's end {end} by "
+                f"{end - at} events (run `aqe consume {name}`)"
+            )
+        elif at > end:
+            out.append(
+                f"{stream}: live checkpoint {at} is past the stream's end {end} "
+                f"(the stream lost messages; run `aqe replay {name}`)"
+            )
+    return out
 
 
 def diff_states(live: Any, rebuilt: Any, path: str = "$", limit: int = 50) -> list[str]:

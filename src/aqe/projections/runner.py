@@ -3,7 +3,9 @@
 The runner reads each of a projection's streams from its checkpoint, decodes every
 envelope with the registry, folds it with ``apply`` and periodically saves state and
 checkpoints together (see :mod:`aqe.projections.store`). An event that cannot be
-decoded or applied is parked on the dead-letter subject and the run goes on. Because
+decoded or applied is parked on the dead-letter subject and the run goes on; when the
+dead-letter sink can keep nothing (see :mod:`aqe.projections.deadletter`), the
+reference is kept in the snapshot instead, so no message can hold a fold back. Because
 state and checkpoints are saved atomically, a run killed at any point resumes
 exactly where its last snapshot ends: no event is applied twice or skipped.
 """
@@ -25,8 +27,8 @@ from aqe.errors import EventDecodeError, ProjectionError
 from aqe.events import REGISTRY, Envelope, EventRegistry
 from aqe.log.port import EventLog
 from aqe.projections.base import Projection, S
-from aqe.projections.deadletter import DeadLetterSink
-from aqe.projections.store import Snapshot, SnapshotStore
+from aqe.projections.deadletter import DeadLetter, DeadLetterSink
+from aqe.projections.store import MAX_UNPARKED, Snapshot, SnapshotStore
 
 __all__ = ["Progress", "ProjectionRunner", "RunStats", "projection_lock"]
 
@@ -50,6 +52,8 @@ class RunStats(msgspec.Struct, frozen=True, kw_only=True):
     checkpoints: dict[str, int]
     seconds: float
     resumed_from: dict[str, int]
+    unparked: int = 0
+    """Dead letters of this run that the sink could not keep (kept in the snapshot)."""
 
     @property
     def rate(self) -> float:
@@ -135,6 +139,9 @@ class ProjectionRunner(Generic[S]):
         self._checkpoints = dict(resumed)
         self._applied_total = snap.events_applied
         self._dead_total = snap.dead_letters
+        self._unparked: list[DeadLetter] = list(snap.unparked)
+        self._unparked_total = snap.unparked_total
+        self._unparked_run = 0
         self._applied = 0
         self._dead = 0
         self._since_flush = 0
@@ -161,6 +168,7 @@ class ProjectionRunner(Generic[S]):
             checkpoints=dict(self._checkpoints),
             seconds=time.monotonic() - started,
             resumed_from=resumed,
+            unparked=self._unparked_run,
         )
 
     @property
@@ -200,8 +208,13 @@ class ProjectionRunner(Generic[S]):
             self._report(stream, self._checkpoints.get(stream, after))
 
     async def _park(self, env: Envelope, reason: str) -> None:
-        await self.dead_letters.park(self.projection.name, env, reason)
+        letter = await self.dead_letters.park(self.projection.name, env, reason)
         self._dead += 1
+        if letter.copy == "none":
+            self._unparked_run += 1
+            self._unparked_total += 1
+            if len(self._unparked) < MAX_UNPARKED:
+                self._unparked.append(letter)
 
     def _report(self, stream: str, seq: int) -> None:
         assert self.on_progress is not None  # noqa: S101 - guarded by callers
@@ -233,6 +246,8 @@ class ProjectionRunner(Generic[S]):
                 checkpoints=dict(self._checkpoints),
                 events_applied=self._applied_total + self._applied,
                 dead_letters=self._dead_total + self._dead,
+                unparked=list(self._unparked),
+                unparked_total=self._unparked_total,
             ),
             materialize=materialize,
         )

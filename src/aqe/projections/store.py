@@ -16,8 +16,9 @@ import msgspec
 
 from aqe.errors import ProjectionError
 from aqe.projections.base import Projection, S
+from aqe.projections.deadletter import DeadLetter
 
-__all__ = ["Snapshot", "SnapshotStore"]
+__all__ = ["MAX_UNPARKED", "Snapshot", "SnapshotStore"]
 
 _FORMAT = 1
 
@@ -29,6 +30,8 @@ class _Header(msgspec.Struct, frozen=True, kw_only=True):
     checkpoints: dict[str, int]
     events_applied: int = 0
     dead_letters: int = 0
+    unparked: list[DeadLetter] = msgspec.field(default_factory=list)
+    unparked_total: int = 0
 
 
 class Snapshot(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
@@ -38,6 +41,16 @@ class Snapshot(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
     checkpoints: dict[str, int]
     events_applied: int = 0
     dead_letters: int = 0
+    unparked: list[DeadLetter] = msgspec.field(default_factory=list)
+    """Dead letters the dead-letter stream could not take (``copy == "none"``): where
+    each original is and why it was not folded, kept here instead (the first
+    :data:`MAX_UNPARKED`)."""
+    unparked_total: int = 0
+    """How many dead letters could not be parked, all of them counted."""
+
+
+MAX_UNPARKED = 1000
+"""Unparkable dead letters listed in a snapshot; more are only counted."""
 
 
 class SnapshotStore(Generic[S]):
@@ -84,6 +97,8 @@ class SnapshotStore(Generic[S]):
             checkpoints=dict(header.checkpoints),
             events_applied=header.events_applied,
             dead_letters=header.dead_letters,
+            unparked=list(header.unparked),
+            unparked_total=header.unparked_total,
         )
 
     def save(self, snapshot: Snapshot[S], *, materialize: bool = True) -> None:
@@ -100,6 +115,8 @@ class SnapshotStore(Generic[S]):
             checkpoints=dict(sorted(snapshot.checkpoints.items())),
             events_applied=snapshot.events_applied,
             dead_letters=snapshot.dead_letters,
+            unparked=snapshot.unparked[:MAX_UNPARKED],
+            unparked_total=snapshot.unparked_total,
         )
         body = msgspec.json.encode(header) + b"\n" + self.projection.encode(snapshot.state)
         tmp = self.directory / f".{self.FILE}.{os.getpid()}.tmp"
