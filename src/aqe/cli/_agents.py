@@ -449,3 +449,51 @@ def monitor(
                     await asyncio.sleep(duration_s)
 
     run(go())
+
+
+@agents.command()
+@click.argument("agent_ids", metavar="AGENT...", nargs=-1, required=True)
+@click.option(
+    "--out",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Directory for nats-auth.conf and one USER.env per user (mode 0600).",
+)
+@click.option(
+    "--coordinator",
+    "coordinators",
+    multiple=True,
+    metavar="ID",
+    help="A coordinator: may also suspect agents, hold leases, dispatch (repeatable).",
+)
+@click.option("--admin", default="admin", show_default=True, help="The unrestricted user.")
+@click.option("--force", is_flag=True, help="Replace existing files (new passwords).")
+@json_option
+def credentials(
+    agent_ids: tuple[str, ...],
+    directory: Path,
+    coordinators: tuple[str, ...],
+    admin: str,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Write NATS users that let each AGENT publish only its own subjects.
+
+    DIR/nats-auth.conf is an `authorization` block to include in the nats-server
+    config; DIR/AGENT.env holds AQE_NATS_USER and AQE_NATS_PASSWORD for that agent's
+    process. The server then refuses an agent publishing under another agent's
+    subjects (Permissions Violation). See ops/README.md.
+    """
+    from aqe.coordination.credentials import write_credentials
+
+    made = write_credentials(
+        directory, agent_ids, coordinators=coordinators, admin=admin, overwrite=force
+    )
+    if as_json:
+        print_json(made)
+        return
+    out = console()
+    out.print(f"server block: {made.auth_file} (include it in the nats-server config)")
+    for user, path in made.env_files.items():
+        out.print(f"{user}: {path}")
