@@ -43,6 +43,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from aqe.coordination.identity import KeyBook, sign_proposal, sign_registration
 from aqe.coordination.voting import (
     KeyPair,
     Tally,
@@ -55,7 +56,7 @@ from aqe.coordination.voting import (
     sign_vote,
     verify_vote,
 )
-from aqe.events import Envelope, ProposalOpened, VoteCast, Voter
+from aqe.events import AgentRegistered, Envelope, ProposalOpened, VoteCast, Voter
 from aqe.log import InMemoryEventLog, NewEvent, load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
@@ -89,15 +90,35 @@ class Electorate:
         self.ids = [f"voter-{i}" for i in range(n)]
         self.keys: dict[str, KeyPair] = {a: generate_keypair() for a in self.ids}
         self.voters = tuple(Voter(agent_id=a, public_key=self.keys[a].public_key) for a in self.ids)
+        # Readers count only proposals signed by a bound key over bound voter keys.
+        self.keys["chair"] = generate_keypair()
+        self.registrations = [
+            sign_registration(
+                AgentRegistered(agent_id=a, role="voter", public_key=k.public_key, nonce=a),
+                k.private_key,
+            )
+            for a, k in self.keys.items()
+        ]
+        self.book = KeyBook()
+        for i, reg in enumerate(self.registrations):
+            self.book.admit(reg, i + 1)
+
+    async def register(self, log: Any) -> None:
+        for reg in self.registrations:
+            await log.append(reg)
 
     def proposal(self, pid: str) -> ProposalOpened:
-        return ProposalOpened(
-            proposal_id=pid,
-            question="ship?",
-            options=("ship", "block"),
-            mode="byzantine",
-            voters=self.voters,
-            faulty=self.f,
+        return sign_proposal(
+            ProposalOpened(
+                proposal_id=pid,
+                question="ship?",
+                options=("ship", "block"),
+                mode="byzantine",
+                voters=self.voters,
+                faulty=self.f,
+                opened_by="chair",
+            ),
+            self.keys["chair"].private_key,
         )
 
     def vote(self, pid: str, voter: str) -> VoteCast:
@@ -128,6 +149,8 @@ async def one_vote(
         mode="byzantine",
         voters=e.voters,
         faulty=e.f,
+        opened_by="chair",
+        private_key=e.keys["chair"].private_key,
     )
     watcher = asyncio.create_task(await_verdict(observer, pid, timeout_s=_DECISION_TIMEOUT_S))
     start = time.perf_counter()
@@ -167,6 +190,7 @@ async def measure(url: str, sizes: Sequence[int], rounds: int) -> dict[int, dict
     try:
         for n in sizes:
             e = Electorate(n)
+            await e.register(admin)
             voters = [await connect(url) for _ in range(n)]
             samples: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
             try:
@@ -214,7 +238,7 @@ def cpu_costs(repeats: int = 2000) -> dict[str, float]:
     envs = asyncio.run(_envelopes(e))
     start = time.perf_counter()
     for _ in range(20):
-        Tally.from_envelopes(envs)
+        Tally.from_envelopes(envs, e.book)
     fold_us = (time.perf_counter() - start) / (20 * (len(envs) - 1)) * 1e6
     return {"sign_us": sign_us, "verify_us": verify_us, "fold_us": fold_us}
 
