@@ -174,6 +174,12 @@ def agents(
         print_json(rows)
         return
     _render(rows, show_all, len(state.agents))
+    for refused in state.keys.refused:
+        console(stderr=True).print(
+            f"[red]refused registration of {refused.agent_id} at seq {refused.seq}: "
+            f"{refused.reason}[/red] [dim]({refused.detail})[/dim]",
+            markup=True,
+        )
 
 
 def _render(rows: list[dict[str, Any]], show_all: bool, known: int) -> None:
