@@ -19,6 +19,7 @@ from nats.js.api import (
 )
 
 from aqe.errors import ConfigError
+from aqe.log._refusals import refusals_for
 from aqe.log.jetstream import _translated
 from aqe.log.streams import StreamSpec, diff_specs, replicas_for
 
@@ -144,7 +145,7 @@ def fit_to_server(nc: Client, specs: Sequence[StreamSpec]) -> list[StreamSpec]:
 
 async def _live_config(nc: Client, name: str) -> StreamConfig | None:
     js = nc.jetstream()
-    with _translated(name):
+    with refusals_for(nc).guard(name, api=True), _translated(name):
         try:
             info = await js.stream_info(name)
         except nats.js.errors.NotFoundError:
@@ -154,7 +155,7 @@ async def _live_config(nc: Client, name: str) -> StreamConfig | None:
 
 async def _put(nc: Client, spec: StreamSpec, *, create: bool) -> None:
     js = nc.jetstream()
-    with _translated(spec.name):
+    with refusals_for(nc).guard(spec.name, api=True), _translated(spec.name):
         try:
             if create:
                 await js.add_stream(_to_config(spec))
@@ -203,7 +204,7 @@ async def describe_streams(nc: Client, specs: Sequence[StreamSpec]) -> list[Stre
     """Every declared stream plus any other stream on the server, with state and drift."""
     js = nc.jetstream()
     declared = {s.name: s for s in fit_to_server(nc, specs)}
-    with _translated("$JS.API.STREAM.LIST"):
+    with refusals_for(nc).guard("streams", api=True), _translated("$JS.API.STREAM.LIST"):
         infos = await js.streams_info()
     live = {str(i.config.name): i for i in infos}
     out: list[StreamState] = []

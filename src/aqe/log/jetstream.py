@@ -32,6 +32,7 @@ from aqe.errors import (
 )
 from aqe.events import Envelope, Event, Headers
 from aqe.log._common import event_headers, header_lines, subject_router
+from aqe.log._refusals import refusals_for
 from aqe.log.port import MAX_BATCH, AppendResult, BatchResult, NewEvent
 from aqe.log.streams import StreamSpec, load_stream_specs, with_replicas
 from aqe.log.subjects import subject_for
@@ -240,6 +241,9 @@ class JetStreamEventLog:
         self._nc = nc
         self._js = nc.jetstream()
         self._specs = tuple(specs) if specs is not None else load_stream_specs()
+        # A server refusal (permissions, a limit that closes the connection) fails the
+        # operation it concerns at once instead of leaving it to time out.
+        self._refusals = refusals_for(nc)
         self._route = subject_router(self._specs)
         # Commit replies of atomic batches arrive on one wildcard inbox, opened on
         # first use; each waiting chunk has a future under its reply subject.
@@ -324,7 +328,10 @@ class JetStreamEventLog:
             headers=headers,
         )
         subject, data, hdrs = self._message(item, self.max_payload)
-        with _translated(expected_subject or subject, expected_last_seq):
+        with (
+            self._refusals.guard(subject, subjects=lambda: (subject,)),
+            _translated(expected_subject or subject, expected_last_seq),
+        ):
             ack = await self._js.publish(subject, data, headers=hdrs)
         return AppendResult(
             stream=ack.stream,
@@ -343,8 +350,26 @@ class JetStreamEventLog:
         """
         limit = self.max_payload
         prepared = [self._message(i, limit) for i in items]
+        if not prepared:
+            return []
+        futures: list[asyncio.Future[Any]] = []
+        guard = self._refusals.guard(
+            prepared[0][0], subjects=lambda: [subject for subject, _, _ in prepared]
+        )
+        try:
+            with guard:
+                return await self._append_many(items, prepared, futures)
+        except LogError:
+            _discard(futures)  # acks after a refusal: nobody awaits them
+            raise
+
+    async def _append_many(
+        self,
+        items: Sequence[NewEvent],
+        prepared: Sequence[_Message],
+        futures: list[asyncio.Future[Any]],
+    ) -> list[AppendResult]:
         publish = self._js.publish_async
-        futures = []
         # One try around the loop, not a context manager per event: this loop is
         # the client's share of every pipelined append.
         try:
@@ -423,27 +448,31 @@ class JetStreamEventLog:
             first_seq, last_seq = _widen(first_seq, last_seq, lo, hi)
             duplicates += dups
 
-        try:
-            for start in range(0, len(items), MAX_BATCH):
-                chunk_items = items[start : start + MAX_BATCH]
-                # Encoding a chunk while the ones before it are in flight overlaps the
-                # client's work with the server's: +20% events/s over encoding all first.
-                try:
-                    msgs = [self._message(i, limit, _BATCH_HEADER_RESERVE) for i in chunk_items]
-                    stream = self._chunk_stream(msgs, stream)
-                except (ValueError, LogError):
-                    while in_flight:  # an earlier chunk's failure is reported first
+        with self._refusals.guard(
+            subject_for(items[0].event),
+            subjects=lambda: [subject_for(i.event) for i in items],
+        ):
+            try:
+                for start in range(0, len(items), MAX_BATCH):
+                    chunk_items = items[start : start + MAX_BATCH]
+                    # Encoding a chunk while the ones before it are in flight overlaps the
+                    # client's work with the server's: +20% events/s over encoding all first.
+                    try:
+                        msgs = [self._message(i, limit, _BATCH_HEADER_RESERVE) for i in chunk_items]
+                        stream = self._chunk_stream(msgs, stream)
+                    except (ValueError, LogError):
+                        while in_flight:  # an earlier chunk's failure is reported first
+                            await settle_oldest()
+                        raise
+                    if len(in_flight) >= depth:
                         await settle_oldest()
-                    raise
-                if len(in_flight) >= depth:
+                    in_flight.append(await self._send_chunk(msgs, chunk_items, prefix))
+                    chunks += 1
+                while in_flight:
                     await settle_oldest()
-                in_flight.append(await self._send_chunk(msgs, chunk_items, prefix))
-                chunks += 1
-            while in_flight:
-                await settle_oldest()
-        finally:
-            for chunk in in_flight:  # only left on error: late replies are dropped
-                self._commits.pop(chunk.reply, None)
+            finally:
+                for chunk in in_flight:  # only left on error: late replies are dropped
+                    self._commits.pop(chunk.reply, None)
         return BatchResult(
             stream=stream,
             first_seq=first_seq,
@@ -492,8 +521,9 @@ class JetStreamEventLog:
         if self._chunk_stream(msgs, stream) != stream:  # pragma: no cover - checked inside
             raise ValueError(f"messages do not belong to stream {stream}")
         prefix = await self._commit_inbox()
-        chunk = await self._send_chunk(msgs, (), prefix)
-        first_seq, last_seq, duplicates = await self._settle_raw(chunk)
+        with self._refusals.guard(msgs[0][0], subjects=lambda: [m[0] for m in msgs]):
+            chunk = await self._send_chunk(msgs, (), prefix)
+            first_seq, last_seq, duplicates = await self._settle_raw(chunk)
         return BatchResult(
             stream=stream,
             first_seq=first_seq,
@@ -711,7 +741,8 @@ class JetStreamEventLog:
                 drained.clear()
                 await drained.wait()
 
-        with _translated(filters[0] if filters else stream):
+        where = filters[0] if filters else stream
+        with self._refusals.guard(where, api=True), _translated(where):
             sub = await self._js.subscribe(
                 filters[0] if filters else ">",
                 stream=stream,
@@ -721,9 +752,13 @@ class JetStreamEventLog:
                 pending_msgs_limit=-1,
                 pending_bytes_limit=-1,
             )
+        # Once reading, a refusal (of the deliver subscription, of a consumer reset)
+        # wakes the loop below instead of cancelling whoever iterates.
+        watch = self._refusals.guard(where, api=True, wake=arrived.set)
+        watch.__enter__()
         try:
             if not follow:
-                with _translated(stream):
+                with self._refusals.guard(stream, api=True), _translated(stream):
                     info = await sub.consumer_info()
                 # Nothing pending and nothing delivered yet: the range is empty. (Messages
                 # already pushed may still be on their way to on_msg.)
@@ -744,17 +779,19 @@ class JetStreamEventLog:
                         return
                     if not follow and pending == 0:
                         return
+                watch.raise_if_refused()
                 arrived.clear()
                 drained.set()
                 await arrived.wait()
         finally:
+            watch.__exit__(None, None, None)
             drained.set()
             with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
                 await sub.unsubscribe()
 
     async def get(self, stream: str, seq: int) -> Envelope:
         """The envelope stored at ``seq``."""
-        with _translated(stream):
+        with self._refusals.guard(stream, api=True), _translated(stream):
             try:
                 raw = await self._js.get_msg(stream, seq)
             except nats.js.errors.NotFoundError as exc:
@@ -765,7 +802,7 @@ class JetStreamEventLog:
 
     async def last_seq(self, stream: str) -> int:
         """The stream's last sequence (0 when empty)."""
-        with _translated(stream):
+        with self._refusals.guard(stream, api=True), _translated(stream):
             info = await self._js.stream_info(stream)
         return int(info.state.last_seq)
 
@@ -777,7 +814,7 @@ class JetStreamEventLog:
     async def last(self, subject: str) -> Envelope | None:
         """The last message on a subject or subject filter, None when there is none."""
         stream = self._stream_of(subject)
-        with _translated(subject):
+        with self._refusals.guard(subject, api=True), _translated(subject):
             try:
                 raw = await self._js.get_last_msg(stream, subject)
             except nats.js.errors.NotFoundError as exc:
