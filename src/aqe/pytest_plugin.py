@@ -15,8 +15,16 @@ published stores only the rest.
 The plugin never changes a session's outcome: a server that cannot be reached only
 means spooling, and any error of its own is reported once at the end.
 
+It reads the log too, before the tests run: tests in quarantine (``aqe quarantine``)
+still fail honestly in the log, but pytest reports them as expected failures
+(``xfail``), so they do not fail the session; ``--aqe-subset[=BUDGET]`` runs only the
+tests the history puts first within the budget (new tests always) and ``--aqe-order``
+runs every test, most likely to fail first, each recording a ``TestRunSelected``. A
+pytest-randomly or pytest-random-order seed is recorded with the run's start.
+
 Options: ``--aqe``, ``--aqe-url``, ``--aqe-run-id``, ``--aqe-commit``, ``--aqe-branch``,
-``--aqe-suite``, ``--aqe-spool``. Commit, branch and CI job URL default to what common
+``--aqe-suite``, ``--aqe-spool``, ``--aqe-subset``, ``--aqe-order``, ``--aqe-policy``,
+``--aqe-no-quarantine``. Commit, branch and CI job URL default to what common
 CI systems put in the environment (``GITHUB_SHA``, ``CI_COMMIT_SHA``, ``GIT_COMMIT``...).
 Under pytest-xdist only the controller publishes; it sees every worker's reports.
 """
@@ -31,11 +39,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal
 
 import pytest
 
@@ -46,11 +54,14 @@ if TYPE_CHECKING:
     from aqe.log.jetstream import JetStreamEventLog
 
 __all__ = [
+    "DEFAULT_SUBSET_BUDGET",
     "FINISH_TIMEOUT_S",
+    "QUARANTINE_REASON",
     "AqeRecorder",
     "ci_defaults",
     "pytest_addoption",
     "pytest_configure",
+    "random_seed",
 ]
 
 SOURCE: Final = "pytest-plugin"
@@ -62,6 +73,14 @@ FINISH_TIMEOUT_S: Final = 10.0
 CONNECT_TIMEOUT_S: Final = 2.0
 """Connection timeout unless ``AQE_NATS_CONNECT_TIMEOUT`` sets one."""
 
+DEFAULT_SUBSET_BUDGET: Final = "50%"
+"""The budget of a bare ``--aqe-subset``."""
+
+QUARANTINE_REASON: Final = "quarantined by aqe"
+"""The xfail reason pytest shows for a quarantined test's failure."""
+
+_READ_TIMEOUT_S: Final = 30.0
+_DESELECTED_KEPT: Final = 10_000
 _ACK_TIMEOUT_S: Final = 10.0
 _BATCH: Final = 100
 _PLUGIN_NAME: Final = "aqe-recorder"
@@ -122,15 +141,53 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Spool file; default <data_dir>/spool/<run id>.jsonl.",
     )
+    group.addoption(
+        "--aqe-subset",
+        nargs="?",
+        const=DEFAULT_SUBSET_BUDGET,
+        default=None,
+        metavar="BUDGET",
+        help="Run only the tests aqe's history ranks first within BUDGET (30%%, 300s, 5m; "
+        "bare: 50%%; write --aqe-subset=30%% before paths). New tests always run. "
+        "Implies --aqe.",
+    )
+    group.addoption(
+        "--aqe-order",
+        action="store_true",
+        default=False,
+        help="Run the tests most likely to fail first (from aqe's history). Implies --aqe.",
+    )
+    group.addoption(
+        "--aqe-policy",
+        metavar="ALGO|ID",
+        default=None,
+        help="What ranks the tests for --aqe-subset/--aqe-order: an algorithm "
+        "(default failure-count) or a saved policy id (aqe learn list).",
+    )
+    group.addoption(
+        "--aqe-no-quarantine",
+        action="store_true",
+        default=False,
+        help="Let tests in aqe's quarantine fail the session like any other.",
+    )
     parser.addini("aqe", "Publish every run's results to aqe (like --aqe).", type="bool")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the recorder when ``--aqe`` (or ``aqe = true``) asks for it."""
-    if not (config.getoption("aqe") or config.getini("aqe")):
+    selecting = config.getoption("aqe_subset") is not None or config.getoption("aqe_order")
+    if not (config.getoption("aqe") or config.getini("aqe") or selecting):
         return
     if hasattr(config, "workerinput") or config.getoption("collectonly", False):
         return  # an xdist worker (its controller publishes) or nothing will run
+    budget = config.getoption("aqe_subset")
+    if budget is not None:
+        from aqe.learning.selection import parse_budget
+
+        try:
+            parse_budget(budget, 1.0)
+        except ValueError as exc:
+            raise pytest.UsageError(f"--aqe-subset: {exc}") from None
     try:
         recorder = AqeRecorder.from_config(config)
     except Exception as exc:  # the plugin must not break the session
@@ -158,6 +215,38 @@ def ci_defaults(env: Mapping[str, str] | None = None) -> tuple[str | None, str |
     return first(_COMMIT_VARS), first(_BRANCH_VARS), ci_url
 
 
+def random_seed(config: pytest.Config) -> tuple[int | None, str | None]:
+    """``(seed, plugin)`` of the plugin shuffling this session's tests, else ``(None, None)``.
+
+    pytest-randomly (plugin ``randomly``) shuffles whenever it is loaded; pytest-random-order
+    (``random_order``) only when asked to (``--random-order``, a bucket or a seed).
+    """
+    manager = config.pluginmanager
+    if manager.has_plugin("randomly"):
+        seed = _int(config.getoption("randomly_seed", None))
+        if seed is not None:
+            return seed, "pytest-randomly"
+    if manager.has_plugin("random_order"):
+        enabled = config.getoption("random_order_enabled", None)
+        bucket = config.getoption("random_order_bucket", None)
+        if enabled or (enabled is None and bucket not in (None, "none")):
+            seed = _int(config.getoption("random_order_seed", None))
+            if seed is not None:
+                return seed, "pytest-random-order"
+    return None, None
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        text = value.rpartition(":")[2].strip()  # pytest-random-order may say "default:1234"
+        return int(text) if text.isdigit() else None
+    return None
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return text if text else type(exc).__name__
@@ -179,6 +268,15 @@ def _is_rerun(report: pytest.TestReport) -> bool:
     return str(report.outcome) == "rerun"
 
 
+def _held(report: pytest.TestReport) -> bool:
+    """A quarantined test's failure, which pytest was shown as an expected failure."""
+    return bool(getattr(report, "aqe_quarantined", False))
+
+
+def _bad(report: pytest.TestReport) -> bool:
+    return report.failed or _is_rerun(report) or _held(report)
+
+
 def _outcome(reports: Sequence[pytest.TestReport]) -> tuple[Outcome, pytest.TestReport | None]:
     """The attempt's outcome and the report that explains it (``None`` when it passed).
 
@@ -188,18 +286,18 @@ def _outcome(reports: Sequence[pytest.TestReport]) -> tuple[Outcome, pytest.Test
     """
     by_phase = {r.when: r for r in reports}
     setup, call, teardown = by_phase.get("setup"), by_phase.get("call"), by_phase.get("teardown")
-    if setup is not None and (setup.failed or _is_rerun(setup)):
+    if setup is not None and _bad(setup):
         return "error", setup
     if setup is not None and setup.skipped:
         outcome: Outcome = "skipped"
         why: pytest.TestReport | None = setup
-    elif call is not None and (call.failed or _is_rerun(call)):
+    elif call is not None and _bad(call):
         return "failed", call
     elif call is not None and call.skipped:
         outcome, why = "skipped", call
     else:
         outcome, why = "passed", None
-    if teardown is not None and (teardown.failed or _is_rerun(teardown)):
+    if teardown is not None and _bad(teardown):
         return "error", teardown
     return outcome, why
 
@@ -209,7 +307,7 @@ def _message(report: pytest.TestReport | None) -> str | None:
     if report is None:
         return None
     wasxfail = getattr(report, "wasxfail", None)
-    if report.skipped and wasxfail is not None:
+    if report.skipped and wasxfail is not None and not _held(report):
         return f"xfail: {wasxfail}" if wasxfail else "xfail"
     longrepr = report.longrepr
     if longrepr is None:
@@ -336,6 +434,42 @@ class _Publisher:
                 self.acked += len(results)
 
 
+def _read_log(settings: Settings, *, history: bool) -> list[Event]:
+    """The tests stream's events (``history``), else only its quarantine events.
+
+    Runs on a thread of its own with its own event loop, so the session's loop state
+    (pytest-asyncio's) is left alone; bounded by ``_READ_TIMEOUT_S``.
+    """
+
+    async def read() -> list[Event]:
+        from aqe.events import REGISTRY
+        from aqe.learning.training import read_test_events
+        from aqe.log.admin import create_missing_streams
+        from aqe.log.jetstream import JetStreamEventLog
+
+        log = await JetStreamEventLog.connect(settings)
+        try:
+            await create_missing_streams(log.connection, log.specs)
+            if history:
+                events, _ = await read_test_events(log)
+                return events
+            envelopes = []
+            for action in ("quarantined", "unquarantined"):
+                subjects = f"aqe.tests.case.*.{action}"
+                envelopes += [e async for e in log.read("AQE_TESTS", subjects=subjects)]
+            envelopes.sort(key=lambda e: e.seq)
+            return [REGISTRY.decode(e.data, subject=e.subject, seq=e.seq) for e in envelopes]
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(log.close(), 2.0)
+
+    def main() -> list[Event]:
+        return asyncio.run(asyncio.wait_for(read(), _READ_TIMEOUT_S))
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aqe-read") as pool:
+        return pool.submit(main).result()
+
+
 def _server_name(log: JetStreamEventLog) -> str:
     """The connected server as ``nats://host:port`` (no credentials)."""
     url = log.connection.connected_url
@@ -364,6 +498,10 @@ class AqeRecorder:
         ci_url: str | None,
         spool_path: Path,
         problem: str | None = None,
+        subset: str | None = None,
+        order: bool = False,
+        policy: str | None = None,
+        quarantine: bool = True,
     ) -> None:
         self.run_id = run_id
         self.suite = suite
@@ -384,6 +522,13 @@ class AqeRecorder:
         self._started = time.monotonic()
         self._lines: list[str] = []
         self._reported = False
+        self.subset = subset
+        self.order = order
+        self.policy = policy
+        self.quarantine = quarantine
+        self._quarantined: set[str] = set()
+        self._selection_line: str | None = None
+        self._test_ids: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: pytest.Config) -> AqeRecorder:
@@ -419,6 +564,10 @@ class AqeRecorder:
             # Tests may change directory; the file stays where the session began.
             spool_path=spool_path.absolute(),
             problem=problem,
+            subset=config.getoption("aqe_subset"),
+            order=bool(config.getoption("aqe_order")),
+            policy=config.getoption("aqe_policy"),
+            quarantine=not config.getoption("aqe_no_quarantine"),
         )
 
     # -- plumbing ------------------------------------------------------------------------
@@ -461,6 +610,7 @@ class AqeRecorder:
             if self._settings is not None:
                 self._publisher = _Publisher(self._settings)
                 self._publisher.start()
+            seed, shuffler = random_seed(session.config)
             self._emit(
                 TestRunStarted(
                     run_id=self.run_id,
@@ -470,19 +620,147 @@ class AqeRecorder:
                     ci_url=self.ci_url,
                     started_at=_now(),
                     source=SOURCE,
+                    random_seed=seed,
+                    random_plugin=shuffler,
                 )
             )
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        """Collect the phases of an attempt; record it when it is complete."""
+        """Collect the phases of an attempt; record it when it is complete.
+
+        An attempt begins with its setup report and ends with its teardown report.
+        pytest-rerunfailures 14-16 log a failing attempt's phase as ``rerun`` and then
+        that attempt's teardown; older versions start over without the teardown, so a
+        new setup report also ends the attempt before it.
+        """
         with self._guard(f"recording {report.nodeid}"):
-            attempt = self._pending.setdefault(report.nodeid, _Attempt([]))
-            attempt.reports.append(report)
-            # pytest-rerunfailures logs a failing attempt's phase as "rerun" and then
-            # starts over without logging that attempt's teardown.
-            if report.when == "teardown" or _is_rerun(report):
-                del self._pending[report.nodeid]
-                self._record(report.nodeid, attempt.reports)
+            if report.when == "setup":
+                self._close(report.nodeid)
+            self._pending.setdefault(report.nodeid, _Attempt([])).reports.append(report)
+            if report.when == "teardown":
+                self._close(report.nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        """Record an attempt still open when its test is done (no teardown report)."""
+        with self._guard(f"recording {nodeid}"):
+            self._close(nodeid)
+
+    def _close(self, nodeid: str) -> None:
+        attempt = self._pending.pop(nodeid, None)
+        if attempt is not None and attempt.reports:
+            self._record(nodeid, attempt.reports)
+
+    def _test_id(self, nodeid: str) -> str:
+        test_id = self._test_ids.get(nodeid)
+        if test_id is None:
+            from aqe.ingest.identity import split_pytest_nodeid, test_identity
+
+            test_id = self._test_ids[nodeid] = test_identity(*split_pytest_nodeid(nodeid))
+        return test_id
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(
+        self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+    ) -> None:
+        """Read the quarantine (and for a selection the history) from the log; apply them."""
+        selecting = self.subset is not None or self.order
+        if not (self.quarantine or selecting):
+            return
+        with self._guard("reading the log"):
+            if self._settings is None:
+                if selecting:
+                    self._lines.append(f"aqe: every test runs: no history ({self._config_problem})")
+                return
+            try:
+                events = _read_log(self._settings, history=selecting)
+            except Exception as exc:  # the session goes on without the log
+                what = "no quarantine applied" + ("; every test runs" if selecting else "")
+                self._lines.append(f"aqe: could not read the log ({_describe(exc)}): {what}")
+                return
+            from aqe.learning.selection import quarantined_tests
+
+            if self.quarantine:
+                self._quarantined = quarantined_tests(events)
+            if selecting:
+                self._select(config, items, events, self._settings.data_dir)
+
+    def _select(
+        self, config: pytest.Config, items: list[pytest.Item], events: list[Event], data_dir: Path
+    ) -> None:
+        from aqe.events import TestRunSelected
+        from aqe.learning.features import from_events
+        from aqe.learning.selection import (
+            failure_weights,
+            parse_budget,
+            prioritise,
+            resolve_pending,
+            resolve_policy,
+            runner_names,
+            select,
+        )
+
+        cycles = from_events(events)
+        names = runner_names(events)
+        known = {t for c in cycles for t in c.test_ids}
+        pending = resolve_pending([item.nodeid for item in items], known, names)
+        test_of = {nodeid: test_id for test_id, nodeid in pending.nodeids.items()}
+        self._test_ids.update(test_of)
+        policy, replay, label = resolve_policy(self.policy, data_dir)
+        order = prioritise(policy, cycles, pending, replay=replay)
+        new = len(order) - sum(1 for r in order if r.test_id in known)
+        chosen = order
+        if self.subset is not None:
+            total = sum(r.expected_duration_s for r in order)
+            budget_s = parse_budget(self.subset, total)
+            chosen = list(
+                select(
+                    order,
+                    budget_s=budget_s,
+                    weights=failure_weights(cycles),
+                    always=[r.test_id for r in order if r.test_id not in known],
+                ).chosen
+            )
+        position = {r.test_id: r.position for r in chosen}
+        kept = [item for item in items if test_of.get(item.nodeid) in position]
+        dropped = [item for item in items if test_of.get(item.nodeid) not in position]
+        kept.sort(key=lambda item: position[test_of[item.nodeid]])
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+        mode: Literal["subset", "order"] = "subset" if self.subset is not None else "order"
+        dropped_ids = [test_of.get(i.nodeid, i.nodeid) for i in dropped]
+        self._emit(
+            TestRunSelected(
+                run_id=self.run_id,
+                mode=mode,
+                policy=label,
+                budget=self.subset,
+                collected=len(kept) + len(dropped),
+                selected=len(kept),
+                new=new,
+                deselected_ids=tuple(dropped_ids[:_DESELECTED_KEPT]),
+                deselected=len(dropped),
+            )
+        )
+        what = f"subset {self.subset}" if mode == "subset" else "order"
+        self._selection_line = (
+            f"aqe: {what}: {len(kept)} of {len(kept) + len(dropped)} tests run, ranked by "
+            f"{label} ({new} new, always run); {len(dropped)} deselected"
+        )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        """Show pytest a quarantined test's failure as an expected failure (xfail)."""
+        report = yield
+        if self._quarantined and report.failed and report.when in ("setup", "call"):
+            with self._guard(f"quarantine of {item.nodeid}"):
+                if self._test_id(item.nodeid) in self._quarantined:
+                    setattr(report, "aqe_quarantined", True)  # noqa: B010 (not a TestReport field)
+                    report.outcome = "skipped"
+                    setattr(report, "wasxfail", QUARANTINE_REASON)  # noqa: B010
+        return report
 
     def _record(self, nodeid: str, reports: Sequence[pytest.TestReport]) -> None:
         from aqe.events import TestCaseExecuted
@@ -490,6 +768,7 @@ class AqeRecorder:
         from aqe.ingest.model import MAX_MESSAGE, MAX_OUTPUT, truncate
 
         outcome, why = _outcome(reports)
+        held = self._test_id(nodeid) in self._quarantined
         number = self._attempts.get(nodeid, 0) + 1
         self._attempts[nodeid] = number
         if self._final.get(nodeid) in ("failed", "error"):
@@ -517,6 +796,8 @@ class AqeRecorder:
                 started_at=(
                     datetime.fromtimestamp(start, UTC) if isinstance(start, int | float) else None
                 ),
+                nodeid=nodeid,
+                quarantined=held,
             )
         )
 
@@ -524,6 +805,8 @@ class AqeRecorder:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Record the totals, wait (bounded) for the server, keep or drop the spool."""
         with self._guard("finishing"):
+            for nodeid in list(self._pending):
+                self._close(nodeid)
             self._emit(self._finished())
         with self._guard("publishing"):
             self._settle()
@@ -540,11 +823,29 @@ class AqeRecorder:
             errors=outcomes.count("error"),
             skipped=outcomes.count("skipped"),
             flaky=sum(1 for n in self._failed_before if self._final[n] == "passed"),
+            quarantined=sum(
+                1
+                for n, o in self._final.items()
+                if o in ("failed", "error") and self._test_id(n) in self._quarantined
+            ),
             duration_s=round(time.monotonic() - self._started, 6),
             finished_at=_now(),
         )
 
     def _settle(self) -> None:
+        if self._selection_line:
+            self._lines.append(self._selection_line)
+        held = sorted(
+            self._test_id(n)
+            for n, o in self._final.items()
+            if o in ("failed", "error") and self._test_id(n) in self._quarantined
+        )
+        if held:
+            shown = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+            self._lines.append(
+                f"aqe: {len(held)} quarantined test(s) failed without failing the session "
+                f"(recorded as failed, shown as xfail): {shown}"
+            )
         publisher = self._publisher
         if publisher is not None:
             publisher.finish(FINISH_TIMEOUT_S)

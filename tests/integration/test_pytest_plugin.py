@@ -1,4 +1,8 @@
-"""The pytest plugin against a real nats-server: a sample suite run in a subprocess."""
+"""The pytest plugin against a real nats-server: a sample suite run in a subprocess.
+
+Also with the plugins CI runs beside it (real pytest-rerunfailures and pytest-randomly)
+and with aqe's quarantine.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,14 @@ from pathlib import Path
 import pytest
 
 from aqe.config import Settings
-from aqe.events import REGISTRY, Event, TestCaseExecuted, TestRunFinished, TestRunStarted
+from aqe.events import (
+    REGISTRY,
+    Event,
+    TestCaseExecuted,
+    TestCaseQuarantined,
+    TestRunFinished,
+    TestRunStarted,
+)
 from aqe.ingest.spool import read_spool
 from aqe.log.admin import create_missing_streams
 from aqe.log.jetstream import JetStreamEventLog
@@ -299,3 +310,126 @@ def test_plugin_is_inert_without_aqe(
     assert "aqe:" not in result.stdout.str() + result.stderr.str()
     assert not sample.exists()  # no data dir, no spool
     assert asyncio.run(_stream_names(nats_url)) == []  # nobody connected to create streams
+
+
+RERUN_SAMPLE = """
+calls = []
+
+
+def test_always():
+    assert False, "broken for good"
+
+
+def test_flaky():
+    calls.append(1)
+    assert len(calls) > 1, "first try fails"
+
+
+def test_fine():
+    pass
+"""
+
+QUARANTINE_SAMPLE = """
+def test_ok():
+    pass
+
+
+def test_known_bad():
+    assert 1 == 2, "still broken"
+"""
+
+
+@pytest.fixture
+def project(pytester: pytest.Pytester, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    monkeypatch.setenv("AQE_DATA_DIR", str(tmp_path / "aqe-data"))
+    monkeypatch.delenv("AQE_NATS_URL", raising=False)
+    return pytester.path
+
+
+async def _append(nats_url: str, event: Event) -> None:
+    log = await JetStreamEventLog.connect(Settings(nats_url=nats_url))
+    try:
+        await create_missing_streams(log.connection, log.specs)
+        await log.append_many([NewEvent(event=event)])
+    finally:
+        await log.close()
+
+
+def _attempts(events: list[Event], test_id: str) -> list[tuple[int, str]]:
+    return [
+        (e.attempt, e.outcome)
+        for e in events
+        if isinstance(e, TestCaseExecuted) and e.test_id == test_id
+    ]
+
+
+def test_rerunfailures_attempts_are_the_tries(
+    pytester: pytest.Pytester, project: Path, nats_url: str
+) -> None:
+    """Each rerun is one attempt; the teardown reports after a rerun add none."""
+    assert int(importlib.metadata.version("pytest-rerunfailures").split(".")[0]) >= 14
+    pytester.makepyfile(test_rr=RERUN_SAMPLE)
+    args = ["-p", "no:randomly", "--reruns", "2", "--aqe", "--aqe-url", nats_url]
+    result = pytester.runpytest_subprocess(
+        *_plugin_args(), *args, "--aqe-run-id", "rr-1", timeout=60
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert result.parseoutcomes() == {"passed": 2, "failed": 1, "rerun": 3}
+    events = asyncio.run(_stored(nats_url))
+    assert _attempts(events, "test_rr.test_always") == [
+        (1, "failed"),
+        (2, "failed"),
+        (3, "failed"),
+    ]
+    assert _attempts(events, "test_rr.test_flaky") == [(1, "failed"), (2, "passed")]
+    assert _attempts(events, "test_rr.test_fine") == [(1, "passed")]
+    always = [e for e in events if isinstance(e, TestCaseExecuted) and "always" in e.test_id]
+    assert all("broken for good" in (e.message or "") for e in always)
+    assert {e.nodeid for e in always} == {"test_rr.py::test_always"}
+    (finish,) = [e for e in events if isinstance(e, TestRunFinished)]
+    assert (finish.total, finish.passed, finish.failed, finish.flaky) == (3, 2, 1, 1)
+
+
+def test_random_seed_is_recorded(pytester: pytest.Pytester, project: Path, nats_url: str) -> None:
+    pytester.makepyfile(test_rr="def test_a():\n    pass\n\ndef test_b():\n    pass\n")
+    common = [*_plugin_args(), "--aqe", "--aqe-url", nats_url]
+    shuffled = pytester.runpytest_subprocess(
+        *common, "-p", "randomly", "--randomly-seed=4321", "--aqe-run-id", "seeded", timeout=60
+    )
+    assert shuffled.ret == pytest.ExitCode.OK
+    plain = pytester.runpytest_subprocess(
+        *common, "-p", "no:randomly", "--aqe-run-id", "plain", timeout=60
+    )
+    assert plain.ret == pytest.ExitCode.OK
+    starts = {e.run_id: e for e in asyncio.run(_stored(nats_url)) if isinstance(e, TestRunStarted)}
+    seeded = starts["seeded"]
+    assert (seeded.random_seed, seeded.random_plugin) == (4321, "pytest-randomly")
+    assert (starts["plain"].random_seed, starts["plain"].random_plugin) == (None, None)
+
+
+def test_quarantined_failure_does_not_fail_the_session(
+    pytester: pytest.Pytester, project: Path, nats_url: str
+) -> None:
+    pytester.makepyfile(test_q=QUARANTINE_SAMPLE)
+    asyncio.run(_append(nats_url, TestCaseQuarantined(test_id="test_q.test_known_bad", by="me")))
+    args = [*_plugin_args(), "-p", "no:randomly", "--aqe", "--aqe-url", nats_url]
+    result = pytester.runpytest_subprocess(*args, "--aqe-run-id", "q-1", timeout=60)
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    result.assert_outcomes(passed=1, xfailed=1)
+    result.stdout.fnmatch_lines(
+        ["aqe: 1 quarantined test(s) failed without failing the session*test_q.test_known_bad"]
+    )
+    events = [e for e in asyncio.run(_stored(nats_url)) if getattr(e, "run_id", "") == "q-1"]
+    (bad,) = [e for e in events if isinstance(e, TestCaseExecuted) and "known_bad" in e.test_id]
+    assert (bad.outcome, bad.quarantined) == ("failed", True)
+    assert "still broken" in (bad.message or "")
+    (finish,) = [e for e in events if isinstance(e, TestRunFinished)]
+    assert (finish.failed, finish.quarantined) == (1, 1)
+
+    # Opted out, the same failure fails the session again.
+    opted_out = pytester.runpytest_subprocess(
+        *args, "--aqe-no-quarantine", "--aqe-run-id", "q-2", timeout=60
+    )
+    assert opted_out.ret == pytest.ExitCode.TESTS_FAILED
+    opted_out.assert_outcomes(passed=1, failed=1)

@@ -39,6 +39,7 @@ from aqe.events.testruns import (
     TestCaseQuarantined,
     TestCaseUnquarantined,
     TestRunFinished,
+    TestRunSelected,
     TestRunStarted,
 )
 
@@ -78,6 +79,7 @@ __all__ = [
     "TestCaseQuarantined",
     "TestCaseUnquarantined",
     "TestRunFinished",
+    "TestRunSelected",
     "TestRunStarted",
     "Topology",
     "TopologySelected",

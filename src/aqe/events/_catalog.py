@@ -25,6 +25,7 @@ from aqe.events.testruns import (
     TestCaseQuarantined,
     TestCaseUnquarantined,
     TestRunFinished,
+    TestRunSelected,
     TestRunStarted,
 )
 
@@ -34,6 +35,7 @@ REGISTRY = EventRegistry(
     [
         TestRunStarted,
         TestRunFinished,
+        TestRunSelected,
         TestCaseExecuted,
         TestCaseQuarantined,
         TestCaseUnquarantined,

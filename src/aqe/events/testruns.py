@@ -13,6 +13,7 @@ __all__ = [
     "TestCaseQuarantined",
     "TestCaseUnquarantined",
     "TestRunFinished",
+    "TestRunSelected",
     "TestRunStarted",
 ]
 
@@ -36,6 +37,11 @@ class TestRunStarted(Event, frozen=True, kw_only=True, tag="tests.run.started.v1
     source: str | None = None
     """What produced the results: ``pytest-plugin``, ``junit``, ``ctrf``, ``pytest-json``,
     ``iofrol``..."""
+    random_seed: int | None = None
+    """The seed the tests were shuffled with, so an order-dependent failure can be replayed."""
+    random_plugin: str | None = None
+    """What shuffled them: ``pytest-randomly`` (replay: ``pytest -p randomly
+    --randomly-seed=N``) or ``pytest-random-order`` (``pytest --random-order-seed=N``)."""
 
 
 class TestRunFinished(Event, frozen=True, kw_only=True, tag="tests.run.finished.v1"):
@@ -54,6 +60,9 @@ class TestRunFinished(Event, frozen=True, kw_only=True, tag="tests.run.finished.
     finished_at: datetime | None = None
     flaky: int = 0
     """Tests that failed and then passed on a retry inside this run."""
+    quarantined: int = 0
+    """Failed or errored tests (counted in ``failed``/``errors``) that were in quarantine,
+    so they did not fail the run."""
 
 
 class TestCaseExecuted(Event, frozen=True, kw_only=True, tag="tests.case.executed.v1"):
@@ -83,6 +92,33 @@ class TestCaseExecuted(Event, frozen=True, kw_only=True, tag="tests.case.execute
     output: str | None = None
     """Captured output (``system-out``/``system-err``), truncated with a marker."""
     started_at: datetime | None = None
+    nodeid: str | None = None
+    """The runner's own id of the case, where the report gives it or allows mapping it
+    back: the pytest node id (``tests/test_x.py::TestY::test_z[1]``)."""
+    quarantined: bool = False
+    """The test was in quarantine when it ran: a failure here did not fail the run."""
+
+
+class TestRunSelected(Event, frozen=True, kw_only=True, tag="tests.run.selected.v1"):
+    """A run's tests were selected or reordered from the history before they ran."""
+
+    __test__ = False
+    id_field: ClassVar[str] = "run_id"
+
+    run_id: str
+    mode: Literal["subset", "order"]
+    """``subset``: only ``selected`` ran; ``order``: every test ran, in priority order."""
+    policy: str
+    """The algorithm or saved policy id that ranked the tests."""
+    budget: str | None = None
+    """The subset's budget as given (``30%``, ``300s``), when there was one."""
+    collected: int = 0
+    selected: int = 0
+    new: int = 0
+    """Selected tests the history did not know (always selected)."""
+    deselected_ids: tuple[str, ...] = ()
+    """Test ids left out, at most 10,000 of them (``deselected`` counts them all)."""
+    deselected: int = 0
 
 
 class TestCaseQuarantined(Event, frozen=True, kw_only=True, tag="tests.case.quarantined.v1"):

@@ -16,13 +16,17 @@ case ``classname="tests.unit.test_mod.TestX" name="test_a[1-2]"`` and the
 pytest-json-report entry for the same node all become
 ``tests.unit.test_mod.TestX.test_a[1-2]``; a Surefire case is
 ``com.acme.FooTest.testBar``.
+
+The identity is aqe's; the runner's own id is kept beside it where a report gives it
+(the plugin, pytest-json-report) or allows mapping it back (:func:`pytest_nodeid` for
+pytest's JUnit XML), so ``aqe subset --format pytest`` prints what pytest takes.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["normalise_container", "split_pytest_nodeid", "test_identity"]
+__all__ = ["normalise_container", "pytest_nodeid", "split_pytest_nodeid", "test_identity"]
 
 _SPACES = re.compile(r"\s+")
 _PY_SEGMENT = re.compile(r"\.py(?=::|$)")
@@ -69,3 +73,28 @@ def split_pytest_nodeid(nodeid: str) -> tuple[str, str]:
     if not sep:
         return "", base + params
     return container, name + params
+
+
+def pytest_nodeid(classname: str | None, name: str, file: str | None = None) -> str | None:
+    """The node id a pytest JUnit case (``classname``, ``name``, xunit1's ``file``) came from.
+
+    pytest writes ``classname`` as the node id's path with ``/`` turned to ``.`` and
+    ``.py`` dropped, then its classes. With ``file`` the path is known exactly; without
+    it (xunit2, pytest's default) the trailing segments that start with a capital
+    letter are taken as the classes (pytest collects ``Test*`` classes), the rest as
+    the path. ``None`` without a class name.
+
+    ``pytest_nodeid("tests.test_x.TestY", "test_z[1]")`` is
+    ``"tests/test_x.py::TestY::test_z[1]"``.
+    """
+    if not classname:
+        return None
+    parts = classname.split(".")
+    if file:
+        module = normalise_container(file).split(".")
+        if parts[: len(module)] == module:
+            return "::".join([file.replace("\\", "/"), *parts[len(module) :], name])
+    cut = len(parts)
+    while cut > 1 and parts[cut - 1][:1].isupper():
+        cut -= 1
+    return "::".join(["/".join(parts[:cut]) + ".py", *parts[cut:], name])

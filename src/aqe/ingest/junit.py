@@ -48,7 +48,7 @@ from defusedxml.ElementTree import ParseError, fromstring
 
 from aqe.errors import ReportError
 from aqe.events import Outcome
-from aqe.ingest.identity import test_identity
+from aqe.ingest.identity import pytest_nodeid, test_identity
 from aqe.ingest.model import MAX_MESSAGE, MAX_OUTPUT, CaseResult, ParsedReport, truncate
 
 if TYPE_CHECKING:
@@ -94,12 +94,18 @@ def parse_junit(data: bytes, *, path: str, digest: str) -> ParsedReport:
             "expected <testsuites> or <testsuite>",
         )
     cases = _numbered(_walk(root, path))
+    flavour = _flavour(root)
+    if flavour == "pytest":
+        cases = tuple(
+            msgspec.structs.replace(c, nodeid=pytest_nodeid(c.classname, c.name, c.file))
+            for c in cases
+        )
     return ParsedReport(
         path=path,
         format="junit",
         digest=digest,
         cases=cases,
-        flavour=_flavour(root),
+        flavour=flavour,
         suite=_report_suite(root),
         started_at=_report_start(root),
         duration_s=_report_duration(root, path),

@@ -49,6 +49,8 @@ class CaseResult(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
     output: str | None = None
     started_at: datetime | None = None
+    nodeid: str | None = None
+    """The runner's own id (a pytest node id), where the report gives or allows it."""
 
 
 class ParsedReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ Reading rules:
 * Identity: the node id, split by :func:`~aqe.ingest.identity.split_pytest_nodeid`, so
   ``tests/unit/test_calc.py::TestDivide::test_by_zero`` is
   ``tests.unit.test_calc.TestDivide.test_by_zero``, as pytest's own JUnit XML gives it.
-  ``file`` is the node id's path part.
+  ``file`` is the node id's path part; the node id itself is kept (``nodeid``).
 * Outcome: ``passed``, ``failed``, ``error`` and ``skipped`` as they are; ``xfailed``
   (an expected failure) is ``skipped`` and ``xpassed`` is ``passed``, which is how
   pytest's JUnit XML records them too.
@@ -117,6 +117,7 @@ def _case(raw: object, where: str, path: str) -> CaseResult:
             _number(p.get("duration"), f"{where}.{n}.duration", path) or 0.0 for n, p in phases
         ),
         file=nodeid.partition("::")[0] if "::" in nodeid else None,
+        nodeid=nodeid.strip(),
         message=_message(phases, outcome),
         output=_output(phases),
     )

@@ -4,6 +4,13 @@ A run is ``TestRunStarted``, one ``TestCaseExecuted`` per attempt, ``TestRunFini
 Every event id is derived from the event's content (``Event.default_id``) and the
 run id defaults to a digest of the report files, so ingesting the same files again
 appends nothing: the server reports every event as a duplicate.
+
+``TestRunFinished`` is the run's commit marker: projections show a run only once it
+is stored (:mod:`aqe.projections.history`). :func:`append_run` therefore appends it
+alone, after every other event of the input is acknowledged, and appends nothing
+when the marker is already stored under the same id (the run is complete). A run
+too long for one atomic batch that fails halfway stays invisible; ingesting the same
+input again stores the missing events under the same ids, then the marker.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import msgspec
 from aqe.events import Event, TestCaseExecuted, TestRunFinished, TestRunStarted
 from aqe.ingest.model import CaseResult, ParsedReport
 from aqe.log.port import MAX_BATCH, EventLog, NewEvent
+from aqe.log.subjects import subject_for
 
 __all__ = ["IngestResult", "RunSummary", "append_run", "default_run_id", "run_events", "summarise"]
 
@@ -150,6 +158,7 @@ def _executed(case: CaseResult, run_id: str, attempt: int, commit: str | None) -
         classname=case.classname,
         output=case.output,
         started_at=case.started_at,
+        nodeid=case.nodeid,
     )
 
 
@@ -169,24 +178,38 @@ async def append_run(
     *,
     on_progress: Callable[[int], None] | None = None,
 ) -> IngestResult:
-    """Append ``events`` in order as atomic batches of at most ``MAX_BATCH`` events.
+    """Append ``events`` in order as atomic batches, each ``TestRunFinished`` last.
 
-    A run of up to 1,000 events lands whole or not at all; a longer one lands as
-    consecutive atomic chunks (a failure leaves the earlier chunks stored; ingesting
-    the same input again completes it without duplicating anything).
-    ``on_progress`` receives the number of events done after each chunk.
+    The events other than ``TestRunFinished`` go first, in atomic chunks of at most
+    ``MAX_BATCH`` (a failure leaves earlier chunks stored, but no marker, so the run
+    stays invisible; ingesting the same input again completes it without duplicating
+    anything). The markers follow in their own append once all of that is stored.
+    When every marker is already stored under its id, nothing is appended and every
+    event is reported as a duplicate. ``on_progress`` receives the number of events
+    done after each step.
     """
+    markers = [e for e in events if isinstance(e, TestRunFinished)]
+    body = [e for e in events if not isinstance(e, TestRunFinished)]
     appended = duplicates = chunks = first = last = done = 0
-    # Ten atomic chunks per call keeps append_batch's pipelining while reporting progress.
-    step = MAX_BATCH * 10
-    for start in range(0, len(events), step):
-        chunk = events[start : start + step]
+    if markers and await _all_stored(log, markers):
+        duplicates = done = len(events)
+        if on_progress is not None:
+            on_progress(done)
+        steps: list[Sequence[Event]] = []
+    else:
+        # Ten atomic chunks per call keeps append_batch's pipelining while reporting
+        # progress; the markers are a step of their own, after the rest is acknowledged.
+        step = MAX_BATCH * 10
+        steps = [body[i : i + step] for i in range(0, len(body), step)]
+        if markers:
+            steps.append(markers)
+    for chunk in steps:
         result = await log.append_batch([NewEvent(event=e) for e in chunk])
         chunks += result.chunks
         duplicates += result.duplicates
         appended += result.count - result.duplicates
         if result.first_seq:
-            first = first or result.first_seq
+            first = min(first or result.first_seq, result.first_seq)
             last = max(last, result.last_seq)
         done += len(chunk)
         if on_progress is not None:
@@ -208,3 +231,12 @@ async def append_run(
         last_seq=last,
         summary=summarise(events),
     )
+
+
+async def _all_stored(log: EventLog, markers: Sequence[TestRunFinished]) -> bool:
+    """Whether each marker is the last message on its subject, with the same id."""
+    for marker in markers:
+        stored = await log.last(subject_for(marker))
+        if stored is None or stored.event_id != marker.default_id():
+            return False
+    return True

@@ -19,11 +19,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from aqe.events import REGISTRY, ExperienceRecorded, ExperienceStep, PolicyTrained
+from aqe.events import REGISTRY, Event, ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.learning.base import FEATURE_VERSION, Policy, Transition
 from aqe.learning.evaluate import EvalReport, evaluate_online
 from aqe.learning.features import Cycle, HistoryTracker, cycles_from_iofrol, from_events
-from aqe.learning.metrics import rank
 from aqe.learning.policies import PolicyMeta, hyperparameters_as_strings
 from aqe.learning.registry import make_policy
 from aqe.log.port import EventLog
@@ -36,6 +35,7 @@ __all__ = [
     "load_cycles",
     "policy_id_for",
     "rank_pending",
+    "read_test_events",
     "subset",
     "train_policy",
     "trained_event",
@@ -60,8 +60,8 @@ class Ranked(msgspec.Struct, frozen=True, kw_only=True):
     expected_duration_s: float
 
 
-async def history_from_log(log: EventLog, stream: str = "AQE_TESTS") -> tuple[list[Cycle], int]:
-    """Cycles from every run in the log, oldest first, and the last sequence read."""
+async def read_test_events(log: EventLog, stream: str = "AQE_TESTS") -> tuple[list[Event], int]:
+    """Every decodable event of the tests stream, in log order, and the last sequence read."""
     events = []
     last = 0
     async for env in log.read(stream):
@@ -70,6 +70,12 @@ async def history_from_log(log: EventLog, stream: str = "AQE_TESTS") -> tuple[li
             events.append(REGISTRY.decode(env.data, subject=env.subject, seq=env.seq))
         except ValueError:
             continue  # undecodable events are the dead-letter path's business
+    return events, last
+
+
+async def history_from_log(log: EventLog, stream: str = "AQE_TESTS") -> tuple[list[Cycle], int]:
+    """Cycles from every run in the log, oldest first, and the last sequence read."""
+    events, last = await read_test_events(log, stream)
     return from_events(events), last
 
 
@@ -184,6 +190,7 @@ def rank_pending(
 
     With ``replay`` the policy first learns online over the history (heuristics and
     untrained policies); a saved policy only needs the history for its features.
+    Equal priorities keep the order of ``test_ids``.
     """
     if replay:
         evaluate_online(policy, history)
@@ -198,7 +205,8 @@ def rank_pending(
         return []
     obs = tracker.observation("pending", unique, now=len(history))
     priorities = np.asarray(policy.act(obs), dtype=np.float64)
-    order = rank(priorities, unique)
+    keys = np.where(np.isnan(priorities), -np.inf, priorities)
+    order = sorted(range(len(unique)), key=lambda i: (-keys[i], i))
     return [
         Ranked(
             position=i,
