@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -326,7 +327,7 @@ def test_garbage_in_pid_file(embedded: EmbeddedServer) -> None:
 
 async def test_crashed_server_is_restarted_and_keeps_its_data(embedded: EmbeddedServer) -> None:
     url = embedded.ensure_running()
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, token=embedded.token())
     try:
         js = nc.jetstream()
         await js.add_stream(name="KEEP", subjects=["keep.>"])
@@ -342,7 +343,7 @@ async def test_crashed_server_is_restarted_and_keeps_its_data(embedded: Embedded
 
     url2 = embedded.ensure_running()
     assert embedded.status().pid != pid
-    nc = await nats.connect(url2)
+    nc = await nats.connect(url2, token=embedded.token())
     try:
         info = await nc.jetstream().stream_info("KEEP")
         assert info.state.messages == 1
@@ -606,3 +607,85 @@ async def test_a_refused_url_with_credentials_is_reported_without_them(tmp_path:
     message = str(caught.value)
     assert PASSWORD not in message
     assert "alice:***@" in message
+
+
+# --- the embedded server's token -----------------------------------------------------------
+
+
+async def test_embedded_server_requires_its_token(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    embedded = EmbeddedServer(settings.data_dir)
+    try:
+        nc = await open_connection(settings)  # aqe presents the token transparently
+        try:
+            await nc.jetstream().account_info()
+        finally:
+            await nc.close()
+        for private in (embedded.token_file, embedded.config_file):
+            assert stat.S_IMODE(private.stat().st_mode) == 0o600
+        token = embedded.token()
+        assert token is not None
+        assert len(token) >= 32
+        status = embedded.status()
+        assert status.token_file == embedded.token_file
+        assert status.pid is not None
+        assert status.url is not None
+        # Not on the command line, which every user of the machine can read.
+        assert token not in Path(f"/proc/{status.pid}/cmdline").read_text()
+        assert token not in embedded.log_file.read_text()
+
+        # A client without the token (anyone else on the machine) is refused.
+        with pytest.raises(LogUnavailableError, match=r"[Aa]uthoriz"):
+            await open_connection(Settings(nats_url=status.url))
+        with pytest.raises(LogUnavailableError, match=r"[Aa]uthoriz"):
+            await open_connection(Settings(nats_url=status.url, token="guessed"))  # noqa: S106
+        # The same token as another process would read it works.
+        nc = await open_connection(Settings(nats_url=status.url, token=token))
+        await nc.close()
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def test_embedded_token_can_be_turned_off(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    with_token = EmbeddedServer(data_dir)
+    without = EmbeddedServer(data_dir, require_token=False)
+    try:
+        with_token.ensure_running()
+        first = with_token.status().pid
+        # Turning it off replaces the running server with one that requires nothing.
+        url = await asyncio.to_thread(without.ensure_running)
+        assert without.status().pid != first
+        assert without.token() is None
+        assert without.status().token_file is None
+        nc = await nats.connect(url)
+        await nc.close()
+        nc = await open_connection(Settings(data_dir=data_dir, embedded_token=False))
+        await nc.close()
+        # And back on: a server that requires the token again.
+        await asyncio.to_thread(with_token.ensure_running)
+        with pytest.raises(LogUnavailableError, match=r"[Aa]uthoriz"):
+            await open_connection(Settings(nats_url=with_token.status().url or ""))
+    finally:
+        await asyncio.to_thread(with_token.stop)
+
+
+def test_aqe_commands_use_the_embedded_token(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from aqe.cli import cli
+
+    env = {"AQE_DATA_DIR": str(tmp_path / "data"), "AQE_NATS_URL": "", "COLUMNS": "200"}
+    runner = CliRunner()
+    try:
+        started = runner.invoke(cli, ["server", "start"], env=env, catch_exceptions=False)
+        assert started.exit_code == 0, started.output
+        listed = runner.invoke(cli, ["streams", "apply"], env=env, catch_exceptions=False)
+        assert listed.exit_code == 0, listed.output
+        assert "AQE_TESTS" in listed.output
+        shown = runner.invoke(cli, ["server", "status"], env=env, catch_exceptions=False)
+        assert "token:" in shown.output
+        assert "mode 0600" in shown.output
+    finally:
+        stopped = runner.invoke(cli, ["server", "stop"], env=env, catch_exceptions=False)
+        assert stopped.exit_code == 0, stopped.output

@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from aqe.cli._context import AppContext, console, json_option, pass_app, print_json
+
+if TYPE_CHECKING:
+    from aqe.server import EmbeddedServer
+
+
+def _embedded(app: AppContext) -> EmbeddedServer:
+    from aqe.server import EmbeddedServer
+
+    return EmbeddedServer(app.settings.data_dir, require_token=app.settings.embedded_token)
 
 
 @click.group()
@@ -17,9 +28,7 @@ def server() -> None:
 @pass_app
 def start(app: AppContext, as_json: bool) -> None:
     """Start the embedded server, or report the one already running."""
-    from aqe.server import EmbeddedServer
-
-    embedded = EmbeddedServer(app.settings.data_dir)
+    embedded = _embedded(app)
     url = embedded.ensure_running()
     status = embedded.status()
     if as_json:
@@ -33,9 +42,7 @@ def start(app: AppContext, as_json: bool) -> None:
 @pass_app
 def stop(app: AppContext, as_json: bool) -> None:
     """Stop the embedded server (SIGTERM, then SIGKILL after 5 s)."""
-    from aqe.server import EmbeddedServer
-
-    stopped = EmbeddedServer(app.settings.data_dir).stop()
+    stopped = _embedded(app).stop()
     if as_json:
         print_json({"stopped": stopped})
         return
@@ -47,9 +54,7 @@ def stop(app: AppContext, as_json: bool) -> None:
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
     """Show whether the embedded server runs, where, and its version."""
-    from aqe.server import EmbeddedServer
-
-    info = EmbeddedServer(app.settings.data_dir).status()
+    info = _embedded(app).status()
     if as_json:
         print_json(info.as_dict())
         return
@@ -61,3 +66,7 @@ def status(app: AppContext, as_json: bool) -> None:
     out.print(f"running at {info.url} (pid {info.pid}, nats-server {info.version}{uptime})")
     out.print(f"store: {info.store_dir}")
     out.print(f"log:   {info.log_file}")
+    if info.token_file is not None:
+        out.print(f"token: {info.token_file} (clients must present it; mode 0600)")
+    else:
+        out.print("token: none (AQE_EMBEDDED_TOKEN=off: anyone on this machine may connect)")

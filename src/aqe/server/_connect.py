@@ -88,8 +88,9 @@ async def open_connection(settings: Settings, *, name: str = "aqe") -> Client:
     """Connect to the configured NATS server, starting the embedded one if needed.
 
     With ``settings.nats_url`` unset, the embedded server under ``settings.data_dir`` is
-    reused or started. Otherwise the URL (or comma-separated cluster URLs) is used with the
-    configured user/password, token or creds file, and TLS.
+    reused or started, and its generated token presented. Otherwise the URL (or
+    comma-separated cluster URLs) is used with the configured user/password, token or
+    creds file, and TLS.
 
     The connection reconnects on its own (bounded attempts); its callbacks log through
     the ``aqe.server`` logger instead of printing.
@@ -112,13 +113,16 @@ async def open_connection(settings: Settings, *, name: str = "aqe") -> Client:
 
     auth: dict[str, Any] = {}
     if settings.nats_url is None:
-        url = await asyncio.to_thread(EmbeddedServer(settings.data_dir).ensure_running)
+        embedded = EmbeddedServer(settings.data_dir, require_token=settings.embedded_token)
+        url = await asyncio.to_thread(embedded.ensure_running)
         servers = [url]
         hint = "the embedded server did not answer; see `aqe server status`"
+        # The embedded server listens on loopback, without TLS, and takes the token
+        # it was started with (AQE_EMBEDDED_TOKEN=off: none).
+        auth = {"token": embedded.token()}
     else:
         servers = list(settings.server_urls)
         hint = "check `aqe server status` or AQE_NATS_URL"
-        # The embedded server listens on loopback without authentication or TLS.
         auth = {
             "user": settings.user,
             "password": settings.password,

@@ -8,7 +8,15 @@ Layout under the data directory::
         ├── nats.pid        process id of the running server
         ├── nats.port       its client port
         ├── nats.log        its log (appended across restarts)
+        ├── token           the token clients must present (mode 0600)
+        ├── nats.conf       the server's config: requires that token (mode 0600)
         └── start.lock      flock held while a process starts or stops the server
+
+Unless told otherwise (``AQE_EMBEDDED_TOKEN=off``), the server requires a token that
+aqe generates on first start and keeps readable by its owner only, so other users on
+the machine cannot use it; aqe's own commands present it transparently
+(:func:`~aqe.server.open_connection`). The token travels in the config file, never on
+the command line, which every user can read in ``/proc``.
 
 The server is detached (its own session) so it outlives the ``aqe`` command that started
 it; the next command finds it through the pid and port files and reuses it once a
@@ -22,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -52,6 +61,8 @@ class ServerStatus:
         uptime_s: Seconds since it was started (from the pid file's age).
         store_dir: Where its JetStream data lives.
         log_file: Its log file.
+        token_file: The file holding the token clients present (``None`` when the
+            server requires none).
     """
 
     running: bool
@@ -63,12 +74,14 @@ class ServerStatus:
     uptime_s: float | None
     store_dir: Path
     log_file: Path
+    token_file: Path | None = None
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready dictionary (paths as strings)."""
         data = asdict(self)
         data["store_dir"] = os.fspath(self.store_dir)
         data["log_file"] = os.fspath(self.log_file)
+        data["token_file"] = os.fspath(self.token_file) if self.token_file else None
         return data
 
 
@@ -83,6 +96,8 @@ class EmbeddedServer:
         probe_timeout: Seconds a health probe of a running server may take.
         hung_after: Seconds a live server of ours gets to answer a second probe, taken
             under the start lock, before it counts as hung and is replaced.
+        require_token: Whether clients must present the generated token; a running
+            server that does not match this is replaced.
     """
 
     def __init__(
@@ -94,6 +109,7 @@ class EmbeddedServer:
         ready_timeout: float = 10.0,
         probe_timeout: float = 1.0,
         hung_after: float = 5.0,
+        require_token: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().absolute()
         self.host = host
@@ -101,6 +117,7 @@ class EmbeddedServer:
         self.ready_timeout = ready_timeout
         self.probe_timeout = probe_timeout
         self.hung_after = hung_after
+        self.require_token = require_token
 
     def __repr__(self) -> str:
         return f"EmbeddedServer({os.fspath(self.data_dir)!r})"
@@ -129,6 +146,30 @@ class EmbeddedServer:
     def lock_file(self) -> Path:
         """File locked while a process starts or stops the server."""
         return self.server_dir / "start.lock"
+
+    @property
+    def token_file(self) -> Path:
+        """File holding the token clients present (mode 0600)."""
+        return self.server_dir / "token"
+
+    @property
+    def config_file(self) -> Path:
+        """The server's config file, which holds the token (mode 0600)."""
+        return self.server_dir / "nats.conf"
+
+    def token(self) -> str | None:
+        """The token a client presents; ``None`` when the server requires none.
+
+        Raises:
+            ServerError: a token is required but its file cannot be read (start the
+                server first: :meth:`ensure_running` writes it).
+        """
+        if not self.require_token:
+            return None
+        try:
+            return self.token_file.read_text().strip()
+        except OSError as exc:
+            raise ServerError(f"cannot read the embedded server's token: {exc}") from exc
 
     @property
     def store_dir(self) -> Path:
@@ -166,11 +207,13 @@ class EmbeddedServer:
             if live is not None:
                 return self.url_for(live[1])
             self._stop_leftovers(timeout=5.0)
+            config = self._write_config()
             proc = NatsServerProcess.start_sync(
                 self.data_dir,
                 log_file=self.log_file,
                 host=self.host,
                 port=-1,
+                config_file=config,
                 detach=True,
                 ready_timeout=self.ready_timeout,
                 binary=self.binary,
@@ -214,6 +257,7 @@ class EmbeddedServer:
             uptime_s=uptime,
             store_dir=self.store_dir,
             log_file=self.log_file,
+            token_file=self.token_file if self.require_token else None,
         )
 
     def stop(self, timeout: float = 5.0) -> bool:
@@ -244,7 +288,28 @@ class EmbeddedServer:
         info = probe_info(self.host, port, self.probe_timeout if timeout is None else timeout)
         if info is None:
             return None
+        # A server started with the other setting (or one whose token file is gone)
+        # is not the one wanted: ensure_running replaces it.
+        if bool(info.get("auth_required")) != self.require_token:
+            return None
+        if self.require_token and not self.token_file.is_file():
+            return None
         return pid, port, info
+
+    def _write_config(self) -> Path | None:
+        """The config file for a start: the token when required (generated once)."""
+        if not self.require_token:
+            self.config_file.unlink(missing_ok=True)
+            return None
+        if not self.token_file.is_file():
+            _write_private(self.token_file, secrets.token_urlsafe(32) + "\n")
+        token = self.token()
+        _write_private(
+            self.config_file,
+            "# Written by aqe: clients must present the token in ./token.\n"
+            f'authorization {{\n    token: "{token}"\n}}\n',
+        )
+        return self.config_file
 
     def _is_ours(self, pid: int) -> bool:
         """Whether ``pid`` is a nats-server started over this data directory."""
@@ -332,4 +397,14 @@ def _read_int(path: Path) -> int | None:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600 from creation), atomically."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)  # O_CREAT's mode does not apply to a file left over
     os.replace(tmp, path)
