@@ -76,3 +76,64 @@ def test_eval_prints_every_requested_algorithm(aqe: Runner, history: None) -> No
     assert rows[0]["mean_apfd"] > 0.5
     unknown = aqe("learn", "eval", "--algo", "alphazero")
     assert unknown.code == 2
+
+
+def pytest_junit(path: Path, failing: set[str]) -> Path:
+    """A report as pytest's --junitxml writes it (xunit2: no file attribute)."""
+    cases = []
+    for name, seconds in (("test_z", 1.0), ("test_f", 2.0), ("test_a", 3.0), ("test_m", 4.0)):
+        body = '<failure message="boom">trace</failure>' if name in failing else ""
+        cases.append(
+            f'<testcase classname="tests.test_m" name="{name}" time="{seconds}">{body}</testcase>'
+        )
+    path.write_text(
+        '<testsuites><testsuite name="pytest">' + "".join(cases) + "</testsuite></testsuites>",
+        encoding="utf-8",
+    )
+    return path
+
+
+@pytest.fixture
+def pytest_history(aqe: Runner, tmp_path: Path) -> None:
+    # test_f fails every run; the rest never, and ran in the order z, f, a, m.
+    for i in range(3):
+        report = pytest_junit(tmp_path / f"p{i}.xml", {"test_f"})
+        result = aqe("ingest", str(report), "--run-id", f"py-{i}", "-q", "--no-fold")
+        assert result.code == 0, result.err
+
+
+NODE = "tests/test_m.py::"
+
+
+def test_subset_speaks_pytest_node_ids(aqe: Runner, pytest_history: None, tmp_path: Path) -> None:
+    # Node ids mapped back from pytest's JUnit classname; ties keep the runs' own order.
+    order = aqe("prioritize")
+    assert order.code == 0, order.err
+    assert order.out.splitlines() == [NODE + n for n in ("test_f", "test_z", "test_a", "test_m")]
+    assert aqe("prioritize", "--format", "ids").out.splitlines()[0] == "tests.test_m.test_f"
+    assert aqe("prioritize", "--format", "junit-classnames").out.splitlines() == ["tests.test_m"]
+
+    # `pytest --collect-only -q` output as it is: a new test is reported and always in.
+    collected = f"{NODE}test_a\n{NODE}test_new\n{NODE}test_f\n\n3 tests collected in 0.01s\n"
+    rest = tmp_path / "rest.txt"
+    chosen = aqe("subset", "--budget", "1%", "--tests", "-", "--rest", str(rest), input=collected)
+    assert chosen.code == 0, chosen.err
+    assert chosen.out.splitlines() == [NODE + "test_new"]
+    assert "1 of 3 tests are not in the history" in chosen.err
+    assert f"{NODE}test_new" in chosen.err
+    assert rest.read_text().splitlines() == [NODE + "test_f", NODE + "test_a"]
+
+    # Confidence: test_f alone carries most of the expected failures.
+    confident = aqe("subset", "--target-confidence", "0.6")
+    assert confident.out.splitlines() == [NODE + "test_f"], confident.err
+    assert "confidence 0.70" in confident.err
+
+    # Two bins balanced by duration: {m 4 s, z 1 s} and {a 3 s, f 2 s}, priority order kept.
+    bins = [
+        aqe("subset", "--budget", "100%", "--split-index", f"{k}/2").out.splitlines()
+        for k in (1, 2)
+    ]
+    assert bins == [[NODE + "test_z", NODE + "test_m"], [NODE + "test_f", NODE + "test_a"]]
+    assert aqe("subset", "--budget", "100%", "--split-index", "3/2").code == 2
+    as_json = aqe("subset", "--budget", "100%", "--format", "json").json()
+    assert [r["nodeid"] for r in as_json][:1] == [NODE + "test_f"]

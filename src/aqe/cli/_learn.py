@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,8 @@ if TYPE_CHECKING:
     from aqe.learning.features import Cycle
     from aqe.learning.training import Ranked
 
-_BUDGET_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(%|s|m|h)?\s*$")
+# aqe.learning.selection.FORMATS, spelled out so `aqe --help` does not import numpy.
+_FORMATS = ("pytest", "junit-classnames", "ids", "json")
 
 
 def _dataset_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -301,8 +301,25 @@ def _ranking_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 "--tests",
                 "tests_file",
                 type=click.File("r"),
-                help="Test ids of the pending run, one per line (- for stdin) "
+                help="The pending run's tests, one per line (- for stdin): pytest node ids "
+                "(`pytest --collect-only -q` as it prints them) or test ids "
                 "[default: every test seen in the history].",
+            ),
+            click.option(
+                "--changed",
+                "changed_file",
+                type=click.File("r"),
+                help="Changed paths, one per line (`git diff --name-only main`): tests in "
+                "those files go first and are always selected.",
+            ),
+            click.option(
+                "--format",
+                "fmt",
+                type=click.Choice(_FORMATS),
+                default=None,
+                help="pytest: node ids; junit-classnames: class names (Maven/Gradle filters); "
+                "ids: test ids; json [default: pytest where the history has node ids, "
+                "else ids].",
             ),
             _dataset_option,
             json_option,
@@ -310,92 +327,192 @@ def _ranking_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _ranked(
-    app: AppContext, policy_id: str | None, algo: str, tests_file: Any, dataset: Path | None
-) -> list[Ranked]:
-    from aqe.learning.policies import load_policy, policies_root
-    from aqe.learning.registry import make_policy
-    from aqe.learning.training import rank_pending
+class _Plan:
+    """A pending run ranked from the history, with what is needed to print it."""
 
-    cycles, _, _ = _history(app, dataset)
-    if tests_file is not None:
-        test_ids = [line.strip() for line in tests_file if line.strip()]
-    else:
-        test_ids = sorted({t for c in cycles for t in c.test_ids})
-    if policy_id:
-        policy, _ = load_policy(policies_root(app.settings.data_dir), policy_id)
-        return rank_pending(policy, cycles, test_ids, replay=False)
-    (name,) = _names(algo)
-    return rank_pending(make_policy(name), cycles, test_ids, replay=True)
+    def __init__(self, app: AppContext, options: dict[str, Any]) -> None:
+        from aqe.learning.features import from_events
+        from aqe.learning.selection import (
+            prioritise,
+            resolve_pending,
+            resolve_policy,
+            runner_names,
+        )
+        from aqe.learning.training import load_cycles, read_test_events
+
+        dataset: Path | None = options["dataset"]
+        if dataset is not None:
+            events: list[Any] = []
+            self.cycles = load_cycles(dataset)
+        else:
+
+            async def go() -> list[Any]:
+                async with open_log(app) as log:
+                    return (await read_test_events(log))[0]
+
+            events = run(go())
+            self.cycles = from_events(events)
+            if not self.cycles:
+                raise click.UsageError(
+                    "the log holds no test runs yet: `aqe ingest` reports first, "
+                    "or pass --dataset iofrol"
+                )
+        self.names = runner_names(events)
+        known = {t for c in self.cycles for t in c.test_ids}
+        from aqe.learning.selection import history_order
+
+        tests_file = options["tests_file"]
+        entries = list(tests_file) if tests_file is not None else list(history_order(self.cycles))
+        self.pending = resolve_pending(entries, known, self.names)
+        if self.pending.unknown:
+            shown = ", ".join(self.pending.unknown[:3])
+            console(stderr=True).print(
+                f"aqe: {len(self.pending.unknown)} of {len(self.pending.test_ids)} tests are "
+                f"not in the history (new: run first, always selected): {shown}"
+                + (" ..." if len(self.pending.unknown) > 3 else ""),
+                soft_wrap=True,
+            )
+        changed = _changed_tests(options["changed_file"], self.pending, self.names)
+        if options["policy_id"]:
+            from aqe.learning.policies import load_policy, policies_root
+
+            policy, _ = load_policy(policies_root(app.settings.data_dir), options["policy_id"])
+            replay, self.label = False, f"policy {options['policy_id']}"
+        else:
+            (name,) = _names(options["algo"])
+            policy, replay, self.label = resolve_policy(name, app.settings.data_dir)
+        self.order = prioritise(policy, self.cycles, self.pending, replay=replay, changed=changed)
+        self.always = {r.test_id for r in self.order if r.test_id not in known} | changed
+        fmt = options["fmt"] or ("json" if options["as_json"] else None)
+        if fmt is None:
+            has_nodeids = any(n.nodeid for n in self.names.values()) or self.pending.nodeids
+            fmt = "pytest" if has_nodeids else "ids"
+        self.fmt = fmt
+
+    def lines(self, items: Sequence[Ranked]) -> list[str]:
+        from aqe.learning.selection import render
+
+        lines, missing = render(items, self.fmt, self.names, self.pending.nodeids)
+        if missing:
+            console(stderr=True).print(
+                f"aqe: {missing} tests have no {self.fmt} name in the history (no plugin, "
+                "pytest-json or pytest JUnit result recorded one): printed as test ids",
+                soft_wrap=True,
+            )
+        return lines
 
 
-def _print_order(order: list[Ranked], as_json: bool, note: str) -> None:
-    import msgspec
+def _changed_tests(changed_file: Any, pending: Any, names: dict[str, Any]) -> set[str]:
+    """Pending tests whose file is among the changed paths."""
+    if changed_file is None:
+        return set()
+    paths = {line.strip().removeprefix("./") for line in changed_file if line.strip()}
+    changed = set()
+    for test_id in pending.test_ids:
+        known = names.get(test_id)
+        nodeid = pending.nodeids.get(test_id) or (known.nodeid if known else None) or ""
+        file = nodeid.partition("::")[0] or (known.file if known else None)
+        if file and file.removeprefix("./") in paths:
+            changed.add(test_id)
+    return changed
 
-    if as_json:
-        print_json([msgspec.to_builtins(r) for r in order])
-        return
-    for item in order:
-        sys.stdout.write(item.test_id + "\n")
-    console(stderr=True).print(note)
+
+def _write(lines: list[str], target: Any) -> None:
+    target.write("".join(line + "\n" for line in lines))
 
 
 @click.command()
 @_ranking_options
 @pass_app
-def prioritize(
-    app: AppContext,
-    policy_id: str | None,
-    algo: str,
-    tests_file: Any,
-    dataset: Path | None,
-    as_json: bool,
-) -> None:
-    """Print the tests of a pending run, most likely to fail first (one id per line)."""
-    order = _ranked(app, policy_id, algo, tests_file, dataset)
-    source = f"policy {policy_id}" if policy_id else algo
-    _print_order(order, as_json, f"{len(order)} tests ordered by {source}")
+def prioritize(app: AppContext, /, **options: Any) -> None:
+    """Print the tests of a pending run, most likely to fail first (one per line).
 
-
-def parse_budget(value: str, total_s: float) -> float:
-    """``50%`` of ``total_s``, or a duration: ``300``/``300s``, ``5m``, ``1.5h``."""
-    match = _BUDGET_RE.match(value)
-    if not match:
-        raise click.BadParameter(
-            f"{value!r}: a share like 50% or a duration like 300s, 5m, 1h", param_hint="--budget"
-        )
-    number, unit = float(match[1]), match[2] or "s"
-    if unit == "%":
-        if not 0 < number <= 100:
-            raise click.BadParameter("a share must be in (0, 100]%", param_hint="--budget")
-        return total_s * number / 100
-    return number * {"s": 1, "m": 60, "h": 3600}[unit]
+    New tests (not in the history) and tests in --changed files come first; ties keep
+    the newest run's order."""
+    plan = _Plan(app, options)
+    _write(plan.lines(plan.order), sys.stdout)
+    console(stderr=True).print(f"{len(plan.order)} tests ordered by {plan.label}")
 
 
 @click.command(name="subset")
-@click.option("--budget", required=True, help="50% of the run's expected time, or 300s, 5m, 1h.")
+@click.option(
+    "--budget", help="Time budget: a share of the run's expected time (30%) or 300s, 5m, 1h."
+)
+@click.option(
+    "--target-confidence",
+    type=click.FloatRange(0.0, 1.0, min_open=True),
+    help="Stop once the subset covers this share of the expected failures (0.9).",
+)
+@click.option(
+    "--rest",
+    "rest_file",
+    type=click.File("w"),
+    help="Write the tests left out here, in the same format (- for stdout).",
+)
+@click.option(
+    "--split-index",
+    metavar="K/N",
+    help="Print only bin K of N bins of the subset, balanced by duration (parallel jobs).",
+)
 @_ranking_options
 @pass_app
 def subset_(
     app: AppContext,
-    budget: str,
-    policy_id: str | None,
-    algo: str,
-    tests_file: Any,
-    dataset: Path | None,
-    as_json: bool,
+    /,
+    budget: str | None,
+    target_confidence: float | None,
+    rest_file: Any,
+    split_index: str | None,
+    **options: Any,
 ) -> None:
-    """Print the prioritised tests that fit in a time budget (expected durations)."""
-    from aqe.learning.training import subset
+    """Print the prioritised tests that fit a time budget or reach a confidence target.
 
-    order = _ranked(app, policy_id, algo, tests_file, dataset)
-    total = sum(r.expected_duration_s for r in order)
-    budget_s = parse_budget(budget, total)
-    chosen = subset(order, budget_s)
-    used = sum(r.expected_duration_s for r in chosen)
-    _print_order(
-        chosen,
-        as_json,
-        f"{len(chosen)} of {len(order)} tests, {used:.1f} s of a {budget_s:.1f} s budget "
-        f"({total:.1f} s for all)",
+    New and changed tests are always in. With --rest the tests left out are written to
+    a file, so `pytest $(cat subset.txt)` and `pytest $(cat rest.txt)` together run the
+    whole suite once.
+    """
+    from aqe.learning.selection import failure_weights, parse_budget, select, split_bins
+
+    if budget is None and target_confidence is None:
+        raise click.UsageError("give --budget, --target-confidence, or both")
+    bins = _parse_split(split_index)
+    plan = _Plan(app, options)
+    total = sum(r.expected_duration_s for r in plan.order)
+    try:
+        budget_s = None if budget is None else parse_budget(budget, total)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--budget") from None
+    chosen = select(
+        plan.order,
+        budget_s=budget_s,
+        target_confidence=target_confidence,
+        weights=failure_weights(plan.cycles),
+        always=plan.always,
     )
+    shown = list(chosen.chosen)
+    if bins is not None:
+        shown = split_bins(shown, *bins)
+    _write(plan.lines(shown), sys.stdout)
+    if rest_file is not None:
+        _write(plan.lines(list(chosen.rest)) if chosen.rest else [], rest_file)
+    parts = [
+        f"{len(chosen.chosen)} of {len(plan.order)} tests ({chosen.always} new or changed)",
+        f"{chosen.used_s:.1f} s of {chosen.total_s:.1f} s",
+    ]
+    if budget_s is not None:
+        parts.append(f"budget {budget_s:.1f} s")
+    if chosen.confidence is not None:
+        parts.append(f"confidence {chosen.confidence:.2f}")
+    if bins is not None:
+        parts.append(f"bin {bins[0]}/{bins[1]}: {len(shown)} tests")
+    parts.append(f"ranked by {plan.label}")
+    console(stderr=True).print("; ".join(parts), soft_wrap=True)
+
+
+def _parse_split(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    index, sep, count = value.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 1 <= int(index) <= int(count)):
+        raise click.BadParameter(f"{value!r}: K/N with 1 <= K <= N", param_hint="--split-index")
+    return int(index), int(count)
