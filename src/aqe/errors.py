@@ -26,6 +26,7 @@ so no client type crosses a port.
     ├── ProjectionError
     │   └── UnknownProjectionError (LookupError)
     ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
+    ├── IngestError                         a read report whose run was not stored (files, why)
     └── CommandRejectedError                a command handler decided "no"
 """
 
@@ -42,6 +43,7 @@ __all__ = [
     "EventError",
     "EventNotFoundError",
     "EventValidationError",
+    "IngestError",
     "LimitExceededError",
     "LinkDownError",
     "LogError",
@@ -219,6 +221,21 @@ class ReportError(AqeError, ValueError):
         self.line = line
         where = f"{path}:{line}" if line is not None else path
         super().__init__(f"{where}: {reason}")
+
+
+class IngestError(AqeError):
+    """Reports were read, but appending their run (or folding it) failed.
+
+    The message names the files and says what to do: the run is not visible until
+    its ``TestRunFinished`` is stored, and ingesting the same files again completes it
+    without duplicating anything.
+    """
+
+    def __init__(self, paths: tuple[str, ...], reason: str) -> None:
+        self.paths = paths
+        self.reason = reason
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        super().__init__(f"{shown}: {reason}")
 
 
 class CommandRejectedError(AqeError):

@@ -137,3 +137,57 @@ def test_a_six_thousand_character_name_is_ingested(aqe: Runner, tmp_path: Path) 
     assert result.json()["appended"] == 3
     one = aqe("history", f"com.acme.CartTest.{name}", "--json").json()
     assert (one["runs"], one["passes"]) == (1, 1)
+
+
+def _limit_tests_stream(url: str, max_msgs: int) -> None:
+    """Create (or update) AQE_TESTS as aqe declares it, but refusing past ``max_msgs``."""
+    import asyncio
+
+    import nats
+    from nats.js.api import DiscardPolicy, StreamConfig
+
+    async def go() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            config = StreamConfig(
+                name="AQE_TESTS",
+                subjects=["aqe.tests.>"],
+                duplicate_window=3600,
+                allow_atomic=True,
+                allow_direct=True,
+                max_msgs=max_msgs,
+                discard=DiscardPolicy.NEW,
+            )
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError:
+                await js.update_stream(config)
+        finally:
+            await nc.close()
+
+    asyncio.run(go())
+
+
+def test_a_run_cut_short_is_invisible_named_and_completed_by_ingesting_again(
+    aqe: Runner, tmp_path: Path, nats_url: str
+) -> None:
+    cases = [ok(f"case_{i:04d}") if i % 10 else failing(f"case_{i:04d}") for i in range(2500)]
+    report = junit(tmp_path / "TEST-cut.xml", *cases)
+    _limit_tests_stream(nats_url, max_msgs=1500)  # the server refuses the rest
+    cut = aqe("ingest", str(report), "-q")
+    assert cut.code == 2
+    assert f"{report}: not ingested:" in cut.err
+    assert len(cut.err.strip().splitlines()) == 1
+    assert aqe("runs", "--json").json() == []
+    assert aqe("history", "CartTest.case_0001", "--json").code == 2  # not shown yet
+    _limit_tests_stream(nats_url, max_msgs=-1)
+    again = aqe("ingest", str(report), "-q", "--json")
+    assert again.code == 0, again.err
+    stored_before = again.json()["duplicates"]
+    assert 0 < stored_before <= 1500
+    assert again.json()["appended"] == 2502 - stored_before
+    runs = aqe("runs", "--json").json()
+    assert [(r["finished"], r["executions"], r["failed"]) for r in runs] == [(True, 2500, 250)]
+    one = aqe("history", "CartTest.case_0001", "--json").json()
+    assert (one["runs"], one["passes"]) == (1, 1)

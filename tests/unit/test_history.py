@@ -34,7 +34,12 @@ from aqe.projections.tables import read_table, tables_current
 
 
 class Folder:
-    """Feeds events to the projection with increasing sequence numbers."""
+    """Feeds events to the projection with increasing sequence numbers.
+
+    Each call folds whole runs: every run whose executions it is given is closed
+    with a ``TestRunFinished`` after them, unless the call holds one already
+    (:meth:`partial` folds without closing anything).
+    """
 
     def __init__(self) -> None:
         self.projection = HistoryProjection()
@@ -42,6 +47,16 @@ class Folder:
         self.seq = 0
 
     def __call__(self, *events: Event) -> HistoryState:
+        finished = {e.run_id for e in events if isinstance(e, TestRunFinished)}
+        opened = dict.fromkeys(e.run_id for e in events if isinstance(e, TestCaseExecuted))
+        closing = [
+            TestRunFinished(run_id=run, total=0, passed=0, failed=0)
+            for run in opened
+            if run not in finished
+        ]
+        return self.partial(*events, *closing)
+
+    def partial(self, *events: Event) -> HistoryState:
         for event in events:
             self.seq += 1
             env = Envelope(
@@ -256,3 +271,128 @@ def test_other_thresholds_are_computed_from_the_state(tmp_path: Path) -> None:
     strict_rows, _, _ = load_rows(directory, HistoryPolicy(broken_streak=2))
     assert default_rows[0]["status"] == "new"
     assert strict_rows[0]["status"] == "broken"
+
+
+# -- whole runs or none (issue 21 item 2) --------------------------------------------------
+
+
+def test_a_run_shows_nothing_until_its_finish_marker() -> None:
+    fold = Folder()
+    state = fold.partial(
+        TestRunStarted(run_id="r1", suite="unit"),
+        ran("a", "r1", "passed"),
+        ran("b", "r1", "failed", output="x" * 10_000),
+    )
+    assert state.tests == {}
+    assert rows_of_tests(state) == []
+    assert rows_of_runs(state) == []
+    assert sorted(state.waiting) == ["a", "b"]
+    state = fold.partial(TestRunFinished(run_id="r1", total=2, passed=1, failed=1))
+    assert (state.waiting, state.waiting_by_run) == ({}, {})
+    assert [r["test_id"] for r in rows_of_tests(state)] == ["a", "b"]
+    (run,) = rows_of_runs(state)
+    assert (run["finished"], run["executions"], run["total"]) == (True, 2, 2)
+
+
+def test_completing_an_interrupted_run_folds_each_attempt_once() -> None:
+    # The first ingest stopped after two cases; the second appended everything again
+    # (past the duplicate window the server stores the repeats too).
+    events = [
+        TestRunStarted(run_id="r1"),
+        ran("a", "r1", "failed", attempt=1),
+        ran("a", "r1", "passed", attempt=2),
+        ran("b", "r1", "passed"),
+    ]
+    fold = Folder()
+    fold.partial(*events[:3])
+    state = fold.partial(*events, TestRunFinished(run_id="r1", total=2, passed=2, failed=0))
+    a, b = state.tests["a"], state.tests["b"]
+    assert (a.recent, a.runs, a.attempts, a.retried_passes) == ("r", 1, 2, 1)
+    assert (b.recent, b.runs, b.attempts) == ("p", 1, 1)
+    assert state.runs["r1"].executions == 2
+
+
+def test_a_test_folds_its_runs_in_its_own_order_whatever_finishes_first() -> None:
+    fold = Folder()
+    state = fold.partial(
+        TestRunStarted(run_id="live"),
+        TestRunStarted(run_id="batch"),
+        ran("t", "live", "failed"),
+        ran("t", "batch", "passed"),
+        ran("u", "batch", "passed"),
+        TestRunFinished(run_id="batch", total=2, passed=2, failed=0),
+    )
+    # u is complete; t's "batch" verdict waits behind its unfinished "live" run.
+    assert state.tests["u"].recent == "p"
+    assert "t" not in state.tests
+    assert [r["run_id"] for r in rows_of_runs(state)] == ["batch"]
+    state = fold.partial(TestRunFinished(run_id="live", total=1, passed=0, failed=1))
+    assert state.tests["t"].recent == "pf"  # newest first, in t's own order
+    assert [r["run_id"] for r in rows_of_runs(state)] == ["live", "batch"]  # log order
+
+
+def test_the_answer_does_not_depend_on_how_subjects_interleave() -> None:
+    # A bridge copy keeps each subject's order, not the stream's: starts, executions
+    # and markers of different subjects may come in any interleaving.
+    runs = [f"r{i}" for i in range(4)]
+    executions = [
+        ran(t, r, "failed" if (i + j) % 3 else "passed")
+        for i, r in enumerate(runs)
+        for j, t in enumerate("abc")
+    ]
+    starts = [TestRunStarted(run_id=r) for r in runs]
+    finishes = [TestRunFinished(run_id=r, total=3, passed=1, failed=2) for r in runs]
+    in_order = Folder()
+    in_order.partial(*starts, *executions, *finishes)
+    markers_first = Folder()
+    markers_first.partial(*finishes[::2], *executions, *starts, *finishes[1::2])
+    by_test = Folder()
+    by_test.partial(*starts[::-1], *sorted(executions, key=lambda e: e.test_id), *finishes[::-1])
+    late_starts = Folder()
+    late_starts.partial(*executions[:6], *starts, *executions[6:], *finishes[::-1])
+
+    def rows(fold: Folder) -> list[dict[str, object]]:
+        # Times come from the copy's own envelopes; everything else must agree.
+        return [
+            {k: v for k, v in row.items() if not k.endswith("_seen_ns")}
+            for row in rows_of_tests(fold.state)
+        ]
+
+    for other in (markers_first, by_test, late_starts):
+        assert rows(other) == rows(in_order)
+        assert (other.state.waiting, other.state.waiting_by_run) == ({}, {})
+
+
+def test_a_pending_run_survives_a_snapshot_and_rebuilds_the_same() -> None:
+    events: list[Event] = [
+        TestRunStarted(run_id="r1"),
+        *[ran(f"t{i}", "r1", "failed" if i % 3 else "passed", message="m") for i in range(6)],
+    ]
+    finish = TestRunFinished(run_id="r1", total=6, passed=2, failed=4)
+    straight = Folder()
+    straight.partial(*events, finish)
+    # Incremental: stop mid-run, snapshot (encode/decode), resume.
+    half = Folder()
+    half.partial(*events)
+    projection = HistoryProjection()
+    half.state = projection.decode(projection.encode(half.state))
+    half.partial(finish)
+    assert projection.encode(half.state) == projection.encode(straight.state)
+
+
+def test_executions_copied_after_their_marker_fold_at_once() -> None:
+    fold = Folder()
+    state = fold.partial(
+        TestRunFinished(run_id="r1", total=1, passed=1, failed=0),
+        ran("t", "r1", "passed"),
+    )
+    assert state.tests["t"].recent == "p"
+    assert state.waiting == {}
+    assert state.runs["r1"].executions == 1
+
+
+def test_executions_of_a_run_that_never_started_fold_at_once() -> None:
+    fold = Folder()
+    state = fold.partial(ran("t", "bare", "passed"))
+    assert state.tests["t"].recent == "p"
+    assert [r["run_id"] for r in rows_of_runs(state)] == ["bare"]

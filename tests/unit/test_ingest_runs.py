@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
-from aqe.events import TestCaseExecuted, TestRunFinished, TestRunStarted
+from aqe.errors import LogUnavailableError
+from aqe.events import Event, TestCaseExecuted, TestRunFinished, TestRunStarted
 from aqe.ingest import CaseResult, ParsedReport, truncate
 from aqe.ingest.runs import append_run, default_run_id, run_events, summarise
+from aqe.log import MAX_BATCH, BatchResult, NewEvent
 from aqe.log.memory import InMemoryEventLog
 
 WHEN = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
@@ -92,3 +95,59 @@ async def test_appending_twice_stores_once() -> None:
     again = await append_run(log, events)
     assert (again.appended, again.duplicates) == (0, len(events))
     assert await log.last_seq("AQE_TESTS") == len(events)
+
+
+class FailingLog(InMemoryEventLog):
+    """Fails the ``fail_at``-th ``append_batch`` call (1-based) as the port allows.
+
+    Of that call's atomic chunks the second-to-last fails; the chunks before it are
+    stored and so is the last one, sent already (the port's contract lets a pipelining
+    adapter store one chunk past the failing one).
+    """
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+        self.calls = 0
+
+    async def append_batch(self, items: Sequence[NewEvent]) -> BatchResult:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            chunks = [items[i : i + MAX_BATCH] for i in range(0, len(items), MAX_BATCH)]
+            for chunk in [*chunks[:-2], *chunks[-1:]] if len(chunks) > 1 else []:
+                await super().append_batch(chunk)
+            raise LogUnavailableError("no commit reply")
+        return await super().append_batch(items)
+
+
+def big_run(n: int) -> list[Event]:
+    cases = [case(f"t.{i:05d}", "passed") for i in range(n)]
+    return run_events([report("big.xml", "big", *cases)])
+
+
+async def test_the_finish_marker_is_appended_only_after_everything_else() -> None:
+    events = big_run(25_000)  # three append_batch calls of cases, then the marker
+    log = FailingLog(fail_at=3)
+    with pytest.raises(LogUnavailableError):
+        await append_run(log, events)
+    stored = [env.decode() async for env in log.read("AQE_TESTS")]
+    # Two calls of 10,000 events, then 4,000 of the third call's 5,001 (its fourth
+    # chunk of 1,000 failed, its fifth of one event was stored): no marker among them.
+    assert len(stored) == 24_001
+    assert not any(isinstance(e, TestRunFinished) for e in stored)
+    # Ingesting the same input again completes the run under the same ids.
+    log.fail_at = 0
+    again = await append_run(log, events)
+    assert (again.appended, again.duplicates) == (len(events) - 24_001, 24_001)
+    stored = [env.decode() async for env in log.read("AQE_TESTS")]
+    assert sorted(e.default_id() for e in stored) == sorted(e.default_id() for e in events)
+    assert isinstance(stored[-1], TestRunFinished)
+
+
+async def test_a_complete_run_is_not_appended_again() -> None:
+    log = FailingLog(fail_at=0)
+    events = big_run(3)
+    await append_run(log, events)
+    log.fail_at = log.calls + 1  # another append would raise
+    again = await append_run(log, events)
+    assert (again.appended, again.duplicates, again.chunks) == (0, len(events), 0)

@@ -22,7 +22,7 @@ from aqe.cli._context import (
     run,
 )
 from aqe.cli._projections import catch_up, progress_bar, projections_root
-from aqe.errors import AqeError
+from aqe.errors import AqeError, IngestError
 
 if TYPE_CHECKING:
     from aqe.events import Event
@@ -123,12 +123,28 @@ def ingest(
         raise click.BadParameter("the files hold no test results", param_hint="FILES")
     show = not (quiet or as_json)
 
+    names = tuple(str(p) for p in paths)
+
     async def go() -> tuple[Any, str | None]:
-        async with open_log(app) as log:
-            with progress_bar(len(events), "ingest", show) as set_done:
-                result = await append_run(log, events, on_progress=set_done)
-            skipped = None if no_fold else await fold_history(log, app, quiet=not show)
-            return result, skipped
+        try:
+            async with open_log(app) as log:
+                with progress_bar(len(events), "ingest", show) as set_done:
+                    result = await append_run(log, events, on_progress=set_done)
+                try:
+                    skipped = None if no_fold else await fold_history(log, app, quiet=not show)
+                except AqeError as exc:
+                    raise IngestError(
+                        names, f"run stored, but the history was not updated: {exc}"
+                    ) from exc
+                return result, skipped
+        except IngestError:
+            raise
+        except AqeError as exc:
+            raise IngestError(
+                names,
+                f"not ingested: {exc} (a run stored in part stays invisible until the "
+                "same files are ingested again, which stores only what is missing)",
+            ) from exc
 
     started = time.monotonic()
     result, fold_skipped = run(go())
@@ -472,13 +488,16 @@ def runs(
         table.add_column(column, justify="right" if column in ("tests", "passed") else "left")
     for column in ("errors", "skipped", "flaky", "duration s"):
         table.add_column(column, justify="right")
+    seeded = any(r.get("random_seed") is not None for r in rows)
+    if seeded:
+        table.add_column("seed")
     for r in rows:
         started = (
             datetime.fromtimestamp(r["started_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
             if r["started_ns"]
             else "-"
         )
-        table.add_row(
+        cells = [
             r["run_id"],
             started,
             r["source"] or "-",
@@ -490,8 +509,26 @@ def runs(
             str(r["skipped"]),
             str(r["flaky"]),
             f"{r['duration_s']:.1f}",
-        )
+        ]
+        if seeded:
+            seed = r.get("random_seed")
+            cells.append("-" if seed is None else f"{seed} ({r.get('random_plugin') or '?'})")
+        table.add_row(*cells)
     console().print(table)
+
+
+def _resolve_test(test: str, rows: list[dict[str, Any]]) -> str | None:
+    """The test id ``test`` names (a test id, or a pytest node id), if the history has it."""
+    from aqe.ingest.identity import split_pytest_nodeid, test_identity
+
+    known = {r["test_id"] for r in rows}
+    if test in known:
+        return test
+    if "::" in test:
+        mapped = test_identity(*split_pytest_nodeid(test))
+        if mapped in known:
+            return mapped
+    return None
 
 
 def _quarantine_command(enter: bool) -> click.Command:
@@ -499,18 +536,53 @@ def _quarantine_command(enter: bool) -> click.Command:
     @click.argument("test")
     @click.option("--reason", default="", help="Why (kept in the log).")
     @click.option("--by", help="Who decided [default: $USER].")
+    @click.option(
+        "--allow-unknown",
+        is_flag=True,
+        help="Record it even though the test history has no such test (yet).",
+    )
+    @json_option
     @pass_app
-    def command(app: AppContext, test: str, reason: str, by: str | None) -> None:
+    def command(
+        app: AppContext,
+        test: str,
+        reason: str,
+        by: str | None,
+        allow_unknown: bool,
+        as_json: bool,
+    ) -> None:
         import getpass
 
         from aqe.events import TestCaseQuarantined, TestCaseUnquarantined
+        from aqe.ingest.identity import split_pytest_nodeid, test_identity
 
+        rows, _ = _load(app, True, None)
+        test_id = _resolve_test(test, rows)
+        if test_id is None:
+            if not allow_unknown:
+                last = test.replace("::", ".").rpartition(".")[2]
+                near = [r["test_id"] for r in rows if last and last in r["test_id"]][:3]
+                hint = f"; similar: {', '.join(near)}" if near else ""
+                raise AqeError(
+                    f"no test {test!r} in the history ({len(rows)} tests known{hint}); "
+                    "pass --allow-unknown to record it anyway"
+                )
+            test_id = test_identity(*split_pytest_nodeid(test)) if "::" in test else test
+        held = any(r["test_id"] == test_id and r["quarantined"] for r in rows)
+        verb = "quarantined" if enter else "released from quarantine"
+        if held == enter:
+            state = "already in quarantine" if enter else "not in quarantine"
+            if as_json:
+                print_json({"test_id": test_id, "quarantined": held, "changed": False})
+            else:
+                console().print(f"{test_id}: {state}; nothing recorded")
+            return
         who = by or getpass.getuser()
         now = datetime.now(UTC)
         event: Event = (
-            TestCaseQuarantined(test_id=test, reason=reason, by=who, at=now)
+            TestCaseQuarantined(test_id=test_id, reason=reason, by=who, at=now)
             if enter
-            else TestCaseUnquarantined(test_id=test, reason=reason, by=who, at=now)
+            else TestCaseUnquarantined(test_id=test_id, reason=reason, by=who, at=now)
         )
 
         async def go() -> int:
@@ -520,11 +592,23 @@ def _quarantine_command(enter: bool) -> click.Command:
                 return result.seq
 
         seq = run(go())
-        verb = "quarantined" if enter else "released from quarantine"
-        console().print(f"{test}: {verb} (event #{seq})")
+        if as_json:
+            print_json(
+                {
+                    "test_id": test_id,
+                    "quarantined": enter,
+                    "changed": True,
+                    "seq": seq,
+                    "reason": reason,
+                    "by": who,
+                }
+            )
+            return
+        console().print(f"{test_id}: {verb} (event #{seq})")
 
     command.__doc__ = (
-        "Put TEST in quarantine: an event in the log, shown in `aqe history` and `aqe flaky`."
+        "Put TEST (a test id or pytest node id from the history) in quarantine: its "
+        "failures are still recorded, but the pytest plugin does not let them fail the run."
         if enter
         else "Take TEST out of quarantine (an event in the log)."
     )

@@ -16,6 +16,25 @@ Verdicts. A test's *verdict* in a run is the outcome of its last attempt in that
 ``s`` skipped
 ====  ===========================================================
 
+Whole runs or none. A run that opened with ``TestRunStarted`` has its executions held
+back until its ``TestRunFinished`` is in the log, the run's commit marker: every ingest
+path and the pytest plugin append the start first and the marker last, so a run cut
+short (an ingest that failed halfway, a killed session) shows
+nothing, neither in the tests nor in the runs table, until it is completed; ingesting
+the same files again appends the missing events under the same ids and the marker
+then releases the whole run at once.
+
+Held-back executions wait per test (``HistoryState.waiting``), in the order of the
+test's own subject, and a test's verdicts are folded in that order as soon as the runs
+at the head of its queue are finished. So the answer depends only on each subject's
+order, never on how subjects interleave in the stream: a copy of the log (the QUIC
+bridge keeps each subject's order, not the stream's, so a marker may arrive before its
+executions) folds to the same state as the original. The price: a test's newer runs
+wait behind an unfinished older run of that test until that run is completed. An
+execution repeated while waiting (same run, test and attempt, e.g. appended again after
+the server's duplicate window) is folded once. Executions of a run that never declared
+itself (no ``TestRunStarted``: hand-written events, older producers) fold at once.
+
 Attempts of one test in one run are expected to arrive one after the other (they do
 from every ingest path): an execution whose ``run_id`` equals the test's newest run
 replaces that run's verdict instead of adding a run.
@@ -47,6 +66,7 @@ import msgspec
 from aqe.events import (
     Envelope,
     Event,
+    Outcome,
     TestCaseExecuted,
     TestCaseQuarantined,
     TestCaseUnquarantined,
@@ -65,6 +85,7 @@ __all__ = [
     "HistoryPolicy",
     "HistoryProjection",
     "HistoryState",
+    "PendingExecution",
     "RunHistory",
     "Status",
     "TestHistory",
@@ -154,6 +175,11 @@ class RunHistory(msgspec.Struct, kw_only=True):
     branch: str | None = None
     ci_url: str | None = None
     started_ns: int = 0
+    random_seed: int | None = None
+    """The seed pytest-randomly / pytest-random-order shuffled the run with."""
+    random_plugin: str | None = None
+    started: bool = False
+    """A ``TestRunStarted`` was seen: the run is held until it is finished."""
     finished: bool = False
     total: int = 0
     passed: int = 0
@@ -165,18 +191,42 @@ class RunHistory(msgspec.Struct, kw_only=True):
     executions: int = 0
 
 
+class PendingExecution(msgspec.Struct, frozen=True, array_like=True):
+    """What the fold needs of one ``TestCaseExecuted`` that waits for its run to finish.
+
+    Only the fields :func:`_executed` reads (not the captured output), as a JSON
+    array in the snapshot: a pending run of 200k cases must stay small.
+    """
+
+    run_id: str
+    attempt: int
+    outcome: Outcome
+    duration_s: float
+    recorded_at_ns: int
+    commit: str | None = None
+    name: str | None = None
+    suite: str | None = None
+    file: str | None = None
+    message: str | None = None
+
+
 class HistoryState(msgspec.Struct, kw_only=True):
-    """Tests by identity and runs by id."""
+    """Tests by identity, runs by id, and the executions still waiting for their runs."""
 
     tests: dict[str, TestHistory] = msgspec.field(default_factory=dict)
     runs: dict[str, RunHistory] = msgspec.field(default_factory=dict)
+    waiting: dict[str, list[PendingExecution]] = msgspec.field(default_factory=dict)
+    """Per test id, its executions not folded yet, in the test's order; the first one's
+    run is started and not finished."""
+    waiting_by_run: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Per unfinished run id, the tests whose ``waiting`` queue it heads."""
 
 
 class HistoryProjection:
     """Folds ``AQE_TESTS`` into a :class:`HistoryState`."""
 
     name: str = "history"
-    version: int = 1
+    version: int = 2
     streams: tuple[str, ...] = ("AQE_TESTS",)
 
     def __init__(self) -> None:
@@ -189,14 +239,37 @@ class HistoryProjection:
     def apply(self, state: HistoryState, envelope: Envelope, event: Event) -> HistoryState:
         """Fold one event of the tests domain (others are ignored)."""
         if isinstance(event, TestCaseExecuted):
-            _executed(state, envelope, event)
+            run = _run(state, event.run_id, envelope)
+            execution = PendingExecution(
+                run_id=run.run_id,
+                attempt=event.attempt,
+                outcome=event.outcome,
+                duration_s=event.duration_s,
+                recorded_at_ns=envelope.recorded_at_ns,
+                commit=event.commit,
+                name=event.name,
+                suite=event.suite,
+                file=event.file,
+                message=event.message,
+            )
+            queue = state.waiting.get(event.test_id)
+            if queue is not None:
+                queue.append(execution)
+            elif _held(run):
+                state.waiting[event.test_id] = [execution]
+                state.waiting_by_run.setdefault(run.run_id, []).append(event.test_id)
+            else:
+                _executed(state, event.test_id, run, execution)
         elif isinstance(event, TestRunStarted):
             run = _run(state, event.run_id, envelope)
+            run.started = True
             run.suite = event.suite
             run.source = event.source
             run.commit = event.commit
             run.branch = event.branch
             run.ci_url = event.ci_url
+            run.random_seed = event.random_seed
+            run.random_plugin = event.random_plugin
             run.started_ns = (
                 int(event.started_at.timestamp() * 1e9)
                 if event.started_at
@@ -205,6 +278,8 @@ class HistoryProjection:
         elif isinstance(event, TestRunFinished):
             run = _run(state, event.run_id, envelope)
             run.finished = True
+            for test_id in state.waiting_by_run.pop(run.run_id, ()):
+                _release(state, test_id)
             run.total = event.total
             run.passed = event.passed
             run.failed = event.failed
@@ -302,6 +377,9 @@ def _runs_schema() -> pa.Schema:
             ("branch", text),
             ("ci_url", text),
             ("started_ns", count),
+            ("random_seed", count),
+            ("random_plugin", text),
+            ("started", pa.bool_()),
             ("finished", pa.bool_()),
             ("total", count),
             ("passed", count),
@@ -343,10 +421,36 @@ def _count(test: TestHistory, verdict: str, sign: int) -> None:
         test.skips += sign
 
 
-def _executed(state: HistoryState, envelope: Envelope, event: TestCaseExecuted) -> None:
+def _release(state: HistoryState, test_id: str) -> None:
+    """Fold a test's waiting executions up to the first whose run is not finished."""
+    queue = state.waiting.get(test_id)
+    if queue is None:
+        return
+    ready = 0
+    while ready < len(queue) and not _held(state.runs[queue[ready].run_id]):
+        ready += 1
+    seen: set[tuple[str, int]] = set()
+    for execution in queue[:ready]:
+        key = (execution.run_id, execution.attempt)
+        if key not in seen:
+            seen.add(key)
+            _executed(state, test_id, state.runs[execution.run_id], execution)
+    if ready == len(queue):
+        del state.waiting[test_id]
+    elif ready:
+        del queue[:ready]
+        # The new head's run releases the test when it finishes.
+        state.waiting_by_run.setdefault(queue[0].run_id, []).append(test_id)
+
+
+def _held(run: RunHistory) -> bool:
+    return run.started and not run.finished
+
+
+def _executed(state: HistoryState, test_id: str, run: RunHistory, event: PendingExecution) -> None:
     verdict = _VERDICT[event.outcome]
-    test = _test(state, event.test_id)
-    retry = bool(test.recent) and test.last_run == event.run_id
+    test = _test(state, test_id)
+    retry = bool(test.recent) and test.last_run == run.run_id
     if retry:
         previous = test.recent[0]
         if verdict == "p" and previous in "fer":
@@ -361,20 +465,19 @@ def _executed(state: HistoryState, envelope: Envelope, event: TestCaseExecuted) 
         test.durations.insert(0, event.duration_s)
         del test.durations[DURATIONS:]
         if not test.first_run:
-            test.first_run = event.run_id
-            test.first_seen_ns = envelope.recorded_at_ns
-        test.last_run = event.run_id
-        run = _run(state, event.run_id, envelope)
+            test.first_run = run.run_id
+            test.first_seen_ns = event.recorded_at_ns
+        test.last_run = run.run_id
         run.executions += 1
     _count(test, verdict, +1)
     test.attempts += 1
-    test.last_seen_ns = envelope.recorded_at_ns
+    test.last_seen_ns = event.recorded_at_ns
     test.last_commit = event.commit
     test.name = event.name or test.name
     test.suite = event.suite or test.suite
     test.file = event.file or test.file
     if verdict in _FAIL:
-        test.last_failure_run = event.run_id
+        test.last_failure_run = run.run_id
         test.last_failure_commit = event.commit
         test.last_failure_message = event.message
     _track_commit(test, event.commit, verdict)
@@ -520,8 +623,8 @@ def rows_of_tests(state: HistoryState, policy: HistoryPolicy | None = None) -> l
 
 
 def rows_of_runs(state: HistoryState) -> list[dict[str, Any]]:
-    """One row per run in log order (the ``runs`` table)."""
-    runs = sorted(state.runs.values(), key=lambda r: r.first_seq)
+    """One row per run in log order (the ``runs`` table); started, unfinished runs are not shown."""
+    runs = sorted((r for r in state.runs.values() if not _held(r)), key=lambda r: r.first_seq)
     return [msgspec.to_builtins(run) for run in runs]
 
 
