@@ -561,8 +561,8 @@ def _quarantine_command(enter: bool) -> click.Command:
         if test_id is None:
             if not allow_unknown:
                 last = test.replace("::", ".").rpartition(".")[2]
-                near = [r["test_id"] for r in rows if last and last in r["test_id"]][:3]
-                hint = f"; similar: {', '.join(near)}" if near else ""
+                near = [r["test_id"] for r in rows if r["test_id"].rpartition(".")[2] == last]
+                hint = f"; same name: {', '.join(near[:3])}" if near else ""
                 raise AqeError(
                     f"no test {test!r} in the history ({len(rows)} tests known{hint}); "
                     "pass --allow-unknown to record it anyway"
