@@ -71,6 +71,9 @@ DEFAULT_LEASE_MS: Final = 2000
 
 _LEASE_EVENTS = (LeaseAcquired, LeaseRenewed, LeaseReleased)
 _NS_PER_MS: Final = 1_000_000
+_STALE_REFUSALS: Final = 5
+"""Refusals of a fenced write whose fence has not moved, tried again before giving up."""
+_STALE_BACKOFF_S: Final = 0.05
 
 
 def lease_filter(group: str) -> str:
@@ -564,8 +567,9 @@ class LeaderElection:
             self._lost.set()
             return True
 
-    async def _own_newer(self, lease: Lease) -> Lease | None:
-        """The group's lease if it is still our term, moved on by a renewal of ours."""
+    async def _own_newer(self, lease: Lease, *, or_same: bool = False) -> Lease | None:
+        """The group's lease if it is still our term, moved on by a renewal of ours
+        (or, with ``or_same``, not moved at all)."""
         last = await self._last()
         current = lease_from(last) if last is not None else None
         if (
@@ -573,7 +577,10 @@ class LeaderElection:
             and not current.released
             and current.term == lease.term
             and current.holder == self.candidate
-            and current.last_seq > lease.last_seq
+            and (
+                current.last_seq > lease.last_seq
+                or (or_same and current.last_seq == lease.last_seq)
+            )
         ):
             return current
         return None
@@ -604,15 +611,27 @@ class LeaderElection:
         lease = self._require_lease()
         self._check_same_stream(event)
         msg_id = event_id or event.default_id()
+        stale_refusals = 0
         while True:
             try:
                 return await self._append(
                     event, event_id=msg_id, expected_last_seq=lease.last_seq, headers=headers
                 )
             except ConcurrencyError as exc:
-                current = await self._own_newer(lease)
+                current = await self._own_newer(lease, or_same=True)
                 if current is None:
                     raise self._depose(lease.term, exc.actual) from exc
+                if current.last_seq == lease.last_seq:
+                    # The fence has not moved, yet the write was refused: the answer came
+                    # from a replica that still believed it led the stream (seen right
+                    # after a paused leader resumes) while the real leader may have stored
+                    # the write. Ask again with the same id: the leader either stores it
+                    # or reports the copy it already stored as a duplicate.
+                    stale_refusals += 1
+                    if stale_refusals > _STALE_REFUSALS:
+                        raise self._depose(lease.term, exc.actual) from exc
+                    await asyncio.sleep(_STALE_BACKOFF_S * stale_refusals)
+                    continue
                 # One of our renewals moved the fence; the term is still ours.
                 lease = self._hold(current, None) if self._lease is not None else current
 
