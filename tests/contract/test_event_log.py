@@ -206,7 +206,10 @@ class EventLogContract:
                     return
 
         task = asyncio.create_task(follower())
-        await asyncio.sleep(0.1)
+        # The follower has read what was there; what comes next arrives while it waits.
+        async with asyncio.timeout(10):
+            while not seen:
+                await asyncio.sleep(0.01)
         await log.append(case("t1"))
         await log.append(case("t2"))
         await asyncio.wait_for(task, timeout=10)

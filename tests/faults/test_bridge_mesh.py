@@ -7,9 +7,13 @@ the three clusters while:
 
 * the bridge processes of ``a`` and then ``b`` are killed with SIGKILL and restarted,
   mid-stream (they resume from the targets' chain markers);
-* the ``a`` -> ``c`` link is cut for several seconds (a partition: datagrams dropped
-  both ways) and restored; meanwhile anti-entropy lets ``b`` relay ``a``'s events to
-  ``c``.
+* the ``a`` -> ``c`` link is cut (a partition: datagrams dropped both ways) while ``a``
+  appends the second half of its events, and restored only once anti-entropy has let
+  ``b`` relay some of them to ``c``.
+
+Every step of that schedule waits on a condition (events appended, a status file
+written by the new process, relayed markers stored), never on a fixed sleep, so the
+test means the same on an idle machine and on a starved one.
 
 At the end every cluster holds exactly the same set of 10,000 events: none lost, none
 twice (checked by event id, and by origin coordinates), each copy with its origin's
@@ -23,25 +27,28 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 import pytest
 from _udp_proxy import UdpProxy
 
+from aqe.bridge._chains import marker_filter
 from aqe.bridge.certs import create_dev_pki
 from aqe.events import BridgeApplied, Envelope, Headers, TestCaseExecuted
 from aqe.log import NewEvent, load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.server import NatsServerProcess
+from support import waiting
+from support.ports import free_udp_ports
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(400)]
 
@@ -50,19 +57,7 @@ STREAM = "AQE_TESTS"
 TOTAL = 10_000
 MARKER = BridgeApplied.type_tag()
 GUARD_S = 180.0
-"""A failure guard only: how long convergence may take before the test gives up."""
-
-
-def free_udp_ports(count: int) -> list[int]:
-    """``count`` distinct free UDP ports (all held until every one is chosen)."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+"""A failure guard only: how long one wait may take before the test gives up."""
 
 
 class Mesh:
@@ -193,20 +188,93 @@ def event(cluster: str, i: int) -> TestCaseExecuted:
     )
 
 
-async def publish(log: JetStreamEventLog, cluster: str, count: int, chunks: int) -> list[str]:
-    """Append ``count`` events in ``chunks`` paced chunks; the ids appended."""
-    ids: list[str] = []
-    per = -(-count // chunks)
-    for start in range(0, count, per):
-        items = [NewEvent(event=event(cluster, i)) for i in range(start, min(count, start + per))]
-        results = await log.append_many(items)
-        ids.extend(r.event_id for r in results)
-        await asyncio.sleep(0.05)
-    return ids
+class Publisher:
+    """Appends one cluster's events in paced chunks; ``hold_at`` pauses it until released.
+
+    ``appended`` counts what is stored so far (the chaos schedule waits on it).
+    """
+
+    def __init__(self, log: JetStreamEventLog, cluster: str, count: int, chunks: int) -> None:
+        self.log = log
+        self.cluster = cluster
+        self.count = count
+        self.per = -(-count // chunks)
+        self.appended = 0
+        self.hold_at: int | None = None
+        self.held = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def run(self) -> list[str]:
+        """Append every event; the ids appended."""
+        ids: list[str] = []
+        for start in range(0, self.count, self.per):
+            if self.hold_at is not None and start >= self.hold_at and not self.release.is_set():
+                self.held.set()
+                await self.release.wait()
+            end = min(self.count, start + self.per)
+            items = [NewEvent(event=event(self.cluster, i)) for i in range(start, end)]
+            results = await self.log.append_many(items)
+            ids.extend(r.event_id for r in results)
+            self.appended = len(ids)
+            await asyncio.sleep(0.05)  # pacing: the bridges work while events arrive
+        return ids
 
 
 async def stored(log: JetStreamEventLog) -> list[Envelope]:
     return [env async for env in log.read(STREAM) if env.event_type != MARKER]
+
+
+async def markers(log: JetStreamEventLog) -> list[BridgeApplied]:
+    return [
+        msgspec.json.decode(env.data, type=BridgeApplied)
+        async for env in log.read(STREAM, subjects=marker_filter("tests"))
+    ]
+
+
+async def until(check: Callable[[], Awaitable[Any] | Any], what: str, mesh: Mesh) -> Any:
+    """Poll ``check`` until it returns something true; fail after :data:`GUARD_S`."""
+
+    def alive() -> None:
+        for name, proc in mesh.procs.items():
+            assert proc.poll() is None, f"bridge {name} exited\n{mesh.logs()}"
+
+    return await waiting.until(
+        check, what, timeout_s=GUARD_S, every_s=0.2, alive=alive, context=mesh.logs
+    )
+
+
+def links_up(mesh: Mesh, name: str) -> bool:
+    """Whether the running process of ``name`` reports every outgoing link connected."""
+    view = mesh.status(name)
+    links = view.get("links") or {}
+    return (
+        view.get("pid") == mesh.procs[name].pid
+        and len(links) == len(CLUSTERS) - 1
+        and all(link.get("connected") for link in links.values())
+    )
+
+
+def quiet(mesh: Mesh, since: float) -> bool:
+    """Whether every node, in a snapshot written after ``since``, has nothing left to send.
+
+    Every link connected, nothing in flight, no lag and no relay running: no copy can
+    arrive anywhere after this (a late duplicate would come from one of them).
+    """
+    for name in CLUSTERS:
+        view = mesh.status(name)
+        links = (view.get("links") or {}).values()
+        if view.get("pid") != mesh.procs[name].pid or float(view.get("updated_at", 0)) <= since:
+            return False
+        for link in links:
+            totals = link.get("totals") or {}
+            if (
+                not link.get("connected")
+                or totals.get("in_flight")
+                or totals.get("lag_events")
+                or (link.get("relays") or {}).get("active")
+            ):
+                return False
+    return True
 
 
 async def test_three_clusters_converge_through_kills_and_a_cut_link(mesh: Mesh) -> None:
@@ -223,39 +291,56 @@ async def test_three_clusters_converge_through_kills_and_a_cut_link(mesh: Mesh) 
     per_cluster = {"a": 3334, "b": 3333, "c": 3333}
     assert sum(per_cluster.values()) == TOTAL
 
-    async def chaos() -> None:
-        await asyncio.sleep(1.5)
-        mesh.kill_bridge("a")  # mid-stream: a's outgoing links and its inbound side die
-        await asyncio.sleep(0.7)
-        mesh.start_bridge("a")
-        await asyncio.sleep(1.0)
-        proxy.cut()  # a -> c partitioned; b relays a's events to c meanwhile
-        await asyncio.sleep(1.5)
-        mesh.kill_bridge("b")
-        await asyncio.sleep(0.7)
-        mesh.start_bridge("b")
-        await asyncio.sleep(4.0)
-        proxy.restore()
-
     try:
         async with logs_of(mesh) as logs:
-            published = await asyncio.gather(
-                *(publish(logs[n], n, per_cluster[n], chunks=100) for n in CLUSTERS), chaos()
-            )
+            for name in CLUSTERS:
+                await until(lambda n=name: links_up(mesh, n), f"{name}'s links", mesh)
+            publishers = {n: Publisher(logs[n], n, per_cluster[n], chunks=100) for n in CLUSTERS}
+            a = publishers["a"]
+            a.hold_at = per_cluster["a"] // 2  # a's second half is appended while a -> c is cut
+
+            async def relayed_to_c() -> int:
+                """Batches of a's events that c stored from b's relay."""
+                return sum(m.via == "b" and m.origin == "a" for m in await markers(logs["c"]))
+
+            async def chaos() -> None:
+                # Kill a mid-stream: some of its events already copied, more coming.
+                await until(lambda: a.appended >= per_cluster["a"] // 4, "a's first events", mesh)
+                mesh.kill_bridge("a")
+                mesh.start_bridge("a")
+                await until(lambda: links_up(mesh, "a"), "a's links after its restart", mesh)
+                await a.held.wait()
+                # Partition a from c, then let a go on: c can get a's second half only
+                # through b, and b's bridge dies and comes back meanwhile.
+                relayed_before = await relayed_to_c()
+                proxy.cut()
+                a.release.set()
+                await until(
+                    lambda: a.appended >= per_cluster["a"] * 3 // 4, "a's events in the cut", mesh
+                )
+                mesh.kill_bridge("b")
+                mesh.start_bridge("b")
+
+                async def relayed_more() -> bool:
+                    return await relayed_to_c() > relayed_before
+
+                await until(relayed_more, "b to relay a's events to c in the cut", mesh)
+                proxy.restore()
+
+            published = await asyncio.gather(*(p.run() for p in publishers.values()), chaos())
             expected: dict[str, str] = {}
             for name, ids in zip(CLUSTERS, published[:3], strict=True):
                 assert len(ids) == len(set(ids)) == per_cluster[name]
                 expected.update(dict.fromkeys(ids, name))
             assert len(expected) == TOTAL
 
-            deadline = time.monotonic() + GUARD_S
-            while True:
-                counts = {n: len(await stored(logs[n])) for n in CLUSTERS}
-                if all(c >= TOTAL for c in counts.values()):
-                    break
-                assert time.monotonic() < deadline, (counts, mesh.logs())
-                await asyncio.sleep(1.0)
-            await asyncio.sleep(2.0)  # anything late (a duplicate) would land by now
+            async def converged() -> bool:
+                counts = [len(await stored(logs[n])) for n in CLUSTERS]
+                return all(c >= TOTAL for c in counts)
+
+            await until(converged, f"every cluster to hold {TOTAL} events", mesh)
+            since = time.time()
+            await until(lambda: quiet(mesh, since), "every link to go quiet", mesh)
 
             for name in CLUSTERS:
                 envelopes = await stored(logs[name])
@@ -283,10 +368,7 @@ async def test_three_clusters_converge_through_kills_and_a_cut_link(mesh: Mesh) 
                     last[env.subject] = seq
 
             # c got some of a's events through b while a -> c was cut (anti-entropy).
-            markers = [env.decode() async for env in logs["c"].read(STREAM)
-                       if env.event_type == MARKER]  # fmt: skip
-            relayed = [m for m in markers if isinstance(m, BridgeApplied) and m.via == "b"
-                       and m.origin == "a"]  # fmt: skip
+            relayed = [m for m in await markers(logs["c"]) if m.via == "b" and m.origin == "a"]
             assert relayed, "no relayed batch from b for origin a"
 
             # One more cut, now that the link is idle and holds a session ticket: the
@@ -312,10 +394,10 @@ async def test_three_clusters_converge_through_kills_and_a_cut_link(mesh: Mesh) 
 
 async def link_of(mesh: Mesh, name: str, peer: str, ready: Any) -> dict[str, Any]:
     """The status of ``name``'s link to ``peer`` once ``ready(link)`` holds."""
-    deadline = time.monotonic() + 60
-    while True:
+
+    def check() -> dict[str, Any] | None:
         link = mesh.status(name).get("links", {}).get(peer, {})
-        if link and ready(link):
-            return dict(link)
-        assert time.monotonic() < deadline, (link, mesh.logs())
-        await asyncio.sleep(0.2)
+        return dict(link) if link and ready(link) else None
+
+    found: dict[str, Any] = await until(check, f"{name}'s link to {peer}", mesh)
+    return found

@@ -9,7 +9,6 @@ status 0.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -18,7 +17,6 @@ import ssl
 import stat
 import subprocess
 import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +30,8 @@ from aqe.events import Headers, PatternAdded, TestCaseExecuted
 from aqe.log import NewEvent, load_stream_specs
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.server import NatsServerProcess
+from support.ports import free_udp_ports
+from support.waiting import until
 
 AQE = [sys.executable, "-m", "aqe.cli"]
 STREAMS = ("AQE_TESTS", "AQE_PATTERNS")
@@ -54,12 +54,6 @@ def aqe(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(
@@ -284,19 +278,14 @@ def status(tmp_path: Path, config: Path) -> tuple[int, dict[str, Any] | None, st
 
 
 async def wait_for(check: Callable[[], Any], what: str, nodes: list[Node]) -> Any:
-    deadline = time.monotonic() + GUARD_S
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
+    def alive() -> None:
         for node in nodes:
             assert node.proc.poll() is None, f"{node.config.stem} exited:\n{node.stderr}"
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n.config.stem}\n{n.stderr[-4000:]}" for n in nodes)
-            pytest.fail(f"timed out waiting for {what}\n{logs}")
-        await asyncio.sleep(0.1)
+
+    def logs() -> str:
+        return "\n".join(f"--- {n.config.stem}\n{n.stderr[-4000:]}" for n in nodes)
+
+    return await until(check, what, timeout_s=GUARD_S, alive=alive, context=logs)
 
 
 def executions(prefix: str, n: int) -> list[NewEvent]:
@@ -340,7 +329,7 @@ async def test_two_bridge_processes_replicate_both_ways(
     certs = tmp_path / "certs"
     made = aqe(tmp_path, "bridge", "certs", "--out", str(certs), "a", "b")
     assert made.returncode == 0, made.stderr
-    ports = {"a": free_udp_port(), "b": free_udp_port()}
+    ports = dict(zip(("a", "b"), free_udp_ports(2), strict=True))
     configs = {
         name: write_config(
             tmp_path,
@@ -461,8 +450,12 @@ async def test_two_bridge_processes_replicate_both_ways(
             sent[other]
         )
 
-    human = aqe(tmp_path, "bridge", "status", "--config", str(configs["a"]))
-    assert human.returncode == 0, human.stderr
+    # A node starved for a moment reads as stale (exit 1): wait for a fresh snapshot.
+    def human_status() -> subprocess.CompletedProcess[str] | None:
+        done = aqe(tmp_path, "bridge", "status", "--config", str(configs["a"]))
+        return done if done.returncode == 0 else None
+
+    human = await wait_for(human_status, "a human-readable running status", nodes)
     assert "bridge a" in human.stdout
     assert "running" in human.stdout
     assert "outgoing links" in human.stdout
