@@ -105,6 +105,22 @@ def test_a_max_payload_poison_is_parked_bounded_and_every_fold_goes_past_it(
         assert headers["Aqe-Dlq-Size"] == str(len(poison))
         assert headers["Aqe-Dlq-Digest"] == "sha256:" + hashlib.sha256(poison).hexdigest()
         assert "not JSON" in headers["Aqe-Dlq-Reason"]
+        parked = record["dead_letter"]
+        assert (parked["stream"], parked["seq"], parked["copy"]) == (
+            "AQE_TESTS",
+            str(poison_seq),
+            "truncated",
+        )
+        kept = record["data"]
+        assert 0 < len(kept) < len(poison)
+    tail = aqe("events", "tail", "--stream", "AQE_DLQ")
+    assert tail.code == 0, tail.err
+    text = " ".join(tail.out.split())  # rich wraps long lines
+    for projection in ("history", "catalog"):
+        assert (
+            f"dead letter of AQE_TESTS#{poison_seq} {POISON_SUBJECT} ({projection}; "
+            f"truncated copy of {len(poison)} bytes)"
+        ) in text
 
     # Rebuilding parks the poison again: the server keeps one dead letter per projection.
     again = aqe("replay", "history", "-q", "--json")

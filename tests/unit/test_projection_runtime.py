@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
-from aqe.errors import ProjectionError
+from aqe.errors import PayloadTooLargeError, ProjectionError
 from aqe.events import AgentHeartbeat, AgentRegistered, Envelope, Event, TestCaseExecuted
 from aqe.log import InMemoryEventLog, NewEvent, load_stream_specs
 from aqe.projections import (
     CatalogProjection,
     CatalogState,
+    DeadLetter,
     MemoryDeadLetters,
     ProjectionRunner,
     SnapshotStore,
@@ -19,6 +21,7 @@ from aqe.projections import (
     rebuild,
     verify,
 )
+from aqe.projections.deadletter import bounded_letter
 
 
 async def seeded_log(n_tests: int = 30, runs: int = 4) -> InMemoryEventLog:
@@ -185,3 +188,109 @@ def test_snapshot_of_another_projection_is_refused(tmp_path: Path) -> None:
     other.name = "other"
     with pytest.raises(ProjectionError, match="belongs to projection catalog"):
         SnapshotStore(other, tmp_path).load()
+
+
+async def test_verify_reports_lag_behind_the_streams_end(tmp_path: Path) -> None:
+    log = await seeded_log(n_tests=3, runs=1)
+    await runner(log, tmp_path / "catalog").run()
+    assert (await verify(CatalogProjection(), log, tmp_path)).equal
+    await log.append(AgentHeartbeat(agent_id="a1", beat=6))
+    await log.append(AgentHeartbeat(agent_id="a1", beat=7))
+    report = await verify(CatalogProjection(), log, tmp_path)
+    assert not report.equal
+    assert report.lag == 2
+    assert report.checkpoints["AQE_AGENTS"] == 6
+    assert report.stream_ends["AQE_AGENTS"] == 8
+    # What was folded is still compared, and is right: the only difference is the lag.
+    assert report.differences == [
+        "AQE_AGENTS: live checkpoint 6 lags the stream's end 8 by 2 events "
+        "(run `aqe consume catalog`)"
+    ]
+    await runner(log, tmp_path / "catalog").run()
+    assert (await verify(CatalogProjection(), log, tmp_path)).equal
+
+
+def _wire_size(headers: dict[str, str], data: bytes) -> int:
+    """Bytes the server counts against max_payload: the header block plus the payload."""
+    block = b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+    return len(block) + len(b"\r\n") + len(data)
+
+
+def _envelope(data: bytes, headers: dict[str, str] | None = None) -> Envelope:
+    return Envelope(
+        stream="AQE_TESTS",
+        seq=7,
+        subject="aqe.tests.case.x.executed",
+        event_id="",
+        event_type="",
+        recorded_at_ns=0,
+        data=data,
+        headers=headers or {},
+    )
+
+
+@pytest.mark.parametrize("limit", [1024, 64 * 1024, 1024 * 1024])
+@pytest.mark.parametrize("extra", [0, 1, 500, 10_000])
+def test_a_dead_letter_always_fits_the_servers_max_payload(limit: int, extra: int) -> None:
+    headers = {"Aqe-Event-Type": "tests.case.executed.v1", "X-Big": "b" * 3000}
+    for size in (0, 10, limit // 2, limit - extra, limit):
+        env = _envelope(b"z" * max(0, size), headers)
+        sent_headers, data, letter = bounded_letter("history", env, "r" * extra, limit)
+        assert _wire_size(sent_headers, data) <= limit
+        assert data == env.data[: len(data)]
+        assert letter.copy == sent_headers["Aqe-Dlq-Copy"]
+        assert letter.size == len(env.data)
+        if letter.copy == "full":
+            assert data == env.data
+        elif letter.copy == "truncated":
+            assert 0 < len(data) < len(env.data)
+        else:
+            assert data == b""
+        assert sent_headers["Aqe-Dlq-Seq"] == "7"
+
+
+def test_a_dead_letter_keeps_small_payloads_whole_and_drops_server_instructions() -> None:
+    env = _envelope(
+        b"{}",
+        {
+            "Nats-Msg-Id": "orig-1",
+            "Nats-Expected-Stream": "AQE_TESTS",
+            "Nats-Rollup": "sub",
+            "Aqe-Event-Type": "tests.case.executed.v1",
+            "bad name": "dropped",
+        },
+    )
+    headers, data, letter = bounded_letter("catalog", env, "why\nnot", 1024 * 1024)
+    assert (data, letter.copy) == (b"{}", "full")
+    assert headers["Nats-Msg-Id"] == "dlq:catalog:AQE_TESTS:7"
+    assert headers["Aqe-Dlq-Msg-Id"] == "orig-1"
+    assert headers["Aqe-Event-Type"] == "tests.case.executed.v1"
+    assert headers["Aqe-Dlq-Reason"] == "why not"
+    assert not {"Nats-Expected-Stream", "Nats-Rollup", "bad name"} & set(headers)
+    reference = bounded_letter("catalog", env, "why", 1024 * 1024, reference_only=True)
+    assert (reference[1], reference[2].copy) == (b"", "reference")
+    assert "Aqe-Event-Type" not in reference[0]
+    with pytest.raises(PayloadTooLargeError):  # not even a reference fits
+        bounded_letter("catalog", env, "why", 200)
+
+
+class KeepsNothing:
+    """A sink that can keep nothing (a DLQ that is gone), for the runner's side."""
+
+    async def park(self, projection: str, envelope: Envelope, reason: str) -> DeadLetter:
+        letter = await MemoryDeadLetters().park(projection, envelope, reason)
+        return DeadLetter(**{**msgspec.structs.asdict(letter), "copy": "none", "data": b""})
+
+
+async def test_a_letter_no_sink_keeps_is_kept_in_the_snapshot(tmp_path: Path) -> None:
+    log = await seeded_log(n_tests=1, runs=1)
+    await log.append_raw("aqe.tests.case.broken.executed", b"\x00not json")
+    await log.append(TestCaseExecuted(test_id="after", run_id="r", outcome="passed"))
+    proj = CatalogProjection()
+    store = SnapshotStore(proj, tmp_path)
+    stats = await ProjectionRunner(proj, log, store, KeepsNothing()).run()
+    assert (stats.applied, stats.dead_letters, stats.unparked) == (1 + 6 + 1, 1, 1)
+    snap = store.load()
+    assert snap.checkpoints["AQE_TESTS"] == 3
+    assert [(u.stream, u.seq, u.copy) for u in snap.unparked] == [("AQE_TESTS", 2, "none")]
+    assert store.describe()["unparked_total"] == 1

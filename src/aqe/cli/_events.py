@@ -100,7 +100,26 @@ def events() -> None:
     """Read the log: tail streams, fetch one event, list event types."""
 
 
+def _dead_letter_line(env: Envelope) -> str | None:
+    """Where a dead letter's original is and why it was parked (None for other messages)."""
+    from aqe.events import Headers
+
+    h = env.headers
+    if Headers.DLQ_STREAM not in h:
+        return None
+    copy = h.get(Headers.DLQ_COPY, "full")
+    return (
+        f"[yellow]dead letter of {h[Headers.DLQ_STREAM]}#{h.get(Headers.DLQ_SEQ, '?')} "
+        f"{h.get(Headers.DLQ_SUBJECT, '')} ({h.get(Headers.DLQ_PROJECTION, '?')}; "
+        f"{copy} copy of {h.get(Headers.DLQ_SIZE, '?')} bytes): "
+        f"{h.get(Headers.DLQ_REASON, '')[:120]}[/yellow]"
+    )
+
+
 def _summary(env: Envelope) -> tuple[str, dict[str, Any] | None]:
+    parked = _dead_letter_line(env)
+    if parked is not None:
+        return parked, None
     try:
         event = env.decode()
     except EventDecodeError as exc:
@@ -123,7 +142,15 @@ def _as_record(env: Envelope) -> dict[str, Any]:
         "recorded_at": datetime.fromtimestamp(env.recorded_at_ns / 1e9, UTC).isoformat(),
         "headers": dict(env.headers),
     }
-    if fields is None:
+    if _dead_letter_line(env) is not None:
+        prefix = "Aqe-Dlq-"
+        record["dead_letter"] = {
+            k[len(prefix) :].lower().replace("-", "_"): v
+            for k, v in env.headers.items()
+            if k.startswith(prefix)
+        }
+        record["data"] = env.data.decode("utf-8", errors="replace")
+    elif fields is None:
         record["error"] = summary
         record["data"] = env.data.decode("utf-8", errors="replace")
     else:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
-from aqe.errors import LogError, LogUnavailableError
+from aqe.errors import LogError, LogUnavailableError, PayloadTooLargeError
 from aqe.events import Envelope, Headers
 from aqe.log.retry import while_unavailable
 from aqe.log.subjects import SUBJECT_PREFIX, encode_token
@@ -148,12 +148,18 @@ def bounded_letter(
 
     ``limit`` is the server's ``max_payload``, which counts headers and payload
     together. The payload is kept whole when it fits, else cut to what fits; with
-    ``reference_only`` (or when not even the headers leave room) it is left out.
+    ``reference_only``, or when the headers leave no room, it is left out (and so are
+    the original's own headers, and as much of the reason as must go).
 
     Returns:
         The headers to send, the payload to send, and the letter describing both.
+
+    Raises:
+        PayloadTooLargeError: not even a reference fits (a ``limit`` of a few hundred
+            bytes, or a subject near the server's 4 KiB control line).
     """
-    headers: dict[str, str] = {
+    subject = dead_letter_subject(projection, envelope.stream)
+    base: dict[str, str] = {
         Headers.MSG_ID: _dead_letter_id(projection, envelope),
         Headers.DLQ_PROJECTION: _clean(projection),
         Headers.DLQ_STREAM: _clean(envelope.stream),
@@ -165,18 +171,26 @@ def bounded_letter(
         Headers.DLQ_COPY: "reference",  # as long as any value set below
     }
     if not reference_only:
+        headers = dict(base)
         _copy_own_headers(envelope.headers, headers)
-    used = _HEADER_BLOCK + sum(_header_size(k, v) for k, v in headers.items())
-    room = limit - used - _SLACK
-    copy: Copy
-    if reference_only or room <= 0:
-        data, copy = b"", "reference"
-    elif len(envelope.data) <= room:
-        data, copy = envelope.data, "full"
-    else:
-        data, copy = envelope.data[:room], "truncated"
-    headers[Headers.DLQ_COPY] = copy
-    return headers, data, _letter(projection, envelope, reason, data, copy)
+        room = limit - _headers_size(headers) - _SLACK
+        if room > 0:
+            copy: Copy = "full" if len(envelope.data) <= room else "truncated"
+            data = envelope.data[:room]
+            headers[Headers.DLQ_COPY] = copy
+            return headers, data, _letter(projection, envelope, reason, data, copy)
+    over = _headers_size(base) + _SLACK - limit
+    if over > 0:
+        kept = base[Headers.DLQ_REASON].encode()
+        base[Headers.DLQ_REASON] = kept[: max(0, len(kept) - over)].decode(errors="ignore")
+        size = _headers_size(base) + _SLACK
+        if size > limit:
+            raise PayloadTooLargeError(subject, size, limit)
+    return base, b"", _letter(projection, envelope, reason, b"", "reference")
+
+
+def _headers_size(headers: Mapping[str, str]) -> int:
+    return _HEADER_BLOCK + sum(_header_size(k, v) for k, v in headers.items())
 
 
 def _copy_own_headers(original: Mapping[str, str], out: dict[str, str]) -> None:
@@ -257,20 +271,25 @@ class JetStreamDeadLetters:
         """
         subject = dead_letter_subject(projection, envelope.stream)
         limit = int(self._nc.max_payload)
-        headers, data, letter = bounded_letter(projection, envelope, reason, limit)
-        refused, no_stream = await self._publish(subject, headers, data)
-        if refused and not no_stream:
-            headers, data, letter = bounded_letter(
-                projection, envelope, reason, limit, reference_only=True
-            )
-            also, _ = await self._publish(subject, headers, data)
-            if also:
-                refused = f"{refused}; reference: {also}"
-            else:
-                letter = msgspec.structs.replace(letter, error=refused)
-                refused = ""
-        if refused:
-            letter = msgspec.structs.replace(letter, copy="none", data=b"", error=refused)
+        refusals: list[str] = []
+        letter: DeadLetter | None = None
+        for reference_only in (False, True):
+            try:
+                headers, data, attempt = bounded_letter(
+                    projection, envelope, reason, limit, reference_only=reference_only
+                )
+            except PayloadTooLargeError as exc:
+                refusals.append(str(exc))
+                break
+            refused, no_stream = await self._publish(subject, headers, data)
+            if not refused:
+                letter = msgspec.structs.replace(attempt, error="; ".join(refusals))
+                break
+            refusals.append(refused)
+            if no_stream or attempt.copy == "reference":
+                break  # a reference was refused already, or nothing can take one
+        if letter is None:
+            letter = _letter(projection, envelope, reason, b"", "none", "; ".join(refusals))
         if self._on_park is not None:
             self._on_park(letter)
         return letter
