@@ -58,6 +58,9 @@ def policies_root(data_dir: Path) -> Path:
 
 def save_policy(root: Path, policy: Policy, meta: PolicyMeta) -> Path:
     """Write ``policy`` and its metadata to ``root/<policy id>`` (replacing it atomically)."""
+    from aqe.learning.registry import check_policy_id
+
+    check_policy_id(meta.policy_id)
     root.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=f".{meta.policy_id}.new-", dir=root))
     try:
@@ -89,11 +92,12 @@ def load_policy(root: Path, policy_id: str) -> tuple[Policy, PolicyMeta]:
     """A saved policy, ready to rank (training off).
 
     Raises:
-        ConfigError: no such policy, or one built for other features.
+        ConfigError: a policy id that is not one plain directory name, no such policy,
+            or one built for other features.
     """
-    from aqe.learning.registry import make_policy
+    from aqe.learning.registry import check_policy_id, make_policy
 
-    directory = root / policy_id
+    directory = root / check_policy_id(policy_id)
     if not (directory / META_FILE).is_file():
         known = ", ".join(m.policy_id for m in list_policies(root)) or "none"
         raise ConfigError(f"no policy {policy_id!r} under {root} (known: {known})")

@@ -9,6 +9,7 @@ The ``optimal`` oracle is registered too, for evaluation tables only (see
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -22,7 +23,7 @@ from aqe.learning.baselines import (
     RecentFailurePolicy,
 )
 
-__all__ = ["ALGORITHMS", "BASELINES", "LEARNERS", "ORACLES", "make_policy"]
+__all__ = ["ALGORITHMS", "BASELINES", "LEARNERS", "ORACLES", "check_policy_id", "make_policy"]
 
 Factory = Callable[..., Policy]
 
@@ -93,3 +94,24 @@ def make_policy(name: str, seed: int = 0, **hyperparameters: Any) -> Policy:
         return factory(seed=seed, **hyperparameters)
     except TypeError as exc:
         raise ConfigError(f"{name}: bad hyperparameters: {exc}") from exc
+
+
+_POLICY_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def check_policy_id(policy_id: str) -> str:
+    """``policy_id`` if it is safe as one directory name, which is how it is stored.
+
+    A policy id names ``<data dir>/policies/<id>``: letters, digits, ``.``, ``_`` and
+    ``-``, starting with a letter or digit, at most 128 characters, so no id can
+    climb out of that directory (``..``, ``/``, ``\\``) or be hidden (``.x``).
+
+    Raises:
+        ConfigError: any other id.
+    """
+    if not _POLICY_ID.fullmatch(policy_id):
+        raise ConfigError(
+            f"bad policy id {policy_id[:80]!r}: use letters, digits, '.', '_' and '-' "
+            "(starting with a letter or digit, at most 128 characters)"
+        )
+    return policy_id
