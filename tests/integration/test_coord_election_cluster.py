@@ -39,6 +39,7 @@ from aqe.log import load_stream_specs
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.log.retry import while_unavailable
 from aqe.server import LocalCluster
+from support.waiting import until
 
 STREAM = "AQE_COORD"
 NS_PER_MS = 1_000_000
@@ -246,7 +247,14 @@ async def test_killed_leader_is_replaced_within_one_lease_period(
         for cid in ("a", "b", "c"):
             candidates.start(cid, "--lease-ms", str(lease_ms))
         [(first, elected)] = await candidates.wait_for("elected", timeout=30)
-        await asyncio.sleep(1.2 * lease_ms / 1000)  # it renews meanwhile
+
+        async def renewed() -> bool:
+            chain = lease_chain(await coord_messages(log), "coordinators")
+            return any(
+                isinstance(ev, LeaseRenewed) and ev.term == elected["term"] for _, ev in chain
+            )
+
+        await until(renewed, "the first leader to renew its lease", timeout_s=30)
 
         killed_at_ns = time.time_ns()
         first.proc.kill()
@@ -280,12 +288,21 @@ async def test_paused_leaders_late_write_is_rejected_by_the_server(
         for cid in ("a", "b", "c"):
             candidates.start(cid, "--lease-ms", str(lease_ms), "--write-every-ms", "100")
         [(old, elected)] = await candidates.wait_for("elected", timeout=30)
-        await asyncio.sleep(0.5)  # some accepted writes first
+
+        async def wrote(who: str, term: int) -> bool:
+            writes = assert_writes_fenced(await coord_messages(log), "coordinators")
+            return any(w == who and t == term for _, t, w in writes)
+
+        await until(
+            lambda: wrote(old.id, elected["term"]), "some accepted writes first", timeout_s=30
+        )
 
         old.proc.send_signal(signal.SIGSTOP)
         others = [c for c in candidates.all if c is not old]
         [(new, took_over)] = await candidates.wait_for("elected", timeout=15, among=others)
-        await asyncio.sleep(0.3)  # the new leader writes too
+        await until(
+            lambda: wrote(new.id, took_over["term"]), "the new leader to write too", timeout_s=30
+        )
         old.proc.send_signal(signal.SIGCONT)
         [(_, rejected)] = await candidates.wait_for("late-write-rejected", timeout=15, among=[old])
         await candidates.wait_for("deposed", timeout=15, among=[old])

@@ -104,9 +104,13 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
         leader = await nats_cluster.stream_leader(STREAM)
         logs = [await connect(*nats_cluster.urls) for _ in ids]
         spans: list[tuple[float, float]] = []
+        # The first honest vote lands before the kill; every other cast starts as the
+        # kill begins (conditions, not a timetable: a loaded machine keeps the order).
+        killing = asyncio.Event()
 
         async def honest_voter(i: int, agent: str) -> None:
-            await asyncio.sleep(0.25 * i)
+            if i > f:
+                await killing.wait()
             start = time.monotonic()
             await cast_vote(logs[i], "release-42", agent, "ship", keys[agent].private_key)
             spans.append((start, time.monotonic()))
@@ -122,7 +126,7 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
             )
             await retry(lambda: log.append(forged))
             await cast_vote(log, "release-42", agent, "block", keys[agent].private_key)
-            await asyncio.sleep(1.0 + 0.3 * i)  # conflicting votes during the outage
+            await killing.wait()  # conflicting votes during the outage
             start = time.monotonic()
             await cast_vote(
                 log, "release-42", agent, "ship", keys[agent].private_key, refuse_change=False
@@ -130,7 +134,10 @@ async def test_vote_is_unique_and_identical_when_the_stream_leader_dies(
             spans.append((start, time.monotonic()))
 
         async def killer() -> tuple[float, float]:
-            await asyncio.sleep(0.8)
+            async with asyncio.timeout(60):
+                while not spans:  # one vote stored before the kill
+                    await asyncio.sleep(0.05)
+            killing.set()
             before = time.monotonic()
             await asyncio.to_thread(nats_cluster.kill, leader)
             return before, time.monotonic()
