@@ -191,3 +191,27 @@ def test_a_run_cut_short_is_invisible_named_and_completed_by_ingesting_again(
     assert [(r["finished"], r["executions"], r["failed"]) for r in runs] == [(True, 2500, 250)]
     one = aqe("history", "CartTest.case_0001", "--json").json()
     assert (one["runs"], one["passes"]) == (1, 1)
+
+
+def test_ingest_caps_file_size_and_skips_links_out_of_a_directory(
+    aqe: Runner, tmp_path: Path, aqe_env: dict[str, str]
+) -> None:
+    import os
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    junit(reports / "TEST-a.xml", ok("total"))
+    outside = junit(tmp_path / "private.xml", ok("secret"))
+    os.symlink(outside, reports / "TEST-escape.xml")
+    result = aqe("ingest", str(reports), "-q", "--json")
+    assert result.code == 0, result.err
+    assert result.json()["files"] == [str(reports / "TEST-a.xml")]
+    assert f"{reports / 'TEST-escape.xml'}: skipped, a symbolic link to outside" in result.err
+    big = junit(tmp_path / "TEST-big.xml", *[ok(f"t{i}") for i in range(50)])
+    capped = aqe("ingest", str(big), "--max-file-size", "1000", "-q")
+    assert capped.code == 2
+    assert capped.err.startswith(f"aqe: error: {big}: file too large: ")
+    assert "the cap is 1,000 bytes" in capped.err
+    from_env = aqe("ingest", str(big), "-q", env={**aqe_env, "AQE_INGEST_MAX_BYTES": "1000"})
+    assert from_env.code == 2
+    assert "the cap is 1,000 bytes" in from_env.err

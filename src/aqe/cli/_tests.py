@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -30,29 +29,9 @@ if TYPE_CHECKING:
     from aqe.log.jetstream import JetStreamEventLog
     from aqe.projections.history import HistoryPolicy
 
-_REPORT_SUFFIXES = (".xml", ".json", ".jsonl")
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _VERDICT_STYLE = {"p": "green", "r": "yellow", "f": "red", "e": "magenta", "s": "dim"}
-
-
-def _report_files(paths: Sequence[str]) -> list[Path]:
-    """Files named, and report-looking files under directories named, in a stable order."""
-    out: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix in _REPORT_SUFFIXES
-            )
-            if not found:
-                raise click.BadParameter(f"{path}: no .xml/.json/.jsonl reports in it")
-            out.extend(found)
-        elif path.is_file():
-            out.append(path)
-        else:
-            raise click.BadParameter(f"{path}: no such file or directory")
-    return out
 
 
 async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) -> str | None:
@@ -79,6 +58,15 @@ async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) 
 @click.option("--branch", help="Branch the tests ran on.")
 @click.option("--ci-url", help="Link to the CI job.")
 @click.option("--no-fold", is_flag=True, help="Only append; do not update the history projection.")
+@click.option(
+    "--max-file-size",
+    "max_bytes",
+    type=click.IntRange(min=1),
+    default=128 * 1024 * 1024,
+    show_default=True,
+    envvar="AQE_INGEST_MAX_BYTES",
+    help="Refuse a report or spool file larger than this many bytes [env AQE_INGEST_MAX_BYTES].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
@@ -91,6 +79,7 @@ def ingest(
     branch: str | None,
     ci_url: str | None,
     no_fold: bool,
+    max_bytes: int,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -98,27 +87,33 @@ def ingest(
 
     FILES are JUnit XML (pytest, Maven Surefire, gotestsum, jest-junit), CTRF JSON,
     pytest-json-report JSON, or spool files written by the aqe pytest plugin;
-    directories are searched for .xml/.json/.jsonl files. All files are parsed before
+    directories are searched for .xml/.json/.jsonl files (a symbolic link in them
+    that points outside is skipped, with a message). All files are parsed before
     anything is published: one bad file publishes nothing and names the file and line.
-    Event ids are deterministic, so ingesting the same files again adds nothing.
+    A run shows in the history once all of it is stored; event ids are deterministic,
+    so ingesting the same files again adds nothing, or completes a run cut short.
     """
+    from aqe.ingest.files import find_reports
     from aqe.ingest.parsers import detect_format, parse_report
     from aqe.ingest.runs import append_run, run_events
     from aqe.ingest.spool import read_spool
 
-    paths = _report_files(files)
+    paths, skipped_links = find_reports(files)
+    for line in skipped_links:
+        console(stderr=True).print(line, markup=False)
     reports: list[ParsedReport] = []
     events: list[Event] = []
     for path in paths:
-        kind = detect_format(path) if fmt == "auto" else fmt
+        kind = detect_format(path, max_bytes=max_bytes) if fmt == "auto" else fmt
         if kind == "aqe-spool":
-            events.extend(read_spool(path))
+            events.extend(read_spool(path, max_bytes=max_bytes))
         else:
-            reports.append(parse_report(path, kind))
+            reports.append(parse_report(path, kind, max_bytes=max_bytes))
     if reports:
         events.extend(
             run_events(reports, run_id=run_id, commit=commit, branch=branch, ci_url=ci_url)
         )
+        reports.clear()  # the events hold what the fold needs; free the rest early
     if not events:
         raise click.BadParameter("the files hold no test results", param_hint="FILES")
     show = not (quiet or as_json)
@@ -130,6 +125,9 @@ def ingest(
             async with open_log(app) as log:
                 with progress_bar(len(events), "ingest", show) as set_done:
                     result = await append_run(log, events, on_progress=set_done)
+                # The fold reads the events back from the log: drop ours first, so
+                # a large run is not held in memory twice (issue 21: 200k cases).
+                events.clear()
                 try:
                     skipped = None if no_fold else await fold_history(log, app, quiet=not show)
                 except AqeError as exc:

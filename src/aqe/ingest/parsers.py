@@ -26,6 +26,7 @@ from defusedxml.ElementTree import ParseError, iterparse
 
 from aqe.errors import ReportError
 from aqe.ingest.ctrf import looks_like_ctrf, parse_ctrf
+from aqe.ingest.files import MAX_REPORT_BYTES, read_report
 from aqe.ingest.junit import JUNIT_ROOTS, parse_junit
 from aqe.ingest.model import ParsedReport
 from aqe.ingest.pytest_json import looks_like_pytest_json, parse_pytest_json
@@ -42,39 +43,43 @@ _CANNOT_TELL = f"cannot tell the report format; pass --format {', '.join(FORMATS
 _BOM = b"\xef\xbb\xbf"
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path, *, max_bytes: int = MAX_REPORT_BYTES) -> str:
     """The format of the report at ``path``, from its content.
 
     Returns:
         One of :data:`FORMATS`, or :data:`SPOOL_FORMAT`.
 
     Raises:
-        ReportError: the file cannot be read, is empty, or is none of the formats.
+        ReportError: the file cannot be read, is larger than ``max_bytes``, is empty,
+            or is none of the formats.
     """
-    fmt, _doc = _sniff(_read(path), str(path))
+    fmt, _doc = _sniff(read_report(path, max_bytes), str(path))
     return fmt
 
 
-def parse_report(path: Path, fmt: str = "auto") -> ParsedReport:
+def parse_report(
+    path: Path, fmt: str = "auto", *, max_bytes: int = MAX_REPORT_BYTES
+) -> ParsedReport:
     """Read the report at ``path`` (the file is read once).
 
     Args:
         path: the report file.
         fmt: one of :data:`FORMATS`, or ``"auto"`` to tell it from the content.
+        max_bytes: the size cap (:func:`aqe.ingest.files.read_report`).
 
     Returns:
         The parsed report; ``digest`` is the sha256 of the file's bytes.
 
     Raises:
         ReportError: for every problem: an unknown ``fmt``, a spool file, an unreadable,
-            empty or malformed file (with the line when known), a missing field.
+            too large, empty or malformed file (with the line when known), a missing field.
     """
     name = str(path)
     if fmt not in (*FORMATS, "auto", SPOOL_FORMAT):
         raise ReportError(name, f"unknown report format {fmt!r}; known: {', '.join(FORMATS)}")
     if fmt == SPOOL_FORMAT:
         raise _spool_error(name)
-    data = _read(path)
+    data = read_report(path, max_bytes)
     if not _head(data):
         raise ReportError(name, "empty file")
     digest = hashlib.sha256(data).hexdigest()
@@ -94,13 +99,6 @@ def parse_report(path: Path, fmt: str = "auto") -> ParsedReport:
 
 def _spool_error(path: str) -> ReportError:
     return ReportError(path, "spool files are read by aqe.ingest.spool, not by the report parsers")
-
-
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ReportError(str(path), f"cannot read the file: {exc.strerror or exc}") from exc
 
 
 def _sniff(data: bytes, path: str) -> tuple[str, object]:

@@ -15,6 +15,7 @@ from typing import IO, TYPE_CHECKING
 
 from aqe.errors import EventError, ReportError
 from aqe.events import REGISTRY, Event
+from aqe.ingest.files import MAX_REPORT_BYTES, read_report
 
 if TYPE_CHECKING:
     from aqe.config import Settings
@@ -80,7 +81,7 @@ class SpoolWriter:
         self.close()
 
 
-def read_spool(path: Path) -> list[Event]:
+def read_spool(path: Path, *, max_bytes: int = MAX_REPORT_BYTES) -> list[Event]:
     """Every event of a spool file, in file order.
 
     Blank lines are skipped. Nothing is returned unless every line decodes, so a
@@ -89,18 +90,17 @@ def read_spool(path: Path) -> list[Event]:
 
     Args:
         path: The spool file.
+        max_bytes: The size cap (:func:`aqe.ingest.files.read_report`).
 
     Returns:
         The events.
 
     Raises:
-        ReportError: the file cannot be read, or a line is not JSON, names an unknown
-            event type or does not match its schema (the error gives the line number).
+        ReportError: the file cannot be read or is larger than ``max_bytes``, or a
+            line is not JSON, names an unknown event type or does not match its schema
+            (the error gives the line number).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ReportError(str(path), f"cannot read spool file: {exc.strerror or exc}") from exc
+    data = read_report(path, max_bytes, noun="spool file")
     events: list[Event] = []
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
