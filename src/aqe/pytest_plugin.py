@@ -691,6 +691,7 @@ class AqeRecorder:
         from aqe.learning.features import from_events
         from aqe.learning.selection import (
             failure_weights,
+            history_order,
             parse_budget,
             prioritise,
             resolve_pending,
@@ -701,12 +702,12 @@ class AqeRecorder:
 
         cycles = from_events(events)
         names = runner_names(events)
-        known = {t for c in cycles for t in c.test_ids}
+        known = history_order(cycles, names)
         pending = resolve_pending([item.nodeid for item in items], known, names)
         test_of = {nodeid: test_id for test_id, nodeid in pending.nodeids.items()}
         self._test_ids.update(test_of)
         policy, replay, label = resolve_policy(self.policy, data_dir)
-        order = prioritise(policy, cycles, pending, replay=replay)
+        order = prioritise(policy, cycles, pending, replay=replay, also=names)
         new = len(order) - sum(1 for r in order if r.test_id in known)
         chosen = order
         if self.subset is not None:

@@ -333,6 +333,7 @@ class _Plan:
     def __init__(self, app: AppContext, options: dict[str, Any]) -> None:
         from aqe.learning.features import from_events
         from aqe.learning.selection import (
+            history_order,
             prioritise,
             resolve_pending,
             resolve_policy,
@@ -358,11 +359,9 @@ class _Plan:
                     "or pass --dataset iofrol"
                 )
         self.names = runner_names(events)
-        known = {t for c in self.cycles for t in c.test_ids}
-        from aqe.learning.selection import history_order
-
+        known = history_order(self.cycles, self.names)
         tests_file = options["tests_file"]
-        entries = list(tests_file) if tests_file is not None else list(history_order(self.cycles))
+        entries = list(tests_file) if tests_file is not None else list(known)
         self.pending = resolve_pending(entries, known, self.names)
         if self.pending.unknown:
             shown = ", ".join(self.pending.unknown[:3])
@@ -381,7 +380,9 @@ class _Plan:
         else:
             (name,) = _names(options["algo"])
             policy, replay, self.label = resolve_policy(name, app.settings.data_dir)
-        self.order = prioritise(policy, self.cycles, self.pending, replay=replay, changed=changed)
+        self.order = prioritise(
+            policy, self.cycles, self.pending, replay=replay, changed=changed, also=self.names
+        )
         self.always = {r.test_id for r in self.order if r.test_id not in known} | changed
         fmt = options["fmt"] or ("json" if options["as_json"] else None)
         if fmt is None:

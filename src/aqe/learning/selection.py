@@ -117,16 +117,19 @@ def quarantined_tests(events: Iterable[Event]) -> set[str]:
     return held
 
 
-def history_order(cycles: Sequence[Cycle]) -> dict[str, int]:
+def history_order(cycles: Sequence[Cycle], also: Iterable[str] = ()) -> dict[str, int]:
     """A rank per known test for breaking priority ties: the newest run's order first.
 
     Tests of the newest cycle keep the order they ran in; tests last seen in older
-    cycles follow, newest cycle first.
+    cycles follow, newest cycle first; then ``also`` (tests recorded without a verdict
+    in any cycle: only ever skipped), in its order.
     """
     order: dict[str, int] = {}
     for cycle in reversed(cycles):
         for test_id in cycle.test_ids:
             order.setdefault(test_id, len(order))
+    for test_id in also:
+        order.setdefault(test_id, len(order))
     return order
 
 
@@ -206,12 +209,14 @@ def prioritise(
     *,
     replay: bool,
     changed: Iterable[str] = (),
+    also: Iterable[str] = (),
 ) -> list[Ranked]:
     """The pending tests in run order: new and ``changed`` ones first, then by priority.
 
-    Equal priorities keep :func:`history_order`; new tests keep the order given.
+    Equal priorities keep :func:`history_order` (``also`` as there); tests it does not
+    know are new and keep the order given.
     """
-    known = history_order(cycles)
+    known = history_order(cycles, also)
     ids = sorted(pending.test_ids, key=lambda t: known.get(t, len(known)))
     order = rank_pending(policy, cycles, ids, replay=replay)
     return _first(order, {t for t in ids if t not in known} | set(changed))
