@@ -91,3 +91,45 @@ def test_events_package_imports_only_errors_from_aqe() -> None:
                 if (top == "aqe" and not inside) or top == "nats":
                     offenders.append(f"{path.name}: {module}")
     assert offenders == []
+
+
+# Query commands must answer fast (issue 11 item 8): LanceDB alone costs over a second
+# to import, torch and sentence-transformers several, numpy a tenth.
+HEAVY = ("lancedb", "pyarrow", "torch", "sentence_transformers", "numpy", "tantivy", "aioquic")
+
+_QUERY_PROBE = """
+import json, sys
+from aqe.cli import main
+try:
+    main(["--data-dir", sys.argv[1], sys.argv[2], "--offline", "--json"])
+except SystemExit as exc:
+    assert exc.code == 0, exc.code
+print(json.dumps(sorted(sys.modules)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("command", ["runs", "flaky", "broken", "history"])
+def test_query_commands_import_no_heavy_library(tmp_path: Path, command: str) -> None:
+    from aqe.projections import Snapshot, SnapshotStore
+    from aqe.projections.history import HistoryProjection
+    from aqe.projections.tables import tables_current
+
+    # A history whose LanceDB tables are current: the reader could use them, and must not.
+    directory = tmp_path / "projections" / "history"
+    projection = HistoryProjection()
+    SnapshotStore(projection, directory).save(
+        Snapshot(state=projection.initial(), checkpoints={"AQE_TESTS": 0})
+    )
+    assert tables_current(directory, {"AQE_TESTS": 0})
+    done = subprocess.run(
+        [sys.executable, "-c", _QUERY_PROBE, str(tmp_path), command],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = set(json.loads(done.stderr.splitlines()[-1]))
+    assert "aqe.projections.history" in loaded
+    heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
+    assert heavy == []

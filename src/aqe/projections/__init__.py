@@ -8,9 +8,7 @@ atomically. Each projection module defines one fold; :data:`PROJECTIONS` names t
 from collections.abc import Callable
 from typing import Any
 
-from aqe.coordination.membership import MembershipProjection
 from aqe.errors import UnknownProjectionError
-from aqe.learning.experience import ExperienceProjection
 from aqe.projections.base import Projection
 from aqe.projections.catalog import CatalogProjection, CatalogState
 from aqe.projections.deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetters
@@ -18,7 +16,6 @@ from aqe.projections.history import HistoryProjection
 from aqe.projections.replay import VerifyReport, rebuild, verify
 from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
 from aqe.projections.store import Snapshot, SnapshotStore
-from aqe.search.projection import PatternsProjection
 
 __all__ = [
     "PROJECTIONS",
@@ -41,12 +38,34 @@ __all__ = [
     "verify",
 ]
 
+
+# The projections of other packages are imported when asked for: the package is on
+# every query command's path, and numpy (learning) and cryptography (membership) would
+# add a fifth of a second to each.
+def _membership() -> Projection[Any]:
+    from aqe.coordination.membership import MembershipProjection
+
+    return MembershipProjection()
+
+
+def _experience() -> Projection[Any]:
+    from aqe.learning.experience import ExperienceProjection
+
+    return ExperienceProjection()
+
+
+def _patterns() -> Projection[Any]:
+    from aqe.search.projection import PatternsProjection
+
+    return PatternsProjection()
+
+
 PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
     "history": HistoryProjection,
-    "patterns": PatternsProjection,
-    "experience": ExperienceProjection,
-    "membership": MembershipProjection,
+    "patterns": _patterns,
+    "experience": _experience,
+    "membership": _membership,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 

@@ -633,16 +633,13 @@ def load_rows(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
     """(tests rows, runs rows, checkpoints) of the history projection in ``directory``.
 
-    Reads the LanceDB tables when they match the snapshot and the default policy is
-    asked for; otherwise (stale tables, other thresholds) computes the rows from the
-    snapshot, which is the truth.
+    The rows are computed from the snapshot, which is the truth and is loaded anyway
+    for its checkpoints; the LanceDB tables (the same rows, for other readers) are not
+    read here, because importing LanceDB alone costs a query command over a second.
     """
     from aqe.projections.store import SnapshotStore
-    from aqe.projections.tables import read_table, tables_current
 
     snapshot = SnapshotStore[HistoryState](HistoryProjection(), directory).load()
     checkpoints = dict(sorted(snapshot.checkpoints.items()))
-    if (policy is None or policy == DEFAULT_POLICY) and tables_current(directory, checkpoints):
-        return read_table(directory, "tests"), read_table(directory, "runs"), checkpoints
     chosen = policy or DEFAULT_POLICY
     return rows_of_tests(snapshot.state, chosen), rows_of_runs(snapshot.state), checkpoints
