@@ -27,6 +27,8 @@ so no client type crosses a port.
     │   └── UnknownProjectionError (LookupError)
     ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
     ├── IngestError                         a read report whose run was not stored (files, why)
+    ├── SandboxError                        a sandbox could not be prepared (source, setup)
+    │   └── SandboxUnavailableError         a sandbox backend cannot run on this machine
     └── CommandRejectedError                a command handler decided "no"
 """
 
@@ -53,6 +55,8 @@ __all__ = [
     "PermissionDeniedError",
     "ProjectionError",
     "ReportError",
+    "SandboxError",
+    "SandboxUnavailableError",
     "ServerError",
     "StreamClosedError",
     "UnknownEventTypeError",
@@ -236,6 +240,19 @@ class IngestError(AqeError):
         self.reason = reason
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         super().__init__(f"{shown}: {reason}")
+
+
+class SandboxError(AqeError):
+    """A sandbox's working copy, setup or backend could not be prepared."""
+
+
+class SandboxUnavailableError(SandboxError):
+    """A sandbox backend cannot run on this machine; the message says why and what to use."""
+
+    def __init__(self, backend: str, reason: str) -> None:
+        self.backend = backend
+        self.reason = reason
+        super().__init__(f"sandbox backend {backend!r} is unavailable: {reason}")
 
 
 class CommandRejectedError(AqeError):
