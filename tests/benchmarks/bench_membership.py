@@ -1,21 +1,41 @@
-"""Membership: failure detection with and without gossip, and what heartbeats cost.
+"""Membership: failure detection with and without shared suspicion, and what heartbeats cost.
 
 Usage::
 
     python tests/benchmarks/bench_membership.py [--trials N] [--interval S]
-        [--check-intervals A,B,C] [--agents M] [--json]
+        [--check-intervals A,B,C ...] [--agents M] [--json]
 
 The script starts its own nats-server and measures, in one run:
 
-* **Detection time.** Three coordinators (``MembershipMonitor``) follow ``AQE_AGENTS``
-  with staggered check intervals (default 0.1 s, 0.5 s and 1.0 s) and the same failure
-  detector (heartbeat every ``--interval``, suspect after 3 missed). Per trial one agent
+* **Detection time, with and without shared suspicion.** Three coordinators
+  (``MembershipMonitor``) follow ``AQE_AGENTS`` with the same failure detector
+  (heartbeat every ``--interval``, suspect after 3 missed). Per trial one agent
   registers, beats, and is killed (its heartbeat task cancelled, no retirement) at a
-  random phase of its beat. The time from the kill to *every* coordinator considering
-  it suspect is measured with gossip (the first coordinator to time the agent out
-  appends ``AgentSuspected``; the others see it as soon as it reaches them) and without
-  (each waits for its own timeout and its own next check). Trials alternate the two
-  modes so that machine noise hits both alike; the ratio is no-gossip / gossip.
+  random phase of its beat; the time from the kill to *every* coordinator considering
+  it suspect is measured in two arms:
+
+  - **shared**: the first coordinator whose own timeout fires appends an
+    ``AgentSuspected`` to the log; the others fold it and mark the agent suspect as soon
+    as it reaches them. This is not epidemic gossip: there is no peer-to-peer
+    dissemination, only an event appended to the stream that every coordinator already
+    follows.
+  - **own timeouts**: no suspicion is appended; each coordinator waits for its own
+    timeout and its own next check.
+
+  Both arms run on the *same* three monitors (same check intervals, same check phases,
+  drawn once per scenario from ``--seed``), and trials alternate the arms so that
+  machine noise hits both alike; the only difference is whether suspicions are
+  appended. The first coordinator to suspect is a control: it does not depend on the
+  arm, so its median should be about equal in both. The ratio is own / shared.
+
+  Each ``--check-intervals`` is one scenario (``:aligned`` after the list starts the
+  three checkers together instead of at random phases). The defaults run three: equal
+  intervals with aligned phases (0.25 s each), where every coordinator times the agent
+  out at about the same moment and sharing has nothing to save (the control); equal
+  intervals at random phases, where sharing saves the spread of the phases; and mixed
+  intervals (0.1, 0.5 and 1.0 s), where the slow coordinators learn from the fast one.
+  The gain is the distance between the first and the last coordinator's own timeout,
+  nothing more.
 * **Heartbeat cost.** ``--agents`` runtimes beat at ``--interval`` for a few seconds:
   events per second per agent, beats achieved against the schedule, append latency,
   bytes stored per heartbeat and, from them, how ``AQE_AGENTS`` grows per agent per day
@@ -78,14 +98,14 @@ def pct(values: list[float], q: float) -> float:
 async def one_trial(
     log: JetStreamEventLog,
     monitors: list[MembershipMonitor],
-    gossip: bool,
+    shared: bool,
     interval_s: float,
     rng: random.Random,
 ) -> tuple[float, float]:
     """Kill one agent; seconds until the first and until every coordinator suspects it."""
     for mon in monitors:
-        mon.gossip = gossip
-    agent_id = f"agent-{'g' if gossip else 'n'}-{uuid.uuid4().hex[:8]}"
+        mon.gossip = shared  # the monitor's switch for appending suspicions
+    agent_id = f"agent-{'s' if shared else 'o'}-{uuid.uuid4().hex[:8]}"
     agent = AgentRuntime(log, agent_id, "bench", interval_s=interval_s)
     await agent.start()
     await asyncio.gather(*(m.wait_for(agent_id, "alive", _TIMEOUT_S) for m in monitors))
@@ -100,9 +120,20 @@ async def one_trial(
     return min(times), max(times)
 
 
+ARMS = ("shared", "own")
+"""Suspicion appended to the log for every coordinator, or each on its own timeout."""
+
+
 async def detection(
-    url: str, trials: int, interval_s: float, check_intervals: list[float], seed: int
+    url: str,
+    trials: int,
+    interval_s: float,
+    check_intervals: list[float],
+    seed: int,
+    *,
+    aligned: bool = False,
 ) -> dict[str, Any]:
+    """One scenario: both arms on the same monitors (intervals and phases)."""
     nc = await nats.connect(url)
     rng = random.Random(seed)
     try:
@@ -115,25 +146,28 @@ async def detection(
             mon = MembershipMonitor(log, f"coord-{i + 1}", detector, check_interval_s=every)
             await mon.start()
             monitors.append(mon)
-            # Stagger the check phases too, not only their periods.
-            await asyncio.sleep(rng.uniform(0, every))
-        out: dict[str, dict[str, list[float]]] = {
-            "gossip": {"first": [], "all": []},
-            "no_gossip": {"first": [], "all": []},
-        }
-        # Trial 0 of each mode warms up and is not reported.
+            # Different check phases too, unless aligned; the arms share them.
+            pause = rng.uniform(0, every)
+            if not aligned:
+                await asyncio.sleep(pause)
+        out: dict[str, dict[str, list[float]]] = {arm: {"first": [], "all": []} for arm in ARMS}
+        # Trial 0 of each arm warms up and is not reported.
         for trial in range(trials + 1):
-            order = (True, False) if trial % 2 == 0 else (False, True)
-            for gossip in order:
-                first, last = await one_trial(log, monitors, gossip, interval_s, rng)
+            order = ARMS if trial % 2 == 0 else ARMS[::-1]
+            for arm in order:
+                first, last = await one_trial(log, monitors, arm == "shared", interval_s, rng)
                 if trial > 0:
-                    key = "gossip" if gossip else "no_gossip"
-                    out[key]["first"].append(first)
-                    out[key]["all"].append(last)
+                    out[arm]["first"].append(first)
+                    out[arm]["all"].append(last)
         sent = sum(m.suspicions_sent for m in monitors)
         for mon in monitors:
             await mon.stop()
-        return {"samples": out, "suspicions_sent": sent}
+        return {
+            "check_intervals": check_intervals,
+            "aligned": aligned,
+            "samples": out,
+            "suspicions_sent": sent,
+        }
     finally:
         await nc.drain()
 
@@ -235,22 +269,38 @@ async def fold_cost(url: str, events: int) -> dict[str, Any]:
 # -- report ----------------------------------------------------------------------------
 
 
-def report(det: dict[str, Any], cost: dict[str, Any], fold: dict[str, Any]) -> list[dict[str, Any]]:
-    g, n = det["samples"]["gossip"], det["samples"]["no_gossip"]
-    ratio_all = statistics.median(n["all"]) / statistics.median(g["all"])
+def detection_rows(det: dict[str, Any]) -> list[dict[str, Any]]:
+    shared, own = det["samples"]["shared"], det["samples"]["own"]
+    checks = "/".join(f"{c:g}" for c in det["check_intervals"])
+    label = f"checks {checks} s{' aligned' if det['aligned'] else ''}"
     return [
-        {"name": "all suspect, gossip: median s", "value": statistics.median(g["all"])},
-        {"name": "all suspect, gossip: p90 s", "value": pct(g["all"], 0.9)},
         {
-            "name": "all suspect, no gossip: median s",
-            "value": statistics.median(n["all"]),
-            "baseline": statistics.median(g["all"]),
-            "ratio": ratio_all,
+            "name": f"{label}: all suspect, shared: median s",
+            "value": statistics.median(shared["all"]),
         },
-        {"name": "all suspect, no gossip: p90 s", "value": pct(n["all"], 0.9)},
-        {"name": "first suspect, gossip: median s", "value": statistics.median(g["first"])},
-        {"name": "first suspect, no gossip: median s", "value": statistics.median(n["first"])},
-        {"name": "suspicions appended (gossip trials)", "value": det["suspicions_sent"]},
+        {
+            "name": f"{label}: all suspect, own: median s",
+            "value": statistics.median(own["all"]),
+            "baseline": statistics.median(shared["all"]),
+            "ratio": statistics.median(own["all"]) / statistics.median(shared["all"]),
+        },
+        {"name": f"{label}: all suspect, shared: p90 s", "value": pct(shared["all"], 0.9)},
+        {"name": f"{label}: all suspect, own: p90 s", "value": pct(own["all"], 0.9)},
+        {
+            "name": f"{label}: first suspect (control), own: median s",
+            "value": statistics.median(own["first"]),
+            "baseline": statistics.median(shared["first"]),
+            "ratio": statistics.median(own["first"]) / statistics.median(shared["first"]),
+        },
+        {"name": f"{label}: suspicions appended", "value": det["suspicions_sent"]},
+    ]
+
+
+def report(
+    dets: list[dict[str, Any]], cost: dict[str, Any], fold: dict[str, Any]
+) -> list[dict[str, Any]]:
+    return [
+        *(row for det in dets for row in detection_rows(det)),
         {"name": "heartbeats/s per agent", "value": cost["events_per_s_per_agent"]},
         {
             "name": f"beats sent vs schedule ({cost['agents']} agents)",
@@ -281,24 +331,32 @@ def report(det: dict[str, Any], cost: dict[str, Any], fold: dict[str, Any]) -> l
 
 def print_table(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(
-        f"membership: {args.trials} trials per mode, heartbeat every {args.interval}s, "
-        f"suspect after 3 missed, coordinators check every {args.check_intervals} s"
+        f"membership: {args.trials} trials per arm, heartbeat every {args.interval}s, "
+        "suspect after 3 missed; arms: suspicion shared through the log vs own timeouts, "
+        "on the same monitors (ratio = own / shared)"
     )
-    print(f"{'measurement':<40} {'value':>12} {'baseline':>10} {'ratio':>7}")
+    width = max(len(row["name"]) for row in rows) + 1
+    print(f"{'measurement':<{width}} {'value':>12} {'baseline':>10} {'ratio':>7}")
     for row in rows:
         base = f"{row['baseline']:.3f}" if "baseline" in row else ""
         ratio = f"{row['ratio']:.2f}x" if "ratio" in row else ""
         value = row["value"]
         shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
-        print(f"{row['name']:<40} {shown:>12} {base:>10} {ratio:>7}")
+        print(f"{row['name']:<{width}} {shown:>12} {base:>10} {ratio:>7}")
+
+
+DEFAULT_SCENARIOS = ("0.25,0.25,0.25:aligned", "0.25,0.25,0.25", "0.1,0.5,1.0")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=8, help="Kill trials per mode.")
+    parser.add_argument("--trials", type=int, default=8, help="Kill trials per arm.")
     parser.add_argument("--interval", type=float, default=0.25, help="Heartbeat interval, s.")
     parser.add_argument(
-        "--check-intervals", default="0.1,0.5,1.0", help="The coordinators' check intervals."
+        "--check-intervals",
+        action="append",
+        help="The three coordinators' check intervals, one scenario per use "
+        f"[default: {' and '.join(DEFAULT_SCENARIOS)}].",
     )
     parser.add_argument("--agents", type=int, default=100, help="Agents for the cost run.")
     parser.add_argument("--cost-interval", type=float, default=1.0, help="Their interval, s.")
@@ -309,14 +367,22 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     args = parser.parse_args()
-    checks = [float(x) for x in args.check_intervals.split(",")]
+    scenarios = [
+        ([float(x) for x in spec.split(":")[0].split(",")], spec.endswith(":aligned"))
+        for spec in args.check_intervals or DEFAULT_SCENARIOS
+    ]
     with nats_server() as url:
-        det = asyncio.run(detection(url, args.trials, args.interval, checks, args.seed))
+        dets = [
+            asyncio.run(
+                detection(url, args.trials, args.interval, checks, args.seed, aligned=aligned)
+            )
+            for checks, aligned in scenarios
+        ]
         cost = asyncio.run(heartbeat_cost(url, args.agents, args.cost_interval, args.cost_seconds))
         fold = asyncio.run(fold_cost(url, args.fold_events))
-    rows = report(det, cost, fold)
+    rows = report(dets, cost, fold)
     if args.json:
-        print(json.dumps({"rows": rows, "detection": det, "cost": cost, "fold": fold}, indent=2))
+        print(json.dumps({"rows": rows, "detection": dets, "cost": cost, "fold": fold}, indent=2))
     else:
         print_table(rows, args)
 

@@ -5,15 +5,15 @@ Two halves, kept apart on purpose:
 * The **fold** (:class:`MembershipProjection`) turns ``AQE_AGENTS`` into one
   :class:`AgentRecord` per agent: role, capabilities, the registration, the last
   heartbeat (beat, session, server timestamp, status, load), retirement and the
-  gossiped suspicions of the current beat. It reads no clock, so it is a projection
-  like any other: rebuilt by replay, byte for byte.
+  suspicions of the current beat that coordinators appended. It reads no clock, so
+  it is a projection like any other: rebuilt by replay, byte for byte.
 * **Liveness** (:func:`liveness`) is a pure function of a record, a ``now_ns`` and a
   :class:`FailureDetector`: ``alive`` until ``suspect_after`` heartbeat intervals pass
   without a beat, ``suspect`` until ``dead_after``, then ``dead``; ``retired`` when the
   agent left on purpose. An :class:`~aqe.events.AgentSuspected` for the agent's current
-  beat, written by any coordinator, makes it ``suspect`` at once (gossip); the next
-  heartbeat refutes it. The same prefix of the log and the same ``now_ns`` always give
-  the same answer.
+  beat, appended by any coordinator, makes it ``suspect`` at once for every reader of
+  the log (shared suspicion); the next heartbeat refutes it. The same prefix of the
+  log and the same ``now_ns`` always give the same answer.
 
 Heartbeat timestamps are the server's (``Envelope.recorded_at_ns``); ``now_ns`` should be
 on the same clock (a coordinator on a host with NTP is close enough: skew adds to, or
@@ -113,7 +113,7 @@ class FailureDetector(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Suspicion(msgspec.Struct, frozen=True, kw_only=True):
-    """One coordinator's gossiped suspicion of an agent's current beat."""
+    """One coordinator's suspicion of an agent's current beat, as appended to the log."""
 
     by: str
     last_beat: int
@@ -169,7 +169,7 @@ class Liveness(msgspec.Struct, frozen=True, kw_only=True):
     missed: int
     """Whole heartbeat intervals since it was last seen."""
     suspected_by: tuple[str, ...] = ()
-    """Coordinators whose gossip counts against the current beat."""
+    """Coordinators whose appended suspicions count against the current beat."""
     reason: str = ""
 
 
@@ -252,7 +252,7 @@ def _record(state: MembershipState, agent_id: str) -> AgentRecord:
 def liveness(record: AgentRecord, now_ns: int, detector: FailureDetector) -> Liveness:
     """The agent's status at ``now_ns`` (a pure function: no clock is read).
 
-    A gossiped suspicion counts only when the log's own clock says the agent had
+    An appended suspicion counts only when the log's own clock says the agent had
     missed at least one interval when it was written; that discards a suspicion of a
     beat that a restarted agent (beats count from 1 per session) has just sent again.
     """
@@ -338,16 +338,19 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class MembershipMonitor:
-    """A coordinator's live view of the fleet, with failure detection and gossip.
+    """A coordinator's live view of the fleet, with failure detection and shared suspicion.
 
     It follows ``AQE_AGENTS`` and keeps the fold current; every ``check_interval_s``
     it evaluates every agent's liveness. When an agent it saw ``alive`` misses enough
     heartbeats to become suspect (or dead) by this monitor's own detector, and no
     coordinator has suspected that beat yet, it appends an ``AgentSuspected``: the
-    other coordinators then see the agent suspect as soon as the event reaches them,
-    instead of waiting for their own timeout (the fold does the rest, see
-    :func:`liveness`). Statuses changed by events (a heartbeat, a gossiped suspicion,
-    a retirement) are observed as each event is folded.
+    other coordinators, which follow the same stream, then see the agent suspect as
+    soon as the event reaches them, instead of waiting for their own timeout (the fold
+    does the rest, see :func:`liveness`). This is suspicion shared through the log,
+    not epidemic gossip: nothing goes from peer to peer, and it gains only where
+    coordinators would time an agent out at different moments (different check
+    intervals or phases). Statuses changed by events (a heartbeat, an appended
+    suspicion, a retirement) are observed as each event is folded.
 
     Args:
         log: the event log (any adapter).
@@ -355,7 +358,8 @@ class MembershipMonitor:
         detector: the failure detector; the default expects a beat every second.
         check_interval_s: how often timeouts are evaluated [default: half the
             heartbeat interval].
-        gossip: whether to append suspicions (``False`` only listens).
+        gossip: whether to append suspicions to the log for the other coordinators
+            (``False`` only listens). The name is historical: see above.
         clock: the time source for ``now_ns`` (server-comparable nanoseconds).
         on_transition: called with every status change this monitor observes.
     """
@@ -477,7 +481,7 @@ class MembershipMonitor:
     # -- work -----------------------------------------------------------------------
 
     async def check(self, now_ns: int | None = None) -> list[AgentSuspected]:
-        """Evaluate every agent's timeouts once; gossip new suspicions.
+        """Evaluate every agent's timeouts once; append new suspicions to the log.
 
         Returns:
             The suspicions appended by this call.
