@@ -385,10 +385,10 @@ async def test_a_crashed_workers_task_is_abandoned_and_run_once_more(
 async def test_star_spreads_work_by_free_slots(log: InMemoryEventLog, bus: InMemoryBus) -> None:
     runs: Runs = Counter()
     workers = make_workers(log, 3, runs, capacity=1, delay=0.01)
-    async with Fleet(log, bus, workers, fleet="unit", initial="star"):
+    async with Fleet(log, bus, workers, fleet="unit", initial="star") as fleet:
         await submit_tasks(log, [task(i) for i in range(9)])
-        await wait_for(lambda: sum(runs.values()) == 9)
-        await asyncio.sleep(0.05)
+        # A run is counted before its completion is appended: wait for the completions.
+        await wait_for(lambda: fleet.board.board.completed == 9)
     board = await board_of(log)
     per_agent = Counter(e.agent for e in board.tasks.values())
     assert per_agent == Counter({"w0": 3, "w1": 3, "w2": 3})
@@ -432,8 +432,7 @@ async def test_mesh_starts_from_the_oldest_pending_task(
     fleet = Fleet(log, bus, make_workers(log, 2, runs), fleet="unit", initial="mesh")
     await fleet.start()
     try:
-        await wait_for(lambda: sum(runs.values()) == 3)
-        await asyncio.sleep(0.05)
+        await wait_for(lambda: fleet.board.board.completed == 3)
         mesh = fleet.dispatcher
         assert isinstance(mesh, MeshDispatcher)
         assert mesh.claimed == 3
