@@ -34,6 +34,9 @@ from aqe.events import (
     TaskAbandoned,
     TaskClaimed,
     TaskCompleted,
+    TaskOutcome,
+    TaskParked,
+    TaskQueued,
     TaskSubmitted,
     TestCaseExecuted,
     TestCaseQuarantined,
@@ -44,6 +47,14 @@ from aqe.events import (
     TopologySelected,
     VoteCast,
     Voter,
+    WorkflowCancelled,
+    WorkflowDecided,
+    WorkflowFinished,
+    WorkflowStarted,
+    WorkflowStepFinished,
+    WorkflowStepScheduled,
+    WorkflowTimerFired,
+    WorkflowTimerSet,
 )
 
 WHEN = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
@@ -211,6 +222,23 @@ SAMPLES: dict[str, Event] = {
             count=10,
             via="a",
         ),
+        TaskQueued(capability="pytest", task_id="t1"),
+        TaskParked(task_id="t1", agent_id="runner-1", deliveries=4, attempts=3, reason="died"),
+        WorkflowStarted(instance_id="w1", workflow="rerun", params={"n": "3"}, reasons=("hand",)),
+        WorkflowStepScheduled(instance_id="w1", step="run-1", task_id="wf-1", kind="pytest"),
+        WorkflowStepFinished(
+            instance_id="w1",
+            step="run-1",
+            task_id="wf-1",
+            status="completed",
+            agent_id="runner-1",
+            outcome=TaskOutcome(exit_code=1, tests=1, failed=1, outcomes={"t.py::x": "failed"}),
+        ),
+        WorkflowTimerSet(instance_id="w1", timer="give-up", due_ns=10**18, reason="1 h"),
+        WorkflowTimerFired(instance_id="w1", timer="give-up", due_ns=10**18),
+        WorkflowDecided(instance_id="w1", key="verdict", decision="flaky", reasons=("1/3",)),
+        WorkflowFinished(instance_id="w1", status="succeeded", result={"passed": "2"}),
+        WorkflowCancelled(instance_id="w1", reason="not needed", by="me"),
     ]
 }
 

@@ -40,6 +40,7 @@ def test_repo_streams_load() -> None:
         "AQE_LEARNING",
         "AQE_PATTERNS",
         "AQE_TESTS",
+        "AQE_WORKFLOWS",
     ]
     dlq = next(s for s in specs if s.name == "AQE_DLQ")
     assert dlq.audit

@@ -33,6 +33,7 @@ from aqe.events.coordination import (
 )
 from aqe.events.learning import ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
+from aqe.events.runners import TaskOutcome, TaskParked, TaskQueued
 from aqe.events.testruns import (
     Outcome,
     TestCaseExecuted,
@@ -41,6 +42,18 @@ from aqe.events.testruns import (
     TestRunFinished,
     TestRunSelected,
     TestRunStarted,
+)
+from aqe.events.workflows import (
+    StepStatus,
+    WorkflowCancelled,
+    WorkflowDecided,
+    WorkflowFinished,
+    WorkflowStarted,
+    WorkflowStatus,
+    WorkflowStepFinished,
+    WorkflowStepScheduled,
+    WorkflowTimerFired,
+    WorkflowTimerSet,
 )
 
 __all__ = [
@@ -70,10 +83,14 @@ __all__ = [
     "PatternUsed",
     "PolicyTrained",
     "ProposalOpened",
+    "StepStatus",
     "TagParts",
     "TaskAbandoned",
     "TaskClaimed",
     "TaskCompleted",
+    "TaskOutcome",
+    "TaskParked",
+    "TaskQueued",
     "TaskSubmitted",
     "TestCaseExecuted",
     "TestCaseQuarantined",
@@ -87,5 +104,14 @@ __all__ = [
     "VoteCast",
     "Voter",
     "VotingMode",
+    "WorkflowCancelled",
+    "WorkflowDecided",
+    "WorkflowFinished",
+    "WorkflowStarted",
+    "WorkflowStatus",
+    "WorkflowStepFinished",
+    "WorkflowStepScheduled",
+    "WorkflowTimerFired",
+    "WorkflowTimerSet",
     "parse_tag",
 ]

@@ -20,6 +20,7 @@ from aqe.events.coordination import (
 )
 from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
+from aqe.events.runners import TaskParked, TaskQueued
 from aqe.events.testruns import (
     TestCaseExecuted,
     TestCaseQuarantined,
@@ -27,6 +28,16 @@ from aqe.events.testruns import (
     TestRunFinished,
     TestRunSelected,
     TestRunStarted,
+)
+from aqe.events.workflows import (
+    WorkflowCancelled,
+    WorkflowDecided,
+    WorkflowFinished,
+    WorkflowStarted,
+    WorkflowStepFinished,
+    WorkflowStepScheduled,
+    WorkflowTimerFired,
+    WorkflowTimerSet,
 )
 
 __all__ = ["REGISTRY"]
@@ -61,6 +72,16 @@ REGISTRY = EventRegistry(
         ProposalOpened,
         VoteCast,
         BridgeApplied,
+        TaskQueued,
+        TaskParked,
+        WorkflowStarted,
+        WorkflowStepScheduled,
+        WorkflowStepFinished,
+        WorkflowTimerSet,
+        WorkflowTimerFired,
+        WorkflowDecided,
+        WorkflowFinished,
+        WorkflowCancelled,
     ]
 )
 """Every event type aqe can decode; later capabilities register theirs here."""

@@ -18,6 +18,7 @@ from typing import ClassVar, Literal
 import msgspec
 
 from aqe.events._base import Event
+from aqe.events.runners import TaskOutcome
 
 __all__ = [
     "LeaderCheckpointed",
@@ -115,6 +116,11 @@ class TaskSubmitted(Event, frozen=True, kw_only=True, tag="coord.task.submitted.
     """Relative cost (1.0 = a typical task); the topology selector reads it."""
     params: dict[str, str] = msgspec.field(default_factory=dict)
     submitted_by: str = ""
+    payload: str = ""
+    """The kind's input as JSON (runner kinds: :class:`aqe.runners.RunnerTask`)."""
+    queued: bool = False
+    """A runner task: it waits on the work queue of its kind (a :class:`TaskQueued` was
+    appended with it); topology dispatchers leave it to the runners."""
 
 
 class TaskClaimed(Event, frozen=True, kw_only=True, tag="coord.task.claimed.v1"):
@@ -145,6 +151,8 @@ class TaskCompleted(Event, frozen=True, kw_only=True, tag="coord.task.completed.
     ok: bool = True
     result: str = ""
     duration_ms: float = 0.0
+    outcome: TaskOutcome | None = None
+    """What a runner saw running it (runner tasks)."""
 
 
 class TaskAbandoned(Event, frozen=True, kw_only=True, tag="coord.task.abandoned.v1"):
