@@ -85,10 +85,17 @@ def derived_current(directory: Path, name: str, checkpoints: Mapping[str, int]) 
 
 def write_tables(
     directory: Path,
-    tables: Mapping[str, tuple[Sequence[Mapping[str, Any]], pa.Schema]],
+    tables: Mapping[
+        str, tuple[Sequence[Mapping[str, Any]] | pa.Table | pa.RecordBatchReader, pa.Schema]
+    ],
     checkpoints: Mapping[str, int],
 ) -> Path:
-    """Write ``{name: (rows, schema)}`` as LanceDB tables under ``directory/tables``."""
+    """Write ``{name: (rows, schema)}`` as LanceDB tables under ``directory/tables``.
+
+    ``rows`` may also be Arrow data already: a table, or a reader of record batches
+    that LanceDB writes as they come (for a projection whose rows would not fit in
+    memory as dicts, or even as one Arrow table).
+    """
 
     def fill(fresh: Path) -> None:
         import lancedb
@@ -96,7 +103,12 @@ def write_tables(
 
         db = lancedb.connect(str(fresh))
         for name, (rows, schema) in tables.items():
-            db.create_table(name, pa.Table.from_pylist(list(rows), schema=schema))
+            arrow = (
+                rows
+                if isinstance(rows, pa.Table | pa.RecordBatchReader)
+                else pa.Table.from_pylist(list(rows), schema=schema)
+            )
+            db.create_table(name, arrow)
 
     return build_derived(directory, TABLES_DIR, fill, checkpoints)
 
