@@ -32,6 +32,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Bytes kept per stream (stdout, stderr); the rest is read, counted and dropped."""
     file_mb: int | None = 1024
     """Largest file the command may write (RLIMIT_FSIZE)."""
+    open_files: int | None = 4096
+    """Most open file descriptors per process (RLIMIT_NOFILE)."""
     network: bool = False
     """Whether the command may reach the network (backends that can block it do)."""
 
@@ -88,6 +90,8 @@ class Sandbox(Protocol):
     """A place to run commands in a working copy under limits."""
 
     name: str
+    isolates: frozenset[str]
+    """What the backend keeps the command from: ``"network"``, ``"filesystem"``, ``"pids"``."""
 
     async def run(
         self, spec: SandboxSpec, argv: Sequence[str], *, workdir: str = "."
