@@ -36,6 +36,7 @@ Reading rules:
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 from defusedxml import DefusedXmlException, DTDForbidden, EntitiesForbidden
-from defusedxml.ElementTree import ParseError, fromstring
+from defusedxml.ElementTree import ParseError, iterparse
 
 from aqe.errors import ReportError
 from aqe.events import Outcome
@@ -86,15 +87,11 @@ def parse_junit(data: bytes, *, path: str, digest: str) -> ParsedReport:
             reference, a root other than ``<testsuites>``/``<testsuite>``, a
             ``<testcase>`` without a name, or a ``time`` that is not a number.
     """
-    root = _parse_xml(data, path)
-    if _local(root.tag) not in _SUITES:
-        raise ReportError(
-            path,
-            f"not a JUnit report: the root element is <{_local(root.tag)}>, "
-            "expected <testsuites> or <testsuite>",
-        )
-    cases = _numbered(_walk(root, path))
-    flavour = _flavour(root)
+    if not data.strip():
+        raise ReportError(path, "empty file")
+    scan = _Scan()
+    cases = _numbered(_stream(data, path, scan))
+    flavour = scan.flavour()
     if flavour == "pytest":
         cases = tuple(
             msgspec.structs.replace(c, nodeid=pytest_nodeid(c.classname, c.name, c.file))
@@ -106,20 +103,19 @@ def parse_junit(data: bytes, *, path: str, digest: str) -> ParsedReport:
         digest=digest,
         cases=cases,
         flavour=flavour,
-        suite=_report_suite(root),
-        started_at=_report_start(root),
-        duration_s=_report_duration(root, path),
+        suite=scan.report_suite(),
+        started_at=scan.report_start(),
+        duration_s=scan.report_duration(path),
     )
 
 
 # --- XML ----------------------------------------------------------------------------------
 
 
-def _parse_xml(data: bytes, path: str) -> Element:
-    if not data.strip():
-        raise ReportError(path, "empty file")
+def _xml_events(data: bytes, path: str) -> Iterator[tuple[str, Element]]:
+    """``iterparse`` start/end events, with every XML problem as a ReportError."""
     try:
-        return fromstring(data)
+        yield from iterparse(io.BytesIO(data), events=("start", "end"))
     except EntitiesForbidden as exc:
         raise ReportError(
             path,
@@ -141,22 +137,109 @@ def _local(tag: str) -> str:
     return tag.rpartition("}")[2]
 
 
-def _walk(root: Element, path: str) -> Iterator[CaseResult]:
-    """Every attempt of every case under ``root``, in document order, without recursion."""
-    root_suite = root.get("name") if _local(root.tag) == "testsuite" else None
-    stack: list[tuple[Iterator[Element], str | None]] = [(iter(root), root_suite)]
-    while stack:
-        children, suite = stack[-1]
-        child = next(children, None)
-        if child is None:
-            stack.pop()
+def _stream(data: bytes, path: str, scan: _Scan) -> Iterator[CaseResult]:
+    """Every attempt of every case, in document order, read as a stream.
+
+    A ``<testcase>`` counts when every element above it is a suite (the walk does not
+    enter other elements). Each case is read when its end tag is parsed, then dropped
+    from the tree, so memory holds the open suites and one case, not the document.
+    """
+    # Per open element: (element, walkable: it and all above it are suites, its suite).
+    open_: list[tuple[Element, bool, str | None]] = []
+    for event, el in _xml_events(data, path):
+        tag = _local(el.tag)
+        if event == "start":
+            if not open_:
+                scan.root(el, tag, path)
+                open_.append((el, True, el.get("name") if tag == "testsuite" else None))
+                continue
+            scan.element(el, tag, top=len(open_) == 1)
+            _, parent_walkable, suite = open_[-1]
+            nearest = (el.get("name") or suite) if tag == "testsuite" else suite
+            open_.append((el, parent_walkable and tag in _SUITES, nearest))
             continue
-        tag = _local(child.tag)
-        if tag == "testcase":
-            yield from _attempts(child, suite, path)
-        elif tag in _SUITES:
-            nearest = (child.get("name") or suite) if tag == "testsuite" else suite
-            stack.append((iter(child), nearest))
+        _, _, suite = open_.pop()
+        if not open_:
+            break
+        parent, parent_walkable, parent_suite = open_[-1]
+        if tag == "testcase" and parent_walkable:
+            yield from _attempts(el, parent_suite, path)
+        if parent_walkable and tag in ("testcase", *_SUITES):
+            el.clear()
+            parent.remove(el)
+
+
+class _Scan:
+    """What the report as a whole says, gathered while its cases stream past."""
+
+    def __init__(self) -> None:
+        self.root_tag = ""
+        self.root_attrs: dict[str, str] = {}
+        self.tops: list[dict[str, str]] = []
+        self.retries = False
+        self.surefire_schema = False
+        self.go_version = False
+        self.pytest_suite = False
+
+    def root(self, el: Element, tag: str, path: str) -> None:
+        if tag not in _SUITES:
+            raise ReportError(
+                path,
+                f"not a JUnit report: the root element is <{tag}>, "
+                "expected <testsuites> or <testsuite>",
+            )
+        self.root_tag = tag
+        self.root_attrs = dict(el.attrib)
+        if tag == "testsuite":
+            self.tops.append(self.root_attrs)
+        self._suite_marks(el, tag)
+
+    def element(self, el: Element, tag: str, *, top: bool) -> None:
+        if tag in _BEFORE or tag in _AFTER:
+            self.retries = True
+        elif tag == "property" and el.get("name") == "go.version":
+            self.go_version = True
+        elif tag == "testsuite" and top and self.root_tag == "testsuites":
+            self.tops.append(dict(el.attrib))
+        self._suite_marks(el, tag)
+
+    def _suite_marks(self, el: Element, tag: str) -> None:
+        if tag == "testsuite":
+            self.surefire_schema |= "surefire" in (el.get(_XSI_SCHEMA) or "")
+            self.pytest_suite |= el.get("name") == "pytest"
+
+    def flavour(self) -> str | None:
+        """The producing tool, when its marks are unmistakable."""
+        if self.retries or self.surefire_schema:
+            return "surefire"
+        if self.go_version:
+            return "gotestsum"
+        if self.root_tag == "testsuites" and self.root_attrs.get("name") == "jest tests":
+            return "jest"
+        if self.pytest_suite:
+            return "pytest"
+        return None
+
+    def report_suite(self) -> str | None:
+        """The one top-level suite's name, else the root's ``name``."""
+        if len(self.tops) == 1 and self.tops[0].get("name"):
+            return self.tops[0].get("name")
+        return self.root_attrs.get("name") or None
+
+    def report_start(self) -> datetime | None:
+        for attrs in (self.root_attrs, *self.tops):
+            started = _timestamp(attrs.get("timestamp"))
+            if started is not None:
+                return started
+        return None
+
+    def report_duration(self, path: str) -> float | None:
+        if self.root_attrs.get("time", "").strip():
+            return _seconds(self.root_attrs.get("time"), path, f"time of <{self.root_tag}>")
+        times = [t for a in self.tops if (t := a.get("time") or "").strip()]
+        if not times:
+            return None
+        return sum(_seconds(t, path, "time of <testsuite>") for t in times)
 
 
 def _numbered(cases: Iterable[CaseResult]) -> tuple[CaseResult, ...]:
@@ -256,54 +339,7 @@ def _seconds(raw: str | None, path: str, field: str) -> float:
     return value
 
 
-# --- the report as a whole ----------------------------------------------------------------
-
-
-def _flavour(root: Element) -> str | None:
-    """The producing tool, when its marks are unmistakable."""
-    suites = [el for el in root.iter() if _local(el.tag) == "testsuite"]
-    if any(_local(el.tag) in _BEFORE or _local(el.tag) in _AFTER for el in root.iter()) or any(
-        "surefire" in (s.get(_XSI_SCHEMA) or "") for s in suites
-    ):
-        return "surefire"
-    if any(_local(el.tag) == "property" and el.get("name") == "go.version" for el in root.iter()):
-        return "gotestsum"
-    if _local(root.tag) == "testsuites" and root.get("name") == "jest tests":
-        return "jest"
-    if any(s.get("name") == "pytest" for s in suites):
-        return "pytest"
-    return None
-
-
-def _top_suites(root: Element) -> list[Element]:
-    if _local(root.tag) == "testsuite":
-        return [root]
-    return [el for el in root if _local(el.tag) == "testsuite"]
-
-
-def _report_suite(root: Element) -> str | None:
-    """The one top-level suite's name, else the root's ``name``."""
-    tops = _top_suites(root)
-    if len(tops) == 1 and tops[0].get("name"):
-        return tops[0].get("name")
-    return root.get("name") or None
-
-
-def _report_start(root: Element) -> datetime | None:
-    for el in (root, *_top_suites(root)):
-        started = _timestamp(el.get("timestamp"))
-        if started is not None:
-            return started
-    return None
-
-
-def _report_duration(root: Element, path: str) -> float | None:
-    if root.get("time", "").strip():
-        return _seconds(root.get("time"), path, f"time of <{_local(root.tag)}>")
-    times = [s.get("time") for s in _top_suites(root) if (s.get("time") or "").strip()]
-    if not times:
-        return None
-    return sum(_seconds(t, path, "time of <testsuite>") for t in times)
+# --- the report as a whole ---------------------------------------------------------------
 
 
 def _timestamp(raw: str | None) -> datetime | None:
