@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from aqe.errors import SandboxError
+from aqe.errors import SandboxError, SandboxUnavailableError
 from aqe.sandbox._cgroup import RunCgroups
 from aqe.sandbox._spec import Limits
 
@@ -109,6 +109,10 @@ def _preexec(
     return run
 
 
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
 def _signal_tree(pgid: int, cgroups: RunCgroups, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
@@ -166,10 +170,8 @@ async def supervise(
     cgroups = await asyncio.to_thread(
         RunCgroups, processes=limits.processes, memory_mb=limits.memory_mb
     )
-    if limits.processes is not None and cgroups.pids is None and os.geteuid() == 0:
+    if limits.processes is not None and cgroups.pids is None and _is_root():
         await asyncio.to_thread(cgroups.remove)
-        from aqe.errors import SandboxUnavailableError
-
         raise SandboxUnavailableError(
             "process",
             "a process limit needs a writable pids cgroup (/sys/fs/cgroup/pids) when running "

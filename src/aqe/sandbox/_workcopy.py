@@ -150,9 +150,8 @@ def collect_artefacts(work: Path, globs: tuple[str, ...]) -> dict[str, bytes]:
     for pattern in globs:
         for path in sorted(work.glob(pattern)):
             rel = path.relative_to(work).as_posix()
-            if rel in found or path.is_symlink() or not path.is_file():
-                continue
-            if not path.resolve().is_relative_to(root):
+            # No link anywhere on the way: a link could lead out of the copy (or loop in it).
+            if rel in found or not path.is_file() or path.resolve() != root / rel:
                 continue
             with path.open("rb") as handle:
                 data = handle.read(min(ARTEFACT_CAP_BYTES, ARTEFACTS_TOTAL_BYTES - total))
