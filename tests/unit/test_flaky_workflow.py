@@ -207,3 +207,16 @@ def test_bad_params_finish_the_instance_as_failed() -> None:
     assert sim.finished is not None
     assert sim.finished.status == "failed"
     assert "test" in sim.finished.reasons[0]
+
+
+def test_the_pytest_payload_runs_the_tests_in_order_with_the_seed() -> None:
+    from aqe.runners import runner_task
+    from aqe.workflows.flaky import SEED_ENV, FlakyParams, pytest_payload
+
+    params = FlakyParams(test="t.py::b", source="/p", python="/venv/bin/python", wall_s=30)
+    task = runner_task(pytest_payload(params, ("t.py::a", "t.py::b"), 42))
+    assert task.argv[0] == "/venv/bin/python"
+    assert task.argv[-2:] == ("t.py::a", "t.py::b")
+    assert "no:randomly" in task.argv
+    assert task.spec.env == {SEED_ENV: "42"}
+    assert (task.spec.source, task.spec.limits.wall_s) == ("/p", 30)

@@ -52,6 +52,8 @@ from aqe.events import (
     WorkflowTimerFired,
 )
 from aqe.ingest.identity import split_pytest_nodeid, test_identity
+from aqe.runners.tasks import runner_payload
+from aqe.sandbox import Limits, SandboxSpec
 from aqe.workflows._polluters import (
     Bisection,
     ODKind,
@@ -69,6 +71,7 @@ __all__ = [
     "FlakyState",
     "FlakyWorkflow",
     "Verdict",
+    "pytest_payload",
     "rerun_seed",
     "shuffled_order",
 ]
@@ -166,6 +169,39 @@ class FlakyState(msgspec.Struct, kw_only=True):
         return sum(self.scheduled.values())
 
 
+REPORT = "aqe-rerun.xml"
+"""The JUnit XML report each rerun writes (the runner ingests it, so history sees it)."""
+
+
+def pytest_payload(params: FlakyParams, tests: tuple[str, ...], seed: int) -> str:
+    """The runner task of one rerun: pytest on ``tests`` (in that order; none: the suite).
+
+    pytest-randomly is turned off so the order given is the order run; the seed goes to
+    the sandbox as :data:`SEED_ENV`.
+    """
+    spec = SandboxSpec(
+        source=params.source,
+        commit=params.commit or None,
+        backend=params.backend,
+        limits=Limits(wall_s=params.wall_s),
+        env={SEED_ENV: str(seed)},
+        artefacts=(REPORT,),
+    )
+    argv = (
+        params.python,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:randomly",
+        "-p",
+        "no:cacheprovider",
+        f"--junitxml={REPORT}",
+        *tests,
+    )
+    return runner_payload(spec, argv, workdir=params.workdir)
+
+
 def rerun_seed(instance_id: str, step: str) -> int:
     """The seed of one rerun: the same instance and step always give the same seed."""
     digest = hashlib.sha256(f"rerun|{instance_id}|{step}".encode()).digest()
@@ -217,7 +253,7 @@ class FlakyWorkflow:
 
     name: str = FLAKY
 
-    def __init__(self, payload: PayloadBuilder) -> None:
+    def __init__(self, payload: PayloadBuilder = pytest_payload) -> None:
         """``payload`` builds a pytest task's input (pure; see :data:`PayloadBuilder`)."""
         self._payload = payload
 
