@@ -20,6 +20,7 @@ from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
+from aqe.cli._sandbox import sandbox
 from aqe.cli._server import server
 from aqe.cli._streams import streams
 from aqe.cli._tasks import tasks, topology
@@ -85,6 +86,7 @@ cli.add_command(vote)
 cli.add_command(tasks)
 cli.add_command(topology)
 cli.add_command(bridge)
+cli.add_command(sandbox)
 
 
 def main(argv: list[str] | None = None) -> None:
