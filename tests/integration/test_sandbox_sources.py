@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -149,3 +151,25 @@ def test_container_backend_says_no_engine_runs(
 def test_unknown_backend() -> None:
     with pytest.raises(SandboxUnavailableError, match="unknown backend; known: process"):
         open_sandbox("vm")
+
+
+def test_a_dead_runs_processes_are_swept() -> None:
+    """kill -9 of the aqe process mid-run leaves its cgroup; the next sandbox ends it."""
+    parent = _cgroup.cgroup_parent("pids")
+    if parent is None:
+        pytest.skip("no writable pids cgroup here")
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    group = parent / f"{gone.pid}-orphan{os.getpid()}"
+    group.mkdir()
+    left = subprocess.Popen(["sleep", "3600"])
+    try:
+        (group / "cgroup.procs").write_text(str(left.pid))
+        assert _cgroup.sweep_orphans(parent) == [group]
+        assert left.wait(timeout=30) == -signal.SIGKILL
+        assert not group.exists()
+    finally:
+        left.kill()
+        left.wait()
+        if group.exists():
+            group.rmdir()

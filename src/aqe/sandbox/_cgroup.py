@@ -35,7 +35,44 @@ def cgroup_parent(controller: str, root: Path = CGROUP_ROOT) -> Path | None:
         parent.mkdir(exist_ok=True)
     except OSError:
         return None
-    return parent if os.access(parent, os.W_OK) else None
+    if not os.access(parent, os.W_OK):
+        return None
+    if parent not in _swept:
+        _swept.add(parent)
+        sweep_orphans(parent)
+    return parent
+
+
+_swept: set[Path] = set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_orphans(parent: Path) -> list[Path]:
+    """Kill and remove the run cgroups whose aqe process is gone (killed mid-run).
+
+    A run's cgroup is named ``<owner pid>-<random>``; when the owner died with SIGKILL,
+    nothing else would ever stop what the run had started. Returns the cgroups removed.
+    """
+    removed = []
+    for group in parent.iterdir():
+        owner, sep, _ = group.name.partition("-")
+        if not group.is_dir() or not sep or not owner.isdigit() or _alive(int(owner)):
+            continue
+        orphan = object.__new__(RunCgroups)
+        orphan.pids, orphan.memory, orphan.cpuacct = group, None, None
+        orphan.remove()
+        if not group.exists():
+            removed.append(group)
+    return removed
 
 
 class RunCgroups:
@@ -44,13 +81,19 @@ class RunCgroups:
     def __init__(self, *, processes: int | None, memory_mb: int | None) -> None:
         """Make the run's cgroups for the limits that are set and that this machine allows.
 
+        A ``cpuacct`` cgroup, where writable, counts the CPU time of every process of the
+        run (``wait4`` sees only what was waited for, and bwrap's init is not).
+
         Args:
             processes: ``pids.max``, or None for no pids cgroup.
             memory_mb: ``memory.limit_in_bytes`` (and memsw), or None for no memory cgroup.
         """
-        name = uuid.uuid4().hex[:16]
+        name = f"{os.getpid()}-{uuid.uuid4().hex[:16]}"
         self.pids: Path | None = None
         self.memory: Path | None = None
+        self.cpuacct: Path | None = None
+        if (parent := cgroup_parent("cpuacct")) is not None:
+            self.cpuacct = self._make(parent / name, {})
         if processes is not None and (parent := cgroup_parent("pids")) is not None:
             self.pids = self._make(parent / name, {"pids.max": str(processes)})
         if memory_mb is not None and (parent := cgroup_parent("memory")) is not None:
@@ -81,14 +124,15 @@ class RunCgroups:
 
     def join_paths(self) -> tuple[str, ...]:
         """The ``cgroup.procs`` files the child writes its pid to before exec."""
-        return tuple(str(group / "cgroup.procs") for group in (self.pids, self.memory) if group)
+        return tuple(str(group / "cgroup.procs") for group in self._groups())
+
+    def _groups(self) -> list[Path]:
+        return [group for group in (self.pids, self.memory, self.cpuacct) if group is not None]
 
     def members(self) -> set[int]:
         """Every process still in the run's cgroups."""
         found: set[int] = set()
-        for group in (self.pids, self.memory):
-            if group is None:
-                continue
+        for group in self._groups():
             with contextlib.suppress(OSError):
                 found.update(int(line) for line in (group / "cgroup.procs").read_text().split())
         return found
@@ -136,12 +180,19 @@ class RunCgroups:
                     return int(value) > 0
         return False
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time of every process that ran in the run's cgroups, if counted."""
+        if self.cpuacct is None:
+            return None
+        try:
+            return int((self.cpuacct / "cpuacct.usage").read_text()) / 1e9
+        except (OSError, ValueError):
+            return None
+
     def remove(self) -> None:
         """Kill what is left and remove the cgroups (a busy one is retried, then left)."""
         self.kill_all()
-        for group in (self.pids, self.memory):
-            if group is None:
-                continue
+        for group in self._groups():
             for _ in range(50):
                 try:
                     group.rmdir()

@@ -265,7 +265,7 @@ async def _supervise(
             sig = code - 128
         else:
             exit_code = code
-    cpu = usage.ru_utime + usage.ru_stime
+    cpu = max(usage.ru_utime + usage.ru_stime, cgroups.cpu_seconds() or 0.0)
     if stopped is None:
         stopped = _why_stopped(exit_code, sig, cpu, limits, cgroups)
     return Outcome(
