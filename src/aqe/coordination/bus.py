@@ -90,6 +90,15 @@ class WorkItem(Protocol):
         """Not handled: the queue may hand it out again (to anyone)."""
         ...
 
+    @property
+    def deliveries(self) -> int:
+        """How many times the queue has handed this message out (1 the first time)."""
+        ...
+
+    async def in_progress(self) -> None:
+        """Still working on it: restart the ack wait, so it is not handed out again."""
+        ...
+
 
 class WorkQueue(Protocol):
     """One puller's handle on a shared work queue."""
@@ -127,8 +136,14 @@ class Bus(Protocol):
         *,
         start_seq: int,
         ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+        expires_s: float | None = 600.0,
     ) -> None:
-        """Create (or keep) a durable queue over ``subjects`` of ``stream`` from ``start_seq``."""
+        """Create (or keep) a durable queue over ``subjects`` of ``stream`` from ``start_seq``.
+
+        ``max_deliver`` bounds how often one message is handed out (-1: no bound);
+        ``expires_s`` removes the queue after that long without pullers (None: never).
+        """
         ...
 
     async def open_work_queue(self, stream: str, name: str) -> WorkQueue:
@@ -174,6 +189,13 @@ class _MemoryItem:
         if self._queue.unacked.pop(self._envelope.seq, None) is not None:
             self._queue.ready.appendleft(self._envelope)
             self._queue.arrived.set()
+
+    @property
+    def deliveries(self) -> int:
+        return 1
+
+    async def in_progress(self) -> None:
+        return None
 
 
 class _MemoryQueue:
@@ -272,6 +294,8 @@ class InMemoryBus:
         *,
         start_seq: int,
         ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+        expires_s: float | None = 600.0,
     ) -> None:
         """Start feeding a queue from the log (idempotent per name)."""
         if (stream, name) not in self._queues:

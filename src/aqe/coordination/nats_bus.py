@@ -66,6 +66,14 @@ class _Item:
         with _translated(f"nak {self._envelope.subject}"):
             await self._msg.nak()
 
+    @property
+    def deliveries(self) -> int:
+        return int(self._msg.metadata.num_delivered)
+
+    async def in_progress(self) -> None:
+        with _translated(f"in-progress {self._envelope.subject}"):
+            await self._msg.in_progress()
+
 
 class _Puller:
     def __init__(self, stream: str, psub: JetStreamContext.PullSubscription) -> None:
@@ -151,6 +159,8 @@ class NatsBus:
         *,
         start_seq: int,
         ack_wait_s: float = 30.0,
+        max_deliver: int = -1,
+        expires_s: float | None = 600.0,
     ) -> None:
         """Add a durable pull consumer (explicit acks) from ``start_seq`` on ``subjects``."""
         config = ConsumerConfig(
@@ -159,9 +169,10 @@ class NatsBus:
             opt_start_seq=max(1, start_seq),
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=ack_wait_s,
+            max_deliver=max_deliver,
             max_ack_pending=-1,
             max_waiting=4096,
-            inactive_threshold=600.0,
+            inactive_threshold=expires_s,
         )
         if len(subjects) == 1:
             config.filter_subject = subjects[0]

@@ -32,6 +32,8 @@ from aqe.events import (
     TaskAbandoned,
     TaskClaimed,
     TaskCompleted,
+    TaskOutcome,
+    TaskParked,
     TaskSubmitted,
     Topology,
 )
@@ -66,7 +68,7 @@ COORD_STREAM = "AQE_COORD"
 TASK_SUBJECTS = "aqe.coord.task.>"
 """Every task message; the board folds these."""
 
-TaskStatus = Literal["pending", "claimed", "completed"]
+TaskStatus = Literal["pending", "claimed", "completed", "parked"]
 
 UNAVAILABLE_S = DEFAULT_UNAVAILABLE_S
 """How long an append is retried while the log is unavailable (a stream leader failover
@@ -102,6 +104,9 @@ class TaskEntry(msgspec.Struct, kw_only=True):
     kind: str = ""
     complexity: float = 1.0
     params: dict[str, str] = msgspec.field(default_factory=dict)
+    payload: str = ""
+    queued: bool = False
+    """A runner task: runners pull it from its kind's work queue, dispatchers leave it."""
     submitted_seq: int = 0
     submitted_ns: int = 0
     status: TaskStatus = "pending"
@@ -125,7 +130,12 @@ class TaskEntry(msgspec.Struct, kw_only=True):
     def submitted(self) -> TaskSubmitted:
         """The task as submitted (what an agent runs)."""
         return TaskSubmitted(
-            task_id=self.task_id, kind=self.kind, complexity=self.complexity, params=self.params
+            task_id=self.task_id,
+            kind=self.kind,
+            complexity=self.complexity,
+            params=self.params,
+            payload=self.payload,
+            queued=self.queued,
         )
 
 
@@ -203,6 +213,11 @@ class TaskBoard:
             self._completed(env, entry, event)
         elif isinstance(event, TaskAbandoned):
             self._abandoned(env, entry, event)
+        elif isinstance(event, TaskParked):
+            self._release(entry)
+            entry.status = "parked"
+            entry.agent = None
+            self.pending.pop(entry.task_id, None)
         return self
 
     def _submitted(self, env: Envelope, event: TaskSubmitted) -> None:
@@ -215,12 +230,15 @@ class TaskBoard:
             kind=event.kind,
             complexity=event.complexity,
             params=dict(event.params),
+            payload=event.payload,
+            queued=event.queued,
             submitted_seq=env.seq,
             submitted_ns=env.recorded_at_ns,
             last_seq=env.seq,
             pending_since_ns=env.recorded_at_ns,
         )
-        self.pending[event.task_id] = None
+        if not event.queued:  # runner tasks wait on their work queue, not on the board
+            self.pending[event.task_id] = None
         self.submitted += 1
         self.submitted_ns.append(env.recorded_at_ns)
 
@@ -289,7 +307,8 @@ class TaskBoard:
         entry.status = "pending"
         entry.agent = None
         entry.pending_since_ns = env.recorded_at_ns
-        self.pending[entry.task_id] = None
+        if not entry.queued:
+            self.pending[entry.task_id] = None
 
     def _release(self, entry: TaskEntry) -> None:
         if entry.agent is not None:
@@ -493,6 +512,7 @@ async def complete_task(
     ok: bool = True,
     result: str = "",
     duration_ms: float = 0.0,
+    outcome: TaskOutcome | None = None,
 ) -> AppendResult | None:
     """Record the owner's outcome; None when the claim is no longer the task's last message.
 
@@ -505,6 +525,7 @@ async def complete_task(
         ok=ok,
         result=result,
         duration_ms=round(duration_ms, 3),
+        outcome=outcome,
     )
     # One id per claim: a retry after a timeout is deduplicated whatever the duration.
     return await _append_conditional(

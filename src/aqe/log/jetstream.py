@@ -667,6 +667,11 @@ class JetStreamEventLog:
         except BatchRejectedError as exc:
             if exc.code != BATCH_DUPLICATE_ID:
                 raise
+            if any(i.expected_last_seq is not None for i in chunk.items):
+                # One by one, conditions checked first: a failed condition through
+                # publish_async is raised inside nats-py's reply callback and its
+                # future never resolves (the append would hang).
+                return await self._publish_each(chunk.msgs)
             results = await self.append_many(chunk.items)
             fresh = [r.seq for r in results if not r.duplicate]
             dups = len(results) - len(fresh)
