@@ -173,3 +173,20 @@ def test_a_dead_runs_processes_are_swept() -> None:
         left.wait()
         if group.exists():
             group.rmdir()
+
+
+async def test_templates_are_bounded(tmp_path: Path) -> None:
+    """A long-lived runner sees many specs: old templates go, the newest stay usable."""
+    from aqe.sandbox._base import MAX_TEMPLATES
+
+    box = open_sandbox("process")
+    specs = [SandboxSpec(source=str(tmp_path), env={"N": str(n)}) for n in range(MAX_TEMPLATES + 3)]
+    for spec in specs:
+        assert (await box.run(spec, ["sh", "-c", 'echo "$N"'])).stdout == f"{spec.env['N']}\n"
+    kept = list(box._templates.values())  # type: ignore[attr-defined]
+    assert len(kept) == MAX_TEMPLATES
+    assert all(path.is_dir() for path in kept)
+    assert len(box._owned) == MAX_TEMPLATES  # type: ignore[attr-defined]
+    assert (await box.run(specs[0], ["true"])).ok  # evicted: prepared again
+    box.close()  # type: ignore[attr-defined]
+    assert not any(path.exists() for path in kept)

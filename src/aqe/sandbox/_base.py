@@ -31,6 +31,8 @@ from aqe.sandbox._workcopy import (
 __all__ = ["BaseSandbox"]
 
 _SETUP_TAIL_CHARS = 2000
+#: Prepared templates one sandbox object keeps (a long-lived runner sees many commits).
+MAX_TEMPLATES = 8
 
 
 def _remove(paths: list[Path]) -> None:
@@ -58,6 +60,7 @@ class BaseSandbox:
         self._templates: dict[bytes, Path] = {}
         self._preparing: dict[bytes, asyncio.Future[Path]] = {}
         self._owned: list[Path] = []
+        self._copying: dict[Path, int] = {}
         self._finalizer = weakref.finalize(self, _remove, self._owned)
 
     async def __aenter__(self) -> BaseSandbox:
@@ -95,8 +98,12 @@ class BaseSandbox:
         self._check(spec)
         template = await self._template(spec)
         area = new_area()
+        self._copying[template] = self._copying.get(template, 0) + 1
         try:
-            await asyncio.to_thread(copy_tree, template, area.work)
+            try:
+                await asyncio.to_thread(copy_tree, template, area.work)
+            finally:
+                self._copying[template] -= 1
             cwd = (area.work / workdir).resolve()
             if not cwd.is_relative_to(area.work.resolve()) or not cwd.is_dir():
                 raise SandboxError(f"workdir {workdir!r} is not a directory in the working copy")
@@ -134,7 +141,22 @@ class BaseSandbox:
             if pending.done() and self._preparing.get(key) is pending:
                 del self._preparing[key]
         self._templates[key] = path
+        self._evict(keep=path)
         return path
+
+    def _evict(self, *, keep: Path) -> None:
+        """Remove the oldest templates past :data:`MAX_TEMPLATES` that no run is copying."""
+        for key, path in list(self._templates.items()):
+            if len(self._templates) <= MAX_TEMPLATES:
+                return
+            if path == keep or self._copying.get(path, 0):
+                continue
+            del self._templates[key]
+            self._copying.pop(path, None)
+            root = path.parent
+            if root in self._owned:
+                self._owned.remove(root)
+            shutil.rmtree(root, ignore_errors=True)
 
     async def _prepare(self, spec: SandboxSpec) -> Path:
         root = Path(tempfile.mkdtemp(prefix="aqe-sandbox-template-"))
