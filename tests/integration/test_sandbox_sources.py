@@ -190,3 +190,18 @@ async def test_templates_are_bounded(tmp_path: Path) -> None:
     assert (await box.run(specs[0], ["true"])).ok  # evicted: prepared again
     box.close()  # type: ignore[attr-defined]
     assert not any(path.exists() for path in kept)
+
+
+def test_a_dead_runs_directories_are_swept(tmp_path: Path) -> None:
+    from aqe.sandbox._workcopy import sweep_dead_dirs
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / f"aqe-sandbox-template-{gone.pid}-abc123"
+    live = tmp_path / f"aqe-sandbox-run-{os.getpid()}-def456"
+    other = tmp_path / "aqe-sandbox-notes"
+    for path in (dead / "work", live / "work", other):
+        path.mkdir(parents=True)
+    assert sweep_dead_dirs(tmp_path) == [dead]
+    assert live.is_dir()
+    assert other.is_dir()

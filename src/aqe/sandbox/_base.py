@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +25,8 @@ from aqe.sandbox._workcopy import (
     copy_tree,
     fetch_source,
     new_area,
+    private_dir,
+    sweep_dead_dirs,
 )
 
 __all__ = ["BaseSandbox"]
@@ -33,6 +34,9 @@ __all__ = ["BaseSandbox"]
 _SETUP_TAIL_CHARS = 2000
 #: Prepared templates one sandbox object keeps (a long-lived runner sees many commits).
 MAX_TEMPLATES = 8
+
+
+_swept_dirs = False
 
 
 def _remove(paths: list[Path]) -> None:
@@ -62,6 +66,11 @@ class BaseSandbox:
         self._owned: list[Path] = []
         self._copying: dict[Path, int] = {}
         self._finalizer = weakref.finalize(self, _remove, self._owned)
+        global _swept_dirs
+        if not _swept_dirs:
+            # Once a process: what a killed aqe process left in the temp dir goes.
+            _swept_dirs = True
+            sweep_dead_dirs()
 
     async def __aenter__(self) -> BaseSandbox:
         return self
@@ -159,7 +168,7 @@ class BaseSandbox:
             shutil.rmtree(root, ignore_errors=True)
 
     async def _prepare(self, spec: SandboxSpec) -> Path:
-        root = Path(tempfile.mkdtemp(prefix="aqe-sandbox-template-"))
+        root = private_dir("template")
         area = RunArea(root, root / "work", root / "home", root / "tmp")
         try:
             area.home.mkdir()

@@ -27,7 +27,9 @@ __all__ = [
     "fetch_source",
     "is_git_url",
     "new_area",
+    "private_dir",
     "scrubbed_env",
+    "sweep_dead_dirs",
 ]
 
 #: Directories and files a local source's copy leaves out: VCS data, virtualenvs, caches.
@@ -63,9 +65,41 @@ class RunArea:
     tmp: Path
 
 
-def new_area(prefix: str = "aqe-sandbox-") -> RunArea:
+#: Run areas and templates are named ``aqe-sandbox-<kind>-<owner pid>-<random>``.
+AREA_PREFIX = "aqe-sandbox-"
+
+
+def private_dir(kind: str) -> Path:
+    """A fresh directory (mode 0700) under the system temp dir, named after this process."""
+    return Path(tempfile.mkdtemp(prefix=f"{AREA_PREFIX}{kind}-{os.getpid()}-"))
+
+
+def sweep_dead_dirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the run areas and templates of aqe processes that are gone (kill -9).
+
+    Returns:
+        The directories removed.
+    """
+    removed = []
+    for path in Path(tmp or tempfile.gettempdir()).glob(f"{AREA_PREFIX}*-*-*"):
+        parts = path.name[len(AREA_PREFIX) :].split("-")
+        if len(parts) < 3 or not parts[1].isdigit() or not path.is_dir():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
+def new_area() -> RunArea:
     """Make a fresh, private run area (mode 0700) under the system temp dir."""
-    root = Path(tempfile.mkdtemp(prefix=prefix))
+    root = private_dir("run")
     area = RunArea(root, root / "work", root / "home", root / "tmp")
     for path in (area.home, area.tmp):
         path.mkdir()
