@@ -1,8 +1,26 @@
 """Settings: where aqe keeps its data and which NATS server it talks to.
 
-Settings come from the environment (``AQE_*`` variables) with keyword overrides on top,
-typically from CLI options. With no ``AQE_NATS_URL`` aqe runs its own embedded
-nats-server under the data directory; with one it connects to that server or cluster.
+Settings are found the way other Python tools find theirs (:meth:`Settings.discover`),
+each source overriding the one before:
+
+1. defaults;
+2. a file: walking up from the current directory, the first directory holding a
+   ``pyproject.toml`` with a ``[tool.aqe]`` table or an ``aqe.toml`` (the
+   ``pyproject.toml`` wins when a directory has both); keys are the field names below,
+   with ``-`` or ``_``;
+3. the environment (``AQE_*`` variables);
+4. command-line options.
+
+The directory holding that file is the *project root*; with no such file, it is the
+nearest directory holding a ``pyproject.toml`` or ``.git``, else the current directory.
+The default data directory is ``<project root>/.aqe``, and relative paths in the file
+are taken from the file's directory, so any subdirectory of a project shares one data
+directory (and one embedded server). Paths from the environment or the command line
+are relative to the current directory, as usual for them. :meth:`Settings.from_env`
+reads the environment only (no files), which keeps tests hermetic.
+
+With no ``AQE_NATS_URL`` aqe runs its own embedded nats-server under the data
+directory; with one it connects to that server or cluster.
 
 ============================  ======================  =====================================
 variable                      field                   meaning
@@ -42,7 +60,17 @@ from typing import Final
 
 from aqe.errors import ConfigError
 
-__all__ = ["DEFAULT_DATA_DIR", "ENV_VARS", "Settings", "redact_url"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "ENV_VARS",
+    "ConfigFile",
+    "Discovered",
+    "Settings",
+    "discover",
+    "find_config",
+    "find_project_root",
+    "redact_url",
+]
 
 DEFAULT_DATA_DIR: Final = Path(".aqe")
 """Data directory used when neither ``AQE_DATA_DIR`` nor an override names one."""
@@ -277,3 +305,194 @@ def _coerce(field_name: str, value: OverrideValue, variable: str) -> object:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
+
+
+# -- discovery: files, environment, options ----------------------------------------------
+
+PYPROJECT: Final = "pyproject.toml"
+AQE_TOML: Final = "aqe.toml"
+_ROOT_MARKERS: Final = (PYPROJECT, ".git")
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """A configuration file that was found, and the settings it holds.
+
+    Attributes:
+        path: The file (``pyproject.toml`` or ``aqe.toml``).
+        values: Its settings by field name, as written (not yet checked).
+    """
+
+    path: Path
+    values: Mapping[str, object]
+
+    @property
+    def root(self) -> Path:
+        """The project root: the directory holding the file."""
+        return self.path.parent
+
+    @property
+    def label(self) -> str:
+        """How ``aqe config`` names this source."""
+        return f"{self.path} [tool.aqe]" if self.path.name == PYPROJECT else str(self.path)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """Settings with where each came from.
+
+    Attributes:
+        settings: The validated settings.
+        origins: Field name → ``default``, ``env AQE_…``, ``option --…`` or the file's
+            label.
+        root: The project root (see the module docstring).
+        file: The configuration file used, if any.
+    """
+
+    settings: Settings
+    origins: Mapping[str, str]
+    root: Path
+    file: ConfigFile | None
+
+    def shown(self) -> list[tuple[str, str, str]]:
+        """(field, value fit to print, origin) for every setting; secrets hidden."""
+        rows = []
+        for item in fields(self.settings):
+            value = getattr(self.settings, item.name)
+            if item.name in _SECRET_FIELDS and value is not None:
+                text = _HIDDEN
+            elif item.name == "nats_url" and value is not None:
+                text = redact_url(value)
+            elif item.name == "replicas" and value is None:
+                text = "auto"
+            elif item.name == "embedded_token":
+                text = "on" if value else "off"
+            else:
+                text = "-" if value is None else str(value)
+            rows.append((item.name, text, self.origins[item.name]))
+        return rows
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    import tomllib
+
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+
+
+def _aqe_table(path: Path) -> Mapping[str, object] | None:
+    """The aqe settings in ``path``, or None when a pyproject.toml has no [tool.aqe]."""
+    data = _read_toml(path)
+    if path.name == PYPROJECT:
+        tool = data.get("tool")
+        table = tool.get("aqe") if isinstance(tool, dict) else None
+        if table is None:
+            return None
+    else:
+        table = data
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.aqe] must be a table")
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        name = key.replace("-", "_")
+        if name not in ENV_VARS:
+            known = ", ".join(k.replace("_", "-") for k in ENV_VARS)
+            raise ConfigError(f"{path}: unknown aqe setting {key!r} (known: {known})")
+        values[name] = value
+    return values
+
+
+def find_config(start: Path) -> ConfigFile | None:
+    """The nearest configuration file at or above ``start`` (see the module docstring)."""
+    for directory in (start, *start.parents):
+        for name in (PYPROJECT, AQE_TOML):
+            path = directory / name
+            if path.is_file():
+                values = _aqe_table(path)
+                if values is not None:
+                    return ConfigFile(path=path, values=values)
+    return None
+
+
+def find_project_root(start: Path) -> Path:
+    """The nearest directory at or above ``start`` holding a pyproject.toml or .git."""
+    for directory in (start, *start.parents):
+        if any((directory / marker).exists() for marker in _ROOT_MARKERS):
+            return directory
+    return start
+
+
+def _from_file(config: ConfigFile, field_name: str) -> OverrideValue:
+    """One file value as an override: lists of URLs joined, paths from the file's dir."""
+    value = config.values[field_name]
+    where = f"{config.label}: {field_name.replace('_', '-')}"
+    if field_name == "nats_url" and isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        if field_name != "embedded_token":
+            raise ConfigError(f"{where} must not be true or false")
+        return "on" if value else "off"
+    if not isinstance(value, str | int | float):
+        raise ConfigError(f"{where} must be a string or a number, not {value!r}")
+    if field_name in _PATH_FIELDS and isinstance(value, str):
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else config.root / path
+    return value if isinstance(value, str | float) else str(value)
+
+
+def discover(
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    option_names: Mapping[str, str] | None = None,
+    **overrides: OverrideValue,
+) -> Discovered:
+    """Settings from defaults, the project's file, the environment and options, in order.
+
+    Args:
+        cwd: Where to start looking for the file; the current directory when omitted.
+        env: The environment to read; ``os.environ`` when omitted.
+        option_names: How the command line spells each override (``data_dir`` →
+            ``--data-dir``), for :attr:`Discovered.origins`.
+        **overrides: Field values from the command line; ``None`` means not given.
+
+    Returns:
+        The validated settings, with the origin of each.
+
+    Raises:
+        ConfigError: A file is not valid TOML, names an unknown setting or has a value
+            of the wrong kind, or the settings do not validate.
+        TypeError: An override names no field of :class:`Settings`.
+    """
+    here = (cwd or Path.cwd()).resolve()
+    source: Mapping[str, str] = os.environ if env is None else env
+    config = find_config(here)
+    root = config.root if config is not None else find_project_root(here)
+    values: dict[str, OverrideValue] = {"data_dir": root / DEFAULT_DATA_DIR}
+    origins = {name: "default" for name in ENV_VARS}
+    if config is not None:
+        for name in config.values:
+            values[name] = _from_file(config, name)
+            origins[name] = config.label
+    unknown = sorted(set(overrides) - set(ENV_VARS))
+    if unknown:
+        raise TypeError(f"discover() got unknown settings: {', '.join(unknown)}")
+    spelled = option_names or {}
+    for name, variable in ENV_VARS.items():
+        if source.get(variable, "").strip():
+            values.pop(name, None)  # the environment wins over the file: from_env reads it
+            origins[name] = f"env {variable}"
+        if overrides.get(name) is not None:
+            values[name] = overrides[name]
+            origins[name] = f"option {spelled.get(name, name)}"
+    return Discovered(
+        settings=Settings.from_env(source, **values),
+        origins=origins,
+        root=root,
+        file=config,
+    )

@@ -533,7 +533,7 @@ class AqeRecorder:
     @classmethod
     def from_config(cls, config: pytest.Config) -> AqeRecorder:
         """Build the recorder from the command line, the ini file and the environment."""
-        from aqe.config import DEFAULT_DATA_DIR, ENV_VARS, Settings
+        from aqe.config import DEFAULT_DATA_DIR, ENV_VARS, discover
         from aqe.errors import ConfigError
 
         run_id = config.getoption("aqe_run_id") or f"pytest-{uuid.uuid4().hex[:12]}"
@@ -542,10 +542,11 @@ class AqeRecorder:
         problem = None
         timeout_set = bool(os.environ.get(ENV_VARS["connect_timeout"], "").strip())
         try:
-            settings = Settings.from_env(
+            # Found as the aqe command finds them: the same project, the same data dir.
+            settings = discover(
                 nats_url=config.getoption("aqe_url"),
                 connect_timeout=None if timeout_set else CONNECT_TIMEOUT_S,
-            )
+            ).settings
         except ConfigError as exc:
             problem = str(exc)
         spool_option = config.getoption("aqe_spool")

@@ -13,6 +13,7 @@ import click
 from aqe import __version__
 from aqe.cli._agents import agents
 from aqe.cli._bridge import bridge
+from aqe.cli._config import config
 from aqe.cli._context import AppContext
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
@@ -35,14 +36,12 @@ __all__ = ["cli", "main"]
 @click.version_option(__version__, prog_name="aqe")
 @click.option(
     "--data-dir",
-    envvar="AQE_DATA_DIR",
     metavar="DIR",
     help="Where projections and the embedded server keep their files [env AQE_DATA_DIR; "
-    "default ./.aqe].",
+    "default .aqe in the project root: see `aqe config`].",
 )
 @click.option(
     "--nats-url",
-    envvar="AQE_NATS_URL",
     metavar="URL",
     help="NATS server or cluster (comma-separated) to use instead of the embedded server "
     "[env AQE_NATS_URL]. Auth and TLS: AQE_NATS_USER/PASSWORD, AQE_NATS_TOKEN, AQE_NATS_CREDS, "
@@ -62,6 +61,7 @@ def cli(ctx: click.Context, data_dir: str | None, nats_url: str | None) -> None:
 
 
 cli.add_command(demo)
+cli.add_command(config)
 cli.add_command(publish)
 cli.add_command(events)
 cli.add_command(consume)
@@ -96,8 +96,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aqe: aborted", err=True)
         sys.exit(130)
+    except click.BadParameter as exc:
+        # A wrong value (a missing file, a bad date): one line, like every aqe error.
+        click.echo(f"aqe: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.UsageError as exc:
+        exc.show()  # a wrong command or option: the usage text helps
+        sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"aqe: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except AqeError as exc:
         click.echo(f"aqe: error: {exc}", err=True)

@@ -19,6 +19,7 @@ from aqe.cli._context import (
     print_json,
     run,
 )
+from aqe.cli._table import Cell, Styled, emit_table, output_options, styled
 
 if TYPE_CHECKING:
     from aqe.coordination.membership import (
@@ -130,7 +131,7 @@ def _load_state(app: AppContext) -> MembershipState:
 @click.group(invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Include retired agents.")
 @_detector_options
-@json_option
+@output_options
 @click.pass_context
 def agents(
     ctx: click.Context,
@@ -183,28 +184,27 @@ def agents(
 
 
 def _render(rows: list[dict[str, Any]], show_all: bool, known: int) -> None:
-    from rich.table import Table
-
     hidden = known - len(rows)
     title = f"{len(rows)} agents" + (f" ({hidden} retired hidden; --all)" if hidden else "")
-    table = Table(
-        "agent", "role", "status", "last beat", "beat", "load", "capabilities", title=title
-    )
+    cells: list[list[Cell]] = []
     for row in rows:
         style = _STATUS_STYLE[row["status"]]
-        status = f"[{style}]{row['status']}[/{style}]"
+        parts = [(row["status"], style)]
         if row["reason"] and row["status"] != "alive":
-            status += f" [dim]({row['reason']})[/dim]"
-        table.add_row(
-            row["agent_id"],
-            row["role"] or "[dim]unregistered[/dim]",
-            status,
-            f"{_age(int(row['last_seen_age_s'] * 1e9))} ago",
-            str(row["beat"]),
-            f"{row['load']:.2f} {row['work_status']}",
-            ", ".join(row["capabilities"]),
+            parts.append((f" ({row['reason']})", "dim"))
+        cells.append(
+            [
+                row["agent_id"],
+                row["role"] or styled("unregistered", "dim"),
+                Styled(tuple(parts)),
+                f"{_age(int(row['last_seen_age_s'] * 1e9))} ago",
+                row["beat"],
+                f"{row['load']:.2f} {row['work_status']}",
+                ", ".join(row["capabilities"]),
+            ]
         )
-    console().print(table)
+    columns = ["agent", "role", "status", "last beat", "beat", "load", "capabilities"]
+    emit_table(columns, cells, title=title)
 
 
 def _print_ack(what: str, agent_id: str, result: AppendResult, as_json: bool, **extra: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,7 +15,7 @@ import msgspec
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aqe.config import Settings
+    from aqe.config import Discovered, Settings
     from aqe.log.jetstream import JetStreamEventLog
 
 T = TypeVar("T")
@@ -26,21 +27,27 @@ class AppContext:
     def __init__(self, data_dir: str | None, nats_url: str | None) -> None:
         self._data_dir = data_dir
         self._nats_url = nats_url
-        self._settings: Settings | None = None
+        self._discovered: Discovered | None = None
 
     @property
-    def settings(self) -> Settings:
-        """Settings from the environment with the command-line overrides applied."""
-        if self._settings is None:
+    def discovered(self) -> Discovered:
+        """Settings from the project's file, the environment and the options, by origin."""
+        if self._discovered is None:
             from pathlib import Path
 
-            from aqe.config import Settings
+            from aqe.config import discover
 
-            self._settings = Settings.from_env(
+            self._discovered = discover(
+                option_names={"data_dir": "--data-dir", "nats_url": "--nats-url"},
                 data_dir=Path(self._data_dir) if self._data_dir else None,
                 nats_url=self._nats_url,
             )
-        return self._settings
+        return self._discovered
+
+    @property
+    def settings(self) -> Settings:
+        """The settings in force (see :func:`aqe.config.discover` for the order)."""
+        return self.discovered.settings
 
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -73,10 +80,15 @@ async def open_log(
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console (imported lazily so ``aqe --help`` stays fast)."""
+    """A rich console (imported lazily so ``aqe --help`` stays fast).
+
+    Lines of prose are not wrapped by rich (``soft_wrap``): a terminal wraps them at its
+    own edge, and a pipe gets each message on one line instead of broken mid-sentence.
+    Tables are printed by :func:`aqe.cli._table.emit_table`.
+    """
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
 def print_json(value: Any) -> None:
@@ -93,6 +105,29 @@ def apply_options(func: Callable[..., Any], options: list[Decorator]) -> Callabl
     for option in reversed(options):
         func = option(func)
     return func
+
+
+class NoSuchFileError(click.ClickException):
+    """A path argument that names nothing: one line, ``aqe: error: PATH: no such file``."""
+
+    exit_code = 2
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"{path}: no such file or directory")
+
+
+class ExistingPath(click.Path):
+    """``click.Path`` for paths that must exist, failing with :class:`NoSuchFileError`.
+
+    Click's own check answers with the usage text; a missing file is not a usage
+    mistake, so it gets the one line every other aqe error gets.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Check the path exists, then let click convert it."""
+        if not os.path.lexists(os.fspath(value)):
+            raise NoSuchFileError(os.fspath(value))
+        return super().convert(value, param, ctx)
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:

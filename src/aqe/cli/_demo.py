@@ -9,6 +9,7 @@ import click
 
 from aqe.cli._context import AppContext, console, open_log, pass_app, run
 from aqe.cli._projections import fold_progress, pending_events, progress_bar, projections_root
+from aqe.cli._table import Cell, emit_table
 
 
 @click.command()
@@ -162,8 +163,6 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
 
 def _prioritise(app: AppContext) -> None:
     """The next run's order (failure-count learned online over the history) and a 50% subset."""
-    from rich.table import Table
-
     from aqe.learning.evaluate import evaluate_online
     from aqe.learning.registry import make_policy
     from aqe.learning.training import history_from_log, rank_pending, subset
@@ -180,24 +179,21 @@ def _prioritise(app: AppContext) -> None:
     order = rank_pending(make_policy("failure-count"), cycles, test_ids, replay=True)
     total = sum(r.expected_duration_s for r in order)
     half = subset(order, total / 2)
-    table = Table(
-        "#",
-        "test",
-        "priority",
-        "expected s",
+    emit_table(
+        ["#", "test", "priority", "expected s"],
+        [
+            [
+                item.position,
+                item.test_id,
+                f"{item.priority:.3f}",
+                f"{item.expected_duration_s:.2f}",
+            ]
+            for item in order[:8]
+        ],
         title="9. the next run, most likely failures first (failure-count; "
         + ", ".join(f"{k} APFD {v:.2f}" for k, v in learned.items() if v is not None)
         + f" over {len(cycles)} runs)",
-        title_justify="left",
     )
-    for item in order[:8]:
-        table.add_row(
-            str(item.position),
-            item.test_id,
-            f"{item.priority:.3f}",
-            f"{item.expected_duration_s:.2f}",
-        )
-    console().print(table)
     console().print(
         f"   `aqe subset --budget 50%`: the first {len(half)} of {len(order)} tests fit in "
         f"half the run's expected {total:.1f} s"
@@ -206,26 +202,18 @@ def _prioritise(app: AppContext) -> None:
 
 def _remedies(tests: list[dict[str, Any]], searcher: Any) -> None:
     """For each flaky or broken test, the library's best patterns for its failure."""
-    from rich.table import Table
-
-    table = Table(
-        "test",
-        "status",
-        "failure",
-        "suggested patterns (hybrid search on the failure)",
-        title="8. remedies from the pattern library",
-        title_justify="left",
-    )
+    cells: list[list[Cell]] = []
     for row in tests:
         if row["status"] not in ("flaky", "broken"):
             continue
         message = (row["last_failure_message"] or "").partition("\n")[0]
         query = f"{row['status']} test: {message}"
         hits = searcher.search(query, k=3).hits
-        table.add_row(
-            row["test_id"].rsplit(".", 1)[-1],
-            row["status"],
-            message[:48],
-            ", ".join(h.pattern_id for h in hits),
+        cells.append(
+            [row["test_id"], row["status"], message, ", ".join(h.pattern_id for h in hits)]
         )
-    console().print(table)
+    emit_table(
+        ["test", "status", "failure", "suggested patterns (hybrid search on the failure)"],
+        cells,
+        title="8. remedies from the pattern library",
+    )

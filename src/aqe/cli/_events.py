@@ -12,6 +12,7 @@ import click
 import msgspec
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._table import emit_table, output_options
 from aqe.errors import EventDecodeError, EventValidationError
 
 if TYPE_CHECKING:
@@ -295,7 +296,7 @@ def get(app: AppContext, seq: int, stream: str, as_json: bool) -> None:
 
 
 @events.command()
-@json_option
+@output_options
 def types(as_json: bool) -> None:
     """List every event type with its subject template and fields."""
     from aqe.events import REGISTRY
@@ -315,11 +316,7 @@ def types(as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("type", "subject", "fields (? = optional)", "meaning")
-    for row in rows:
-        table.add_row(
-            str(row["type"]), str(row["subject"]), " ".join(row["fields"]), str(row["doc"])
-        )
-    console().print(table)
+    emit_table(
+        ["type", "subject", "fields (? = optional)", "meaning"],
+        [[str(r["type"]), str(r["subject"]), " ".join(r["fields"]), str(r["doc"])] for r in rows],
+    )

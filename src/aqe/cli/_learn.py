@@ -20,6 +20,7 @@ from aqe.cli._context import (
     run,
 )
 from aqe.cli._projections import catch_up, progress_bar
+from aqe.cli._table import Column, emit_table, output_options
 
 if TYPE_CHECKING:
     from aqe.learning.features import Cycle
@@ -105,7 +106,7 @@ def learn() -> None:
     help="Reward function (unless an algorithm names its own).",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@json_option
+@output_options
 @pass_app
 def eval_(
     app: AppContext,
@@ -148,28 +149,25 @@ def eval_(
             [{k: v for k, v in msgspec.to_builtins(r).items() if k != "per_cycle"} for r in reports]
         )
         return
-    from rich.table import Table
-
     failing = reports[0].failing_cycles if reports else 0
-    table = Table(
+    names = ("algorithm", "reward", "APFD", "NAPFD", "train s", "inference s", "transitions")
+    emit_table(
+        [Column(name, "left" if name == "algorithm" else "right") for name in names],
+        [
+            [
+                r.policy,
+                r.reward,
+                _num(r.mean_apfd),
+                _num(r.mean_napfd),
+                f"{r.train_seconds:.2f}",
+                f"{r.inference_seconds:.2f}",
+                r.transitions,
+            ]
+            for r in sorted(reports, key=lambda r: -(r.mean_apfd or 0.0))
+        ],
         title=f"{source}: {len(cycles)} cycles, {failing} with failures; NAPFD budget "
         f"{budget:.0%}; seed {seed}; reward: the algorithm's own, else {reward}",
-        title_justify="left",
     )
-    columns = ("algorithm", "reward", "APFD", "NAPFD", "train s", "inference s", "transitions")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "algorithm" else "right")
-    for r in sorted(reports, key=lambda r: -(r.mean_apfd or 0.0)):
-        table.add_row(
-            r.policy,
-            r.reward,
-            _num(r.mean_apfd),
-            _num(r.mean_napfd),
-            f"{r.train_seconds:.2f}",
-            f"{r.inference_seconds:.2f}",
-            str(r.transitions),
-        )
-    console().print(table)
 
 
 def _num(value: float | None) -> str:
@@ -253,7 +251,7 @@ def train(
 
 
 @learn.command(name="list")
-@json_option
+@output_options
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """Saved policies, newest first."""
@@ -268,22 +266,22 @@ def list_(app: AppContext, as_json: bool) -> None:
     if not metas:
         console().print("no policies yet: `aqe learn train --algo ppo`")
         return
-    from rich.table import Table
-
-    table = Table(title="policies", title_justify="left")
-    for column in ("policy", "algorithm", "trained on", "until seq", "cycles", "APFD", "NAPFD"):
-        table.add_column(column)
-    for m in metas:
-        table.add_row(
-            m.policy_id,
-            m.algorithm,
-            m.trained_on,
-            str(m.trained_until_seq),
-            str(m.cycles),
-            _num(m.mean_apfd),
-            _num(m.mean_napfd),
-        )
-    console().print(table)
+    emit_table(
+        ["policy", "algorithm", "trained on", "until seq", "cycles", "APFD", "NAPFD"],
+        [
+            [
+                m.policy_id,
+                m.algorithm,
+                m.trained_on,
+                m.trained_until_seq,
+                m.cycles,
+                _num(m.mean_apfd),
+                _num(m.mean_napfd),
+            ]
+            for m in metas
+        ],
+        title="policies",
+    )
 
 
 def _ranking_options(func: Callable[..., Any]) -> Callable[..., Any]:

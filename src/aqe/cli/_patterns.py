@@ -8,8 +8,18 @@ from typing import TYPE_CHECKING
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._context import (
+    AppContext,
+    ExistingPath,
+    console,
+    json_option,
+    open_log,
+    pass_app,
+    print_json,
+    run,
+)
 from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.cli._table import Column, emit_table, output_options
 
 if TYPE_CHECKING:
     from aqe.events import PatternAdded
@@ -56,7 +66,7 @@ def patterns() -> None:
 
 
 @patterns.command(name="import")
-@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.argument("paths", nargs=-1, type=ExistingPath(path_type=Path))
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @json_option
 @pass_app
@@ -102,6 +112,7 @@ def import_(app: AppContext, paths: tuple[Path, ...], quiet: bool, as_json: bool
 @click.option("--language", default="python", show_default=True)
 @click.option("--framework", default="", help="e.g. pytest, hypothesis, junit5.")
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@json_option
 @pass_app
 def add(
     app: AppContext,
@@ -113,6 +124,7 @@ def add(
     language: str,
     framework: str,
     tags: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Add (or replace) one pattern."""
     from aqe.events import PatternAdded
@@ -134,6 +146,9 @@ def add(
         tags=tags,
     )
     new, _ = run(_publish(app, [pattern], True))
+    if as_json:
+        print_json({"pattern_id": pattern_id, "added": bool(new)})
+        return
     console().print(f"{pattern_id}: {'added' if new else 'already in the library, unchanged'}")
 
 
@@ -148,7 +163,7 @@ def add(
 @click.option("--weights", metavar="KW,SEM", help="Hybrid weights [default 0.2,0.8].")
 @click.option("--code/--no-code", "show_code", default=False, help="Print each hit's code.")
 @click.option("--offline", is_flag=True, help="Do not fold new pattern events first.")
-@json_option
+@output_options
 @pass_app
 def search(
     app: AppContext,
@@ -201,7 +216,6 @@ def search(
 
 def _render(result: SearchResult, size: int, show_code: bool) -> None:
     from rich.syntax import Syntax
-    from rich.table import Table
 
     out = console()
     t = result.timings
@@ -210,21 +224,24 @@ def _render(result: SearchResult, size: int, show_code: bool) -> None:
         f"{t.total_ms:.1f} ms (embed {t.embed_ms:.1f}, keyword {t.keyword_ms:.1f}, "
         f"vector {t.vector_ms:.1f}, fuse {t.fuse_ms:.1f})"
     )
-    table = Table(title=title, title_justify="left")
-    for column in ("#", "pattern", "name", "category", "framework", "score", "kw", "sem"):
-        table.add_column(column, justify="right" if column in ("#", "score") else "left")
-    for i, hit in enumerate(result.hits, start=1):
-        table.add_row(
-            str(i),
-            hit.pattern_id,
-            hit.name,
-            hit.category,
-            hit.framework,
-            f"{hit.score:.4f}",
-            str(hit.keyword_rank or "-"),
-            str(hit.semantic_rank or "-"),
-        )
-    out.print(table)
+    names = ("#", "pattern", "name", "category", "framework", "score", "kw", "sem")
+    emit_table(
+        [Column(name, "right" if name in ("#", "score") else "left") for name in names],
+        [
+            [
+                i,
+                hit.pattern_id,
+                hit.name,
+                hit.category,
+                hit.framework,
+                f"{hit.score:.4f}",
+                hit.keyword_rank,
+                hit.semantic_rank,
+            ]
+            for i, hit in enumerate(result.hits, start=1)
+        ],
+        title=title,
+    )
     if show_code:
         for hit in result.hits:
             out.print(f"[bold]{hit.pattern_id}[/bold]: {hit.description}")
@@ -254,7 +271,7 @@ def _dataset_dir(ctx: click.Context, param: click.Parameter, value: str) -> Path
 @click.option("--rrf-k", type=click.IntRange(min=1), help="RRF rank constant [default 5].")
 @click.option("--weights", metavar="KW,SEM", help="Hybrid weights [default 0.2,0.8].")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
-@json_option
+@output_options
 @pass_app
 def eval_(
     app: AppContext,
@@ -353,23 +370,21 @@ def eval_(
     if as_json:
         print_json(summary)
         return
-    from rich.table import Table
-
-    table = Table(
+    names = ("mode", "nDCG@10", "MRR", "Recall@10", "p50 ms", "p95 ms")
+    emit_table(
+        [Column(name, "left" if name == "mode" else "right") for name in names],
+        [
+            [
+                str(row["mode"]),
+                f"{row['ndcg_at_10']:.4f}",
+                f"{row['mrr']:.4f}",
+                f"{row['recall_at_10']:.4f}",
+                f"{row['p50_ms']:.2f}",
+                f"{row['p95_ms']:.2f}",
+            ]
+            for row in rows
+        ],
         title=f"{data.name}: {len(data.corpus)} docs, {len(data.judged())} queries "
         f"(indexed in {index_s:.1f} s; embedding cache {embedder.hits} hits, "
         f"{embedder.misses} misses)",
-        title_justify="left",
     )
-    for column in ("mode", "nDCG@10", "MRR", "Recall@10", "p50 ms", "p95 ms"):
-        table.add_column(column, justify="left" if column == "mode" else "right")
-    for row in rows:
-        table.add_row(
-            str(row["mode"]),
-            f"{row['ndcg_at_10']:.4f}",
-            f"{row['mrr']:.4f}",
-            f"{row['recall_at_10']:.4f}",
-            f"{row['p50_ms']:.2f}",
-            f"{row['p95_ms']:.2f}",
-        )
-    console().print(table)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._table import Cell, emit_table, output_options
 
 if TYPE_CHECKING:
     from aqe.log.jetstream import JetStreamEventLog
@@ -296,7 +297,7 @@ def projections() -> None:
 
 
 @projections.command(name="list")
-@json_option
+@output_options
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """Every projection with its checkpoints and how far it lags the log."""
@@ -334,25 +335,26 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table("projection", "streams", "checkpoints", "lag", "applied", "dead letters")
+    cells: list[list[Cell]] = []
     for r in rows:
         cps = ", ".join(f"{k}={v}" for k, v in sorted(r["checkpoints"].items())) or "never run"
-        table.add_row(
-            r["name"],
-            " ".join(r["streams"]),
-            cps,
-            str(r["lag"]),
-            str(r["events_applied"]),
-            str(r["dead_letters"]) + (f" ({r['unparked']} not parked)" if r["unparked"] else ""),
+        cells.append(
+            [
+                r["name"],
+                " ".join(r["streams"]),
+                cps,
+                r["lag"],
+                r["events_applied"],
+                str(r["dead_letters"])
+                + (f" ({r['unparked']} not parked)" if r["unparked"] else ""),
+            ]
         )
-    console().print(table)
+    emit_table(["projection", "streams", "checkpoints", "lag", "applied", "dead letters"], cells)
 
 
 @projections.command()
 @click.argument("name")
-@json_option
+@output_options
 @pass_app
 def show(app: AppContext, name: str, as_json: bool) -> None:
     """Print what projection NAME knows (as of its checkpoint; run `aqe consume` first)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aqe.cli._context import console
+from aqe.cli._table import Cell, emit_table
 
 
 def render_state(name: str, state: Any, checkpoints: dict[str, int]) -> None:
@@ -22,21 +23,24 @@ def render_state(name: str, state: Any, checkpoints: dict[str, int]) -> None:
 
 def render_catalog(state: Any, checkpoints: dict[str, int]) -> None:
     """The catalog: events by type and stream, aggregates by kind."""
-    from rich.table import Table
-
-    out = console()
     cps = ", ".join(f"{k}#{v}" for k, v in sorted(checkpoints.items()))
-    by_type = Table("event type", "events", title=f"catalog: {state.events} events ({cps})")
-    for tag, count in sorted(state.by_type.items(), key=lambda kv: (-kv[1], kv[0])):
-        by_type.add_row(tag, str(count))
-    out.print(by_type)
-    kinds = Table("aggregate kind", "aggregates", "events", "busiest", title="aggregates")
+    emit_table(
+        ["event type", "events"],
+        [
+            [tag, count]
+            for tag, count in sorted(state.by_type.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        title=f"catalog: {state.events} events ({cps})",
+    )
+    kinds: list[list[Cell]] = []
     for kind, entries in sorted(state.aggregates.items()):
         busiest = max(entries.items(), key=lambda kv: (kv[1].events, kv[0]))
-        kinds.add_row(
-            kind,
-            str(len(entries)),
-            str(sum(e.events for e in entries.values())),
-            f"{busiest[0]} ({busiest[1].events})",
+        kinds.append(
+            [
+                kind,
+                len(entries),
+                sum(e.events for e in entries.values()),
+                f"{busiest[0]} ({busiest[1].events})",
+            ]
         )
-    out.print(kinds)
+    emit_table(["aggregate kind", "aggregates", "events", "busiest"], kinds, title="aggregates")

@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._table import Cell, emit_table, output_options, styled
 
 
 @click.group()
@@ -56,12 +57,10 @@ def apply(app: AppContext, dry_run: bool, directory: Path | None, as_json: bool)
 
 
 @streams.command(name="list")
-@json_option
+@output_options
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
     """List declared and live streams with message counts and drift."""
-    from rich.table import Table
-
     from aqe.log.admin import describe_streams
 
     async def go() -> Any:
@@ -72,25 +71,18 @@ def list_(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json(states)
         return
-    table = Table("stream", "messages", "bytes", "first", "last", "status")
+    cells: list[list[Cell]] = []
     for s in states:
         if not s.exists:
-            status = "[yellow]missing: run `aqe streams apply`[/yellow]"
+            status: Cell = styled("missing: run `aqe streams apply`", "yellow")
         elif not s.declared:
             status = "not declared in streams/"
         elif s.drift:
-            status = f"[yellow]drift: {', '.join(sorted(s.drift))}[/yellow]"
+            status = styled(f"drift: {', '.join(sorted(s.drift))}", "yellow")
         else:
-            status = "[green]in sync[/green]"
-        table.add_row(
-            s.name,
-            str(s.messages),
-            str(s.bytes),
-            str(s.first_seq),
-            str(s.last_seq),
-            status,
-        )
-    console().print(table)
+            status = styled("in sync", "green")
+        cells.append([s.name, s.messages, s.bytes, s.first_seq, s.last_seq, status])
+    emit_table(["stream", "messages", "bytes", "first", "last", "status"], cells)
 
 
 @streams.command()
@@ -123,17 +115,15 @@ def info(app: AppContext, name: str, as_json: bool) -> None:
         mark = "  [yellow](differs from file)[/yellow]" if key in state.drift else ""
         out.print(f"  {key}: {value!r}{mark}")
     if state.replicas:
-        from rich.table import Table
-
-        table = Table("replica", "role", "current", "lag", "last seen")
+        replicas: list[list[Cell]] = []
         for replica in state.replicas:
             if replica.offline:
-                current = "[red]offline[/red]"
+                current = styled("offline", "red")
             elif replica.current:
-                current = "[green]yes[/green]"
+                current = styled("yes", "green")
             else:
-                current = "[yellow]no: catching up[/yellow]"
+                current = styled("no: catching up", "yellow")
             seen = "-" if replica.active_s is None else f"{replica.active_s:.1f} s ago"
             role = "leader" if replica.leader else "follower"
-            table.add_row(replica.name, role, current, str(replica.lag), seen)
-        out.print(table)
+            replicas.append([replica.name, role, current, replica.lag, seen])
+        emit_table(["replica", "role", "current", "lag", "last seen"], replicas)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._table import Cell, Styled, emit_table, output_options, styled
 
 if TYPE_CHECKING:
     from aqe.coordination.topology import Decision, InForce
@@ -103,7 +104,7 @@ def submit(
 
 
 @tasks.command()
-@json_option
+@output_options
 @pass_app
 def status(app: AppContext, as_json: bool) -> None:
     """Task counts, claims per topology and claim latency p50/p95.
@@ -121,8 +122,6 @@ def status(app: AppContext, as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    from rich.table import Table
-
     out = console()
     counts = "  ".join(
         f"{key} {summary[key]}"
@@ -135,15 +134,18 @@ def status(app: AppContext, as_json: bool) -> None:
     )
     by_topology = summary["by_topology"]
     if by_topology:
-        table = Table("topology", "claims", "p50 ms", "p95 ms")
-        for name, row in by_topology.items():
-            table.add_row(
-                name,
-                str(int(row["claims"])),
-                f"{row['latency_p50_ms']:.2f}",
-                f"{row['latency_p95_ms']:.2f}",
-            )
-        out.print(table)
+        emit_table(
+            ["topology", "claims", "p50 ms", "p95 ms"],
+            [
+                [
+                    name,
+                    int(row["claims"]),
+                    f"{row['latency_p50_ms']:.2f}",
+                    f"{row['latency_p95_ms']:.2f}",
+                ]
+                for name, row in by_topology.items()
+            ],
+        )
     for anomaly in summary["anomalies"]:
         out.print(f"[red]anomaly[/red] {anomaly}")
 
@@ -162,7 +164,7 @@ def status(app: AppContext, as_json: bool) -> None:
     show_default=True,
     help="At most this many (newest).",
 )
-@json_option
+@output_options
 @pass_app
 def list_(app: AppContext, wanted: str | None, limit: int, as_json: bool) -> None:
     """Tasks with their state, owner and topology, newest first."""
@@ -182,15 +184,19 @@ def list_(app: AppContext, wanted: str | None, limit: int, as_json: bool) -> Non
     if as_json:
         print_json(entries)
         return
-    from rich.table import Table
-
-    table = Table("task", "kind", "status", "agent", "topology", "attempt", "ok")
-    for e in entries:
-        ok = "" if e.ok is None else ("yes" if e.ok else "[red]no[/red]")
-        table.add_row(
-            e.task_id, e.kind, e.status, e.agent or "", e.topology or "", str(e.attempt), ok
-        )
-    console().print(table)
+    cells: list[list[Cell]] = [
+        [
+            e.task_id,
+            e.kind,
+            e.status,
+            e.agent or "",
+            e.topology or "",
+            e.attempt,
+            "" if e.ok is None else ("yes" if e.ok else styled("no", "red")),
+        ]
+        for e in entries
+    ]
+    emit_table(["task", "kind", "status", "agent", "topology", "attempt", "ok"], cells)
 
 
 # -- topology -------------------------------------------------------------------------------------
@@ -271,21 +277,21 @@ def _decision_dict(decision: Decision, fleet: str, recorded: int | None) -> dict
 
 
 def _render_decision(row: dict[str, Any]) -> None:
-    from rich.table import Table
-
     out = console()
     signals = row["signals"]
     out.print("signals: " + "  ".join(f"{k} {v:g}" for k, v in signals.items()))
-    table = Table("topology", "latency ms", "risk ms", "score ms/task")
-    for name in _TOPOLOGIES:
-        mark = " [bold green]<- best[/bold green]" if name == row["best"] else ""
-        table.add_row(
-            name + mark,
-            f"{row['latency_ms'][name]:.2f}",
-            f"{row['risk_ms'][name]:.2f}",
-            f"{row['scores'][name]:.2f}",
-        )
-    out.print(table)
+    emit_table(
+        ["topology", "latency ms", "risk ms", "score ms/task"],
+        [
+            [
+                Styled(((name, ""), (" <- best", "bold green"))) if name == row["best"] else name,
+                f"{row['latency_ms'][name]:.2f}",
+                f"{row['risk_ms'][name]:.2f}",
+                f"{row['scores'][name]:.2f}",
+            ]
+            for name in _TOPOLOGIES
+        ],
+    )
     for reason in row["reasons"]:
         out.print(f"  - {reason}")
     verdict = (
@@ -323,7 +329,7 @@ def _render_decision(row: dict[str, Any]) -> None:
 @click.option(
     "--record", is_flag=True, help="Record the decision (a TopologySelected) when it is a switch."
 )
-@json_option
+@output_options
 @pass_app
 def select(
     app: AppContext,
@@ -413,7 +419,7 @@ def set_(app: AppContext, name: str, fleet: str, reason: str, as_json: bool) -> 
 
 
 @topology.command()
-@json_option
+@output_options
 def table(as_json: bool) -> None:
     """The selector's decisions for a table of representative workloads (no server)."""
     from aqe.coordination.topology import decision_table
@@ -422,14 +428,15 @@ def table(as_json: bool) -> None:
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    out = Table("workload", *_TOPOLOGIES, "choice", "why")
-    for row in rows:
-        out.add_row(
-            row.workload,
-            *(f"{row.scores[t]:.2f}" for t in _TOPOLOGIES),
-            f"[bold]{row.best}[/bold]",
-            row.why,
-        )
-    console().print(out)
+    emit_table(
+        ["workload", *_TOPOLOGIES, "choice", "why"],
+        [
+            [
+                row.workload,
+                *(f"{row.scores[t]:.2f}" for t in _TOPOLOGIES),
+                styled(row.best, "bold"),
+                row.why,
+            ]
+            for row in rows
+        ],
+    )

@@ -21,6 +21,7 @@ from aqe.cli._context import (
     run,
 )
 from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.cli._table import Cell, Column, Styled, emit_table, output_options, styled
 from aqe.errors import AqeError, IngestError
 
 if TYPE_CHECKING:
@@ -59,6 +60,12 @@ async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) 
 @click.option("--ci-url", help="Link to the CI job.")
 @click.option("--no-fold", is_flag=True, help="Only append; do not update the history projection.")
 @click.option(
+    "--run-per-file",
+    is_flag=True,
+    help="Each report file is a run of its own (files of different CI runs) [default: "
+    "the files given together are one run].",
+)
+@click.option(
     "--max-file-size",
     "max_bytes",
     type=click.IntRange(min=1),
@@ -79,6 +86,7 @@ def ingest(
     branch: str | None,
     ci_url: str | None,
     no_fold: bool,
+    run_per_file: bool,
     max_bytes: int,
     quiet: bool,
     as_json: bool,
@@ -90,6 +98,8 @@ def ingest(
     directories are searched for .xml/.json/.jsonl files (a symbolic link in them
     that points outside is skipped, with a message). All files are parsed before
     anything is published: one bad file publishes nothing and names the file and line.
+    Files given together are one run (a test's results in several files are its
+    attempts, in the order the files started); with --run-per-file each file is a run.
     A run shows in the history once all of it is stored; event ids are deterministic,
     so ingesting the same files again adds nothing, or completes a run cut short.
     """
@@ -109,10 +119,10 @@ def ingest(
             events.extend(read_spool(path, max_bytes=max_bytes))
         else:
             reports.append(parse_report(path, kind, max_bytes=max_bytes))
-    if reports:
-        events.extend(
-            run_events(reports, run_id=run_id, commit=commit, branch=branch, ci_url=ci_url)
-        )
+    if run_per_file and run_id and len(reports) > 1:
+        raise click.BadParameter("one --run-id cannot name several runs", param_hint="--run-id")
+    for group in [[r] for r in reports] if run_per_file else [reports] if reports else []:
+        events.extend(run_events(group, run_id=run_id, commit=commit, branch=branch, ci_url=ci_url))
         reports.clear()  # the events hold what the fold needs; free the rest early
     if not events:
         raise click.BadParameter("the files hold no test results", param_hint="FILES")
@@ -155,7 +165,8 @@ def ingest(
     s = result.summary
     out = console()
     out.print(
-        f"ingested {len(paths)} file(s) as run {', '.join(result.run_ids)}: "
+        f"ingested {len(paths)} file(s) as run{'s' if len(result.run_ids) > 1 else ''} "
+        f"{', '.join(result.run_ids)}: "
         f"{s.tests} tests, [green]{s.passed} passed[/green], [red]{s.failed} failed[/red], "
         f"[magenta]{s.errors} errors[/magenta], {s.skipped} skipped, "
         f"[yellow]{s.flaky} flaky on retry[/yellow] ({s.attempts} attempts)"
@@ -239,7 +250,7 @@ def _question_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 is_flag=True,
                 help="Answer from the local projection without folding new events first.",
             ),
-            json_option,
+            output_options,
         ],
     )
 
@@ -278,10 +289,10 @@ def _select_tests(
     return rows[:limit] if limit else rows
 
 
-def _recent(recent: str, width: int = 20) -> str:
+def _recent(recent: str, width: int = 20) -> Styled:
     """The newest verdicts, oldest left to newest right, coloured."""
     shown = recent[:width][::-1]
-    return "".join(f"[{_VERDICT_STYLE[v]}]{v}[/]" for v in shown)
+    return Styled(tuple((v, _VERDICT_STYLE[v]) for v in shown))
 
 
 def _pct(value: float | None) -> str:
@@ -289,18 +300,18 @@ def _pct(value: float | None) -> str:
 
 
 def _tests_table(title: str, rows: list[dict[str, Any]], extra: str) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left")
-    table.add_column("test")
-    table.add_column("status")
-    table.add_column("runs", justify="right")
-    table.add_column("pass", justify="right")
-    table.add_column("flip", justify="right")
-    table.add_column("p50 s", justify="right")
-    table.add_column("p95 s", justify="right")
-    table.add_column("recent (old → new)")
-    table.add_column(extra)
+    columns = [
+        Column("test"),
+        Column("status"),
+        Column("runs", "right"),
+        Column("pass", "right"),
+        Column("flip", "right"),
+        Column("p50 s", "right"),
+        Column("p95 s", "right"),
+        Column("recent (old → new)"),
+        Column(extra),
+    ]
+    cells: list[list[Cell]] = []
     for r in rows:
         status = r["status"] + (" (q)" if r["quarantined"] else "")
         if extra == "failing since":
@@ -310,18 +321,20 @@ def _tests_table(title: str, rows: list[dict[str, Any]], extra: str) -> None:
             detail = r["reason"]
         else:
             detail = r["last_run"]
-        table.add_row(
-            r["test_id"],
-            status,
-            str(r["runs"]),
-            _pct(r["pass_rate"]),
-            _pct(r["flip_rate"]),
-            f"{r['duration_p50_s']:.3f}",
-            f"{r['duration_p95_s']:.3f}",
-            _recent(r["recent"]),
-            detail,
+        cells.append(
+            [
+                r["test_id"],
+                status,
+                r["runs"],
+                _pct(r["pass_rate"]),
+                _pct(r["flip_rate"]),
+                f"{r['duration_p50_s']:.3f}",
+                f"{r['duration_p95_s']:.3f}",
+                _recent(r["recent"]),
+                detail,
+            ]
         )
-    console().print(table)
+    emit_table(columns, cells, title=title)
 
 
 _STATUS_VIEWS = {
@@ -374,7 +387,8 @@ def _status_command(status: str) -> click.Command:
             return
         render_status_table(status, tests, rows)
 
-    command.__doc__ = {
+    # click reads the help when the command is made: set it, not __doc__.
+    command.help = {
         "flaky": "Tests that pass and fail without a change: passed on retry, failed and "
         "passed on one commit, or flip between pass and fail too often.",
         "broken": "Tests failing consistently: the newest runs (3 by default) all failed, "
@@ -436,11 +450,7 @@ def _one_test(row: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(row)
         return
-    from rich.table import Table
-
-    table = Table(show_header=False, title=row["test_id"], title_justify="left")
-    table.add_column("field", style="bold")
-    table.add_column("value")
+    cells: list[list[Cell]] = []
     for key, value in row.items():
         if key == "recent":
             value = _recent(value, 100)
@@ -450,8 +460,10 @@ def _one_test(row: dict[str, Any], as_json: bool) -> None:
                 if value
                 else "-"
             )
-        table.add_row(key, "-" if value is None else str(value))
-    console().print(table)
+        elif value is not None and not isinstance(value, str | int | float):
+            value = str(value)
+        cells.append([styled(key, "bold"), value])
+    emit_table(["field", "value"], cells, title=row["test_id"], show_header=False)
 
 
 @click.command()
@@ -479,40 +491,39 @@ def runs(
     if as_json:
         print_json(rows)
         return
-    from rich.table import Table
-
-    table = Table(title=f"runs: {len(rows)}", title_justify="left")
-    for column in ("run", "started", "source", "commit", "tests", "passed", "failed"):
-        table.add_column(column, justify="right" if column in ("tests", "passed") else "left")
-    for column in ("errors", "skipped", "flaky", "duration s"):
-        table.add_column(column, justify="right")
+    columns = [Column("run"), Column("started"), Column("source"), Column("commit")]
+    columns += [
+        Column(name, "right")
+        for name in ("tests", "passed", "failed", "errors", "skipped", "flaky", "duration s")
+    ]
     seeded = any(r.get("random_seed") is not None for r in rows)
     if seeded:
-        table.add_column("seed")
+        columns.append(Column("seed"))
+    cells: list[list[Cell]] = []
     for r in rows:
         started = (
             datetime.fromtimestamp(r["started_ns"] / 1e9, UTC).strftime("%Y-%m-%d %H:%M")
             if r["started_ns"]
             else "-"
         )
-        cells = [
+        row: list[Cell] = [
             r["run_id"],
             started,
             r["source"] or "-",
-            (r["commit"] or "-")[:12],
-            str(r["total"] if r["finished"] else r["executions"]),
-            str(r["passed"]),
-            f"[red]{r['failed']}[/red]" if r["failed"] else "0",
-            str(r["errors"]),
-            str(r["skipped"]),
-            str(r["flaky"]),
+            r["commit"] or "-",
+            r["total"] if r["finished"] else r["executions"],
+            r["passed"],
+            styled(r["failed"], "red") if r["failed"] else 0,
+            r["errors"],
+            r["skipped"],
+            r["flaky"],
             f"{r['duration_s']:.1f}",
         ]
         if seeded:
             seed = r.get("random_seed")
-            cells.append("-" if seed is None else f"{seed} ({r.get('random_plugin') or '?'})")
-        table.add_row(*cells)
-    console().print(table)
+            row.append("-" if seed is None else f"{seed} ({r.get('random_plugin') or '?'})")
+        cells.append(row)
+    emit_table(columns, cells, title=f"runs: {len(rows)}")
 
 
 def _resolve_test(test: str, rows: list[dict[str, Any]]) -> str | None:
@@ -604,7 +615,7 @@ def _quarantine_command(enter: bool) -> click.Command:
             return
         console().print(f"{test_id}: {verb} (event #{seq})")
 
-    command.__doc__ = (
+    command.help = (
         "Put TEST (a test id or pytest node id from the history) in quarantine: its "
         "failures are still recorded, but the pytest plugin does not let them fail the run."
         if enter

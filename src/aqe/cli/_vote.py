@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._table import emit_table, output_options
 
 if TYPE_CHECKING:
     from aqe.coordination.voting import Verdict
@@ -316,7 +317,7 @@ def cast(
     metavar="SECONDS",
     help="Follow the votes until the proposal is decided (or settled) or SECONDS pass.",
 )
-@json_option
+@output_options
 @pass_app
 def tally_(
     app: AppContext, proposal_id: str, until_seq: int | None, wait: float | None, as_json: bool
@@ -356,8 +357,6 @@ def _status(verdict: Verdict) -> str:
 
 def _render(v: Verdict) -> None:
     from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
 
     out = console()
     out.print(f"[bold]{escape(v.proposal_id)}[/bold]: {escape(v.question)}")
@@ -367,18 +366,21 @@ def _render(v: Verdict) -> None:
     out.print(rule)
     where = f" at seq {v.decided_at_seq}" if v.decided_at_seq is not None else ""
     out.print(f"{_status(v)}{where} - {escape(v.reason)} (as of seq {v.as_of_seq})")
-    counts = Table("option", "votes")
-    for option in v.options:
-        mark = " *" if option == v.choice else ""
-        counts.add_row(Text(option + mark), str(v.counts.get(option, 0)))
-    out.print(counts)
+    emit_table(
+        ["option", "votes"],
+        [
+            [option + (" *" if option == v.choice else ""), v.counts.get(option, 0)]
+            for option in v.options
+        ],
+    )
     voted = len(v.voters_voted)
     names = f" ({escape(', '.join(v.voters_voted))})" if voted else ""
     out.print(f"voted: {voted} of {v.electorate}{names}")
     if v.faulty:
         out.print(f"[red]proven faulty: {escape(', '.join(v.faulty))}[/red]")
     if v.rejected:
-        table = Table("seq", "reason", "voter", "choice", "detail", title="not counted")
-        for r in v.rejected:
-            table.add_row(str(r.seq), r.reason, Text(r.voter), Text(r.choice), Text(r.detail))
-        out.print(table)
+        emit_table(
+            ["seq", "reason", "voter", "choice", "detail"],
+            [[r.seq, r.reason, r.voter, r.choice, r.detail] for r in v.rejected],
+            title="not counted",
+        )

@@ -96,16 +96,17 @@ def run_events(
 ) -> list[Event]:
     """The events of one run made of ``reports``.
 
-    Reports are taken in the order of their digests, so the same files give the same
-    events whatever order they are named in. A test seen in several reports (or
-    several times in one) keeps its attempts in that order, numbered from 1.
+    Reports are taken in the order they started (their own timestamps), then of their
+    digests, so the same files give the same events whatever order they are named in,
+    and a test seen in several reports (or several times in one) keeps its attempts in
+    the order they ran, numbered from 1.
 
     Raises:
         ValueError: no reports.
     """
     if not reports:
         raise ValueError("a run needs at least one report")
-    ordered = sorted(reports, key=lambda r: (r.digest, r.path))
+    ordered = sorted(reports, key=_run_order)
     run = run_id or default_run_id(ordered)
     starts = [r.started_at for r in ordered if r.started_at is not None]
     started_at = min(starts) if starts else None
@@ -141,6 +142,12 @@ def run_events(
         finished_at=started_at + timedelta(seconds=duration) if started_at else None,
     )
     return [start, *cases, finish]
+
+
+def _run_order(report: ParsedReport) -> tuple[bool, float, str, str]:
+    """Reports with a start time first, earliest first; then by digest (stable)."""
+    started = report.started_at
+    return (started is None, started.timestamp() if started else 0.0, report.digest, report.path)
 
 
 def _executed(case: CaseResult, run_id: str, attempt: int, commit: str | None) -> TestCaseExecuted:
