@@ -56,6 +56,7 @@ bench:
     {{py}} tests/benchmarks/bench_dispatch.py
     {{py}} tests/benchmarks/bench_bridge_transport.py
     {{py}} tests/benchmarks/bench_bridge.py
+    {{py}} tests/benchmarks/bench_cli.py
     {{py}} tests/benchmarks/bench_sandbox.py
 
 # Regenerate schemas/ from the event Structs.
