@@ -129,6 +129,27 @@ def test_from_events_one_cycle_per_run_final_attempt_wins() -> None:
     ]
 
 
+def test_from_events_leaves_out_runs_without_their_commit_marker() -> None:
+    # The history shows a started run only once its TestRunFinished is stored; learning
+    # must not train on the partial run a killed session or a failed ingest left behind.
+    events = [
+        TestRunStarted(run_id="cut-short"),
+        TestCaseExecuted(test_id="x", run_id="cut-short", outcome="failed", duration_s=1.0),
+        TestRunStarted(run_id="whole"),
+        TestCaseExecuted(test_id="x", run_id="whole", outcome="passed", duration_s=2.0),
+        TestRunFinished(run_id="whole", total=1, passed=1, failed=0),
+        TestCaseExecuted(test_id="x", run_id="undeclared", outcome="failed", duration_s=3.0),
+    ]
+    cycles = from_events(events)
+    assert [c.cycle_id for c in cycles] == ["whole", "undeclared"]
+    # Completing the run later (its marker appended) brings it in, in first-seen order.
+    completed = from_events(
+        [*events, TestRunFinished(run_id="cut-short", total=1, passed=0, failed=1)]
+    )
+    assert [c.cycle_id for c in completed] == ["cut-short", "whole", "undeclared"]
+    assert completed[0].verdicts == (1,)
+
+
 def test_from_iofrol_events_matches_the_file_reader(tmp_path: Path) -> None:
     from aqe.ingest.iofrol import cycle_events, read_iofrol
 

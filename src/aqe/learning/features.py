@@ -43,7 +43,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from aqe.events import Event, TestCaseExecuted, TestRunStarted
+from aqe.events import Event, TestCaseExecuted, TestRunFinished, TestRunStarted
 from aqe.learning.base import CycleObservation
 
 __all__ = [
@@ -222,17 +222,26 @@ class HistoryTracker:
 
 
 def from_events(events: Iterable[Event]) -> list[Cycle]:
-    """One :class:`Cycle` per run, in the order runs first appear.
+    """One :class:`Cycle` per complete run, in the order runs first appear.
 
-    A run starts with its ``TestRunStarted`` or its first ``TestCaseExecuted``. Per
+    A run starts with its ``TestRunStarted`` or its first ``TestCaseExecuted``. A run
+    that declared its start is complete once its ``TestRunFinished`` (the commit
+    marker) is among the events; until then it is left out, as the test history
+    (:mod:`aqe.projections.history`) leaves it out, so learning never trains on a run
+    cut short. Executions of a run that never declared a start count at once. Per
     test, the verdict is the final (highest) attempt's: 1 for ``failed`` or ``error``,
     0 for ``passed``; ``skipped`` executions are ignored (nothing ran). The duration is
     the sum over all its attempts. Other events are ignored.
     """
     runs: dict[str, dict[str, tuple[int, float, int]]] = {}
+    started: set[str] = set()
+    finished: set[str] = set()
     for event in events:
         if isinstance(event, TestRunStarted):
             runs.setdefault(event.run_id, {})
+            started.add(event.run_id)
+        elif isinstance(event, TestRunFinished):
+            finished.add(event.run_id)
         elif isinstance(event, TestCaseExecuted):
             tests = runs.setdefault(event.run_id, {})
             if event.outcome == "skipped":
@@ -250,7 +259,7 @@ def from_events(events: Iterable[Event]) -> list[Cycle]:
             verdicts=tuple(v for _, _, v in tests.values()),
         )
         for run_id, tests in runs.items()
-        if tests
+        if tests and (run_id not in started or run_id in finished)
     ]
 
 
