@@ -58,6 +58,7 @@ bench:
     {{py}} tests/benchmarks/bench_bridge.py
     {{py}} tests/benchmarks/bench_cli.py
     {{py}} tests/benchmarks/bench_sandbox.py
+    {{py}} tests/benchmarks/bench_flaky.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]
