@@ -10,7 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import nats
@@ -24,6 +24,8 @@ from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.projections import CatalogProjection, ProjectionRunner, RunStats, SnapshotStore
 from aqe.projections.deadletter import DeadLetter, JetStreamDeadLetters
+from aqe.server import NatsServerProcess
+from support.servers import server_with_config
 
 pytestmark = pytest.mark.nats
 
@@ -148,3 +150,57 @@ async def test_with_no_stream_for_dead_letters_the_reference_stays_in_the_snapsh
     again, _ = await fold(nc, tmp_path)
     assert (again.applied, again.dead_letters, again.unparked) == (1, 0, 0)
     assert SnapshotStore(CatalogProjection(), tmp_path / "catalog").load().unparked_total == 1
+
+
+PASSWORD = "pw-for-a-throwaway-server"  # noqa: S105 - a throwaway test server's
+DLQ_DENIED = f"""
+authorization {{
+    users = [
+        {{user: admin, password: "{PASSWORD}"}}
+        # Folds projections, may not park dead letters.
+        {{user: folder, password: "{PASSWORD}", permissions: {{
+            publish: {{deny: ["aqe.dlq.>"]}}
+        }}}}
+    ]
+}}
+"""
+
+
+@pytest.fixture
+def dlq_denied_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
+    with server_with_config(tmp_path, DLQ_DENIED) as proc:
+        yield proc
+
+
+async def test_a_user_who_may_not_park_keeps_the_reference_in_the_snapshot(
+    dlq_denied_server: NatsServerProcess, tmp_path: Path
+) -> None:
+    # Before, the DLQ publish was refused by the server ("Permissions Violation"), which
+    # nats-py only hands to the error callback: the park timed out, was taken for an
+    # outage and every fold stopped at the poison (exit 2). Now the refusal arrives as
+    # PermissionDeniedError at once, and the reference is kept in the snapshot.
+    admin = await nats.connect(dlq_denied_server.url, user="admin", password=PASSWORD)
+    folder = await nats.connect(dlq_denied_server.url, user="folder", password=PASSWORD)
+    try:
+        await apply_streams(admin, load_stream_specs())
+        seq = await poison_between_two_events(admin, b"\x00not an event")
+        stats, parked = await fold(folder, tmp_path)
+        assert_folded_past(stats, seq)
+        assert stats.unparked == 1
+        [letter] = parked
+        assert letter.copy == "none"
+        assert "permission denied" in letter.error
+        assert "aqe.dlq.catalog.aqe_tests" in letter.error.lower()
+        assert "timed out" not in letter.error
+        snap = SnapshotStore(CatalogProjection(), tmp_path / "catalog").load()
+        [kept] = snap.unparked
+        assert (kept.stream, kept.seq, kept.subject) == ("AQE_TESTS", seq, POISON)
+        # Nothing reached the dead-letter stream, and the next fold goes on past it.
+        assert (await admin.jetstream().stream_info("AQE_DLQ")).state.messages == 0
+        log = JetStreamEventLog(admin)
+        await log.append(TestCaseExecuted(test_id="later", run_id="r", outcome="passed"))
+        again, _ = await fold(folder, tmp_path)
+        assert (again.applied, again.dead_letters) == (1, 0)
+    finally:
+        await folder.close()
+        await admin.close()

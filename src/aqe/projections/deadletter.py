@@ -15,11 +15,14 @@ A fold can be stuck by nothing, so parking never sends what the server must refu
   (``Aqe-Dlq-Copy: truncated``). The original's own headers are copied within a
   budget, and never its ``Nats-*`` headers, which the server would act on (an
   expected stream, a rollup, a TTL) and could refuse.
-- A copy the server refuses for good (a stream ``max_msg_size``, a header limit, a
-  permission) is replaced by a reference-only dead letter: no payload, only where the
-  original is (``Aqe-Dlq-Copy: reference``).
-- When the dead-letter stream cannot take even that (it is missing, or no stream
-  takes the subject), :meth:`JetStreamDeadLetters.park` returns a letter with
+- A copy the server refuses for good (a stream ``max_msg_size``, a header limit) is
+  replaced by a reference-only dead letter: no payload, only where the original is
+  (``Aqe-Dlq-Copy: reference``).
+- When the dead-letter stream cannot take even that (it is missing, no stream takes
+  the subject, or the user may not publish to ``aqe.dlq.>``: the server's
+  "Permissions Violation" reaches the park at once through the same refusal hook as
+  the event log's, :mod:`aqe.log._refusals`), :meth:`JetStreamDeadLetters.park`
+  returns a letter with
   ``copy == "none"`` and the runner keeps the reference in the projection's snapshot.
   Nothing is lost: the original stays in its stream at that sequence.
 - Only an outage (timeouts, a leader election) stops the fold; the park is retried
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 import msgspec
 
-from aqe.errors import LogError, LogUnavailableError, PayloadTooLargeError
+from aqe.errors import LogError, LogUnavailableError, PayloadTooLargeError, PermissionDeniedError
 from aqe.events import Envelope, Headers
 from aqe.log.retry import while_unavailable
 from aqe.log.subjects import SUBJECT_PREFIX, encode_token
@@ -257,10 +260,15 @@ class JetStreamDeadLetters:
         *,
         unavailable_s: float = 15.0,
     ) -> None:
+        from aqe.log._refusals import refusals_for
+
         self._nc = nc
         self._js = nc.jetstream()
         self._on_park = on_park
         self._unavailable_s = unavailable_s
+        # The same hook the event log uses: a "Permissions Violation" on the dead-letter
+        # subject is a refusal at once, not a publish left to time out as an outage.
+        self._refusals = refusals_for(nc)
 
     async def park(self, projection: str, envelope: Envelope, reason: str) -> DeadLetter:
         """Store a bounded copy, else a reference, else report that nothing was kept.
@@ -281,13 +289,13 @@ class JetStreamDeadLetters:
             except PayloadTooLargeError as exc:
                 refusals.append(str(exc))
                 break
-            refused, no_stream = await self._publish(subject, headers, data)
+            refused, hopeless = await self._publish(subject, headers, data)
             if not refused:
                 letter = msgspec.structs.replace(attempt, error="; ".join(refusals))
                 break
             refusals.append(refused)
-            if no_stream or attempt.copy == "reference":
-                break  # a reference was refused already, or nothing can take one
+            if hopeless or attempt.copy == "reference":
+                break  # a reference was refused already, or would be
         if letter is None:
             letter = _letter(projection, envelope, reason, b"", "none", "; ".join(refusals))
         if self._on_park is not None:
@@ -297,11 +305,18 @@ class JetStreamDeadLetters:
     async def _publish(
         self, subject: str, headers: dict[str, str], data: bytes
     ) -> tuple[str, bool]:
-        """Publish one dead letter: ("", False) when stored, else (why not, no stream)."""
+        """Publish one dead letter: ("", False) when stored, else (why not, hopeless).
+
+        Hopeless: no copy at all can be stored there (no stream takes the subject, or
+        the user may not publish to it).
+        """
         from aqe.log.jetstream import _translated
 
         async def publish() -> None:
-            with _translated(subject):
+            with (
+                self._refusals.guard(subject, subjects=lambda: (subject,)),
+                _translated(subject),
+            ):
                 await self._js.publish(subject, data, headers=headers)
 
         try:
@@ -311,6 +326,8 @@ class JetStreamDeadLetters:
                 if not await self._stream_takes(subject):
                     return f"no stream takes {subject}", True
                 await while_unavailable(publish, within_s=self._unavailable_s)
+        except PermissionDeniedError as exc:  # the subject is refused, whatever is sent
+            return str(exc), True
         except LogUnavailableError:
             raise
         except (LogError, ValueError) as exc:  # refused: sending the same again cannot help
@@ -322,7 +339,7 @@ class JetStreamDeadLetters:
         from aqe.log.jetstream import _translated
 
         try:
-            with _translated(subject):
+            with self._refusals.guard(subject, api=True), _translated(subject):
                 reply = await self._nc.request(
                     "$JS.API.STREAM.NAMES", msgspec.json.encode({"subject": subject}), timeout=5
                 )
