@@ -59,6 +59,10 @@ class WorkflowStepScheduled(Event, frozen=True, kw_only=True, tag="workflow.inst
     task_id: str
     kind: str
     reasons: tuple[str, ...] = ()
+    payload: str = ""
+    """The task's payload, so a restarted driver can submit it again (idempotently)."""
+    params: dict[str, str] = msgspec.field(default_factory=dict)
+    complexity: float = 1.0
 
 
 class WorkflowStepFinished(Event, frozen=True, kw_only=True, tag="workflow.instance.stepped.v1"):
