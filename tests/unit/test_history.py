@@ -167,6 +167,111 @@ def test_new_and_healthy() -> None:
     assert classify("ppppp", 0)[0] == "healthy"
 
 
+def verdict_runs(test: str, oldest_first: str) -> list[Event]:
+    """One run per verdict (``r``: a failed attempt, then a passing one), oldest first."""
+    names: dict[str, Outcome] = {"p": "passed", "f": "failed", "e": "error", "s": "skipped"}
+    events: list[Event] = []
+    for i, v in enumerate(oldest_first):
+        run, commit = f"run-{i}", f"c{i}"
+        if v == "r":
+            events += [
+                ran(test, run, "failed", commit=commit),
+                ran(test, run, "passed", attempt=2, commit=commit),
+            ]
+        else:
+            events.append(ran(test, run, names[v], commit=commit))
+    return events
+
+
+# Issue 11, item 5, as the issue writes it: oldest verdict first. 9 of 16 passed (56%),
+# two of them on retry; the newest three failed.
+ISSUE_CASE = "pfpppprrpfffpfff"
+
+
+def test_a_streak_with_flaky_evidence_before_it_is_flaky_not_broken() -> None:
+    state = Folder()(*verdict_runs("t", ISSUE_CASE))
+    t = state.tests["t"]
+    assert t.recent == ISSUE_CASE[::-1]  # recent is newest first
+    assert (t.passes, t.retried_passes, t.runs) == (9, 2, 16)
+    (row,) = rows_of_tests(state)
+    assert row["status"] == "flaky"
+    # 4 failures in the 13 runs before the streak: at most 58% (95% Wilson), 0.58**3 = 19%.
+    assert row["reason"].startswith("failed the last 3 runs, 19.1% likely")
+    assert "(4 of 13 runs, at most 58%)" in row["reason"]
+    assert "passed on retry in 2 of 13 runs" in row["reason"]
+    # --broken-streak 4: no streak long enough, flaky by its retries.
+    status, reason = classify(t.recent, 0, HistoryPolicy(broken_streak=4))
+    assert (status, reason) == ("flaky", "passed on retry in 2 of 16 runs")
+
+
+def test_a_streak_that_outlasts_the_earlier_failure_rate_is_broken() -> None:
+    # Three more failures: 0.58**6 = 3.7% < 5%.
+    status, reason = classify((ISSUE_CASE + "fff")[::-1], 0)
+    assert status == "broken"
+    assert reason.startswith("failed the last 6 runs, 3.7% likely")
+
+
+def test_a_test_that_passed_40_times_and_failed_5_is_broken() -> None:
+    state = Folder()(*verdict_runs("t", "p" * 40 + "f" * 5))
+    (row,) = rows_of_tests(state)
+    assert (row["status"], row["reason"]) == ("broken", "failed the last 5 runs")
+    assert row["failing_since"] == "run-40"
+    # One retry long ago is evidence of flakiness, but 5 failures after 41 runs without
+    # one (at most 9% each) are far too unlikely for bad luck.
+    status, reason = classify(("p" * 30 + "r" + "p" * 10 + "f" * 5)[::-1], 0)
+    assert status == "broken"
+    assert "under 0.1% likely" in reason
+
+
+def test_broken_since_its_first_run_and_after_a_block_of_failures() -> None:
+    assert classify("fff", 0) == ("broken", "failed the last 3 runs")
+    assert classify("ff", 0)[0] == "new"
+    # Failed, was fixed, failed again: one block of failures is no sign of chance.
+    assert classify(("fffff" + "ppppp" + "fff")[::-1], 0)[0] == "broken"
+
+
+def test_flip_threshold_decides_whether_flips_before_a_streak_count() -> None:
+    scattered = ("pfppfpfpppfp" + "fff")[::-1]  # no retries, flip rate 0.73 before
+    status, reason = classify(scattered, 0)
+    assert status == "flaky"
+    assert "before them: flip rate 0.73 over 12 runs" in reason
+    assert classify(scattered, 0, HistoryPolicy(flip_threshold=0.9))[0] == "broken"
+    # A same-commit flip is evidence too.
+    one_block = ("ppppppffpppp" + "fff")[::-1]  # flip rate 0.18 before the streak
+    assert classify(one_block, 0)[0] == "broken"
+    assert classify(one_block, 1)[0] == "flaky"
+
+
+def test_healthy_stays_healthy() -> None:
+    assert classify("p" * 60, 0) == ("healthy", "")
+    assert classify(("p" * 30 + "f" + "p" * 10)[::-1], 0) == ("healthy", "")
+
+
+def test_failing_since_survives_a_pass_between_failed_attempts() -> None:
+    # A run whose attempts go failed, passed, failed (a rerun plugin reporting a teardown
+    # as a pass, or reports given out of order) ends failed: the streak began at run-0.
+    fold = Folder()
+    for run in ("run-0", "run-1"):
+        fold(
+            ran("t", run, "failed"),
+            ran("t", run, "passed", attempt=2),
+            ran("t", run, "failed", attempt=3),
+        )
+    state = fold(ran("t", "run-2", "failed"))
+    t = state.tests["t"]
+    assert t.recent == "fff"
+    assert t.failing_since == "run-0"
+    (row,) = rows_of_tests(state)
+    assert (row["status"], row["failing_since"], row["first_run"]) == ("broken", "run-0", "run-0")
+    # A retry that passes ends the streak; the next failure starts a new one.
+    state = fold(ran("t", "run-3", "failed"), ran("t", "run-3", "passed", attempt=2))
+    assert state.tests["t"].failing_since is None
+    state = fold(ran("t", "run-4", "error"))
+    assert state.tests["t"].failing_since == "run-4"
+    state = fold(ran("t", "run-5", "skipped"), ran("t", "run-5", "failed", attempt=2))
+    assert state.tests["t"].failing_since == "run-4"
+
+
 def test_depth_bounds_recent() -> None:
     fold = Folder()
     state = fold(*runs_of("t", "p" * (DEPTH + 5)))

@@ -39,19 +39,29 @@ Attempts of one test in one run are expected to arrive one after the other (they
 from every ingest path): an execution whose ``run_id`` equals the test's newest run
 replaces that run's verdict instead of adding a run.
 
-Classification (:func:`classify`, thresholds in :class:`HistoryPolicy`), first match:
+Classification (:func:`classify`, thresholds in :class:`HistoryPolicy`), over the
+newest ``window`` verdicts (skips ignored), first match:
 
-1. **broken**: the newest ``broken_streak`` or more non-skipped verdicts all failed
-   or errored (``failing_since`` names the run the streak began in);
-2. **flaky**: within the newest ``window`` verdicts a test passed on retry, or it
-   failed and passed on the same commit (among the last ``COMMITS_TRACKED``
-   commits), or it has at least ``flip_min_runs`` non-skipped verdicts there and a
-   flip rate of ``flip_threshold`` or more;
+1. **broken**: the newest ``broken_streak`` or more verdicts failed or errored (the
+   *streak*; ``failing_since`` names the run it began in) and the verdicts before the
+   streak do not make it a run of bad luck. They do when they show nondeterminism (a
+   pass on retry, a failure and a pass on one commit, or a flip rate of
+   ``flip_threshold`` or more over ``flip_min_runs`` or more verdicts), number
+   ``min_runs`` or more, and the streak is at least ``streak_chance`` likely at the
+   highest failure rate they allow: ``high ** streak``, ``high`` the upper end of the 95%
+   Wilson interval of the failure rate before the streak. A test that never failed
+   before, or has too little history, is broken after ``broken_streak`` failures.
+2. **flaky**: within the window a test passed on retry, or it failed and passed on the
+   same commit (among the last ``COMMITS_TRACKED`` commits), or it has at least
+   ``flip_min_runs`` non-skipped verdicts there and a flip rate of ``flip_threshold`` or
+   more. A streak that rule 1 put down to bad luck lands here, with its likelihood in
+   the reason.
 3. **new**: fewer than ``min_runs`` non-skipped verdicts;
 4. **healthy**: anything else.
 
 The flip rate is the share of consecutive non-skipped verdicts in the window whose
-pass/fail differs (``r`` counts as a pass).
+pass/fail differs (``r`` counts as a pass). It tells scattered failures (flaky) from a
+block of them (broken, then fixed: one flip), which a failure rate alone cannot.
 """
 
 from __future__ import annotations
@@ -75,6 +85,7 @@ from aqe.events import (
     TestRunFinished,
     TestRunStarted,
 )
+from aqe.stats import wilson_interval
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -128,6 +139,8 @@ class HistoryPolicy(msgspec.Struct, frozen=True, kw_only=True):
     flip_min_runs: int = 8
     flip_threshold: float = 0.2
     broken_streak: int = 3
+    streak_chance: float = 0.05
+    """A failing streak less likely than this at the test's earlier failure rate is broken."""
 
 
 DEFAULT_POLICY = HistoryPolicy()
@@ -160,6 +173,8 @@ class TestHistory(msgspec.Struct, kw_only=True, omit_defaults=True):
     last_failure_commit: str | None = None
     last_failure_message: str | None = None
     failing_since: str | None = None
+    failing_before: str | None = None
+    """``failing_since`` before the newest run: a later attempt in that run starts from it."""
     commits: list[tuple[str, int]] = msgspec.field(default_factory=list)
     """``(commit, bits)`` oldest first; bit 1 passed, bit 2 failed on that commit."""
     flaky_commits: int = 0
@@ -196,6 +211,8 @@ class RunHistory(msgspec.Struct, kw_only=True):
     flaky: int = 0
     duration_s: float = 0.0
     executions: int = 0
+    interrupted: bool = False
+    """The run's session was killed; its marker came later from the spool it left."""
 
 
 class PendingExecution(msgspec.Struct, frozen=True, array_like=True, omit_defaults=True):
@@ -233,7 +250,7 @@ class HistoryProjection:
     """Folds ``AQE_TESTS`` into a :class:`HistoryState`."""
 
     name: str = "history"
-    version: int = 3
+    version: int = 4
     streams: tuple[str, ...] = ("AQE_TESTS",)
 
     def __init__(self) -> None:
@@ -294,6 +311,7 @@ class HistoryProjection:
             run.skipped = event.skipped
             run.flaky = event.flaky
             run.duration_s = event.duration_s
+            run.interrupted = event.interrupted
         elif isinstance(event, TestCaseQuarantined):
             test = _test(state, event.test_id)
             test.quarantined = True
@@ -414,6 +432,7 @@ def _runs_schema() -> pa.Schema:
             ("flaky", count),
             ("duration_s", pa.float64()),
             ("executions", count),
+            ("interrupted", pa.bool_()),
         ]
     )
 
@@ -515,7 +534,7 @@ def _executed(state: HistoryState, test_id: str, run: RunHistory, event: Pending
         test.last_failure_commit = event.commit
         test.last_failure_message = event.message
     _track_commit(test, event.commit, verdict)
-    _update_streak(test)
+    _update_streak(test, run.run_id, new_run=not retry)
 
 
 def _track_commit(test: TestHistory, commit: str | None, verdict: str) -> None:
@@ -535,12 +554,21 @@ def _track_commit(test: TestHistory, commit: str | None, verdict: str) -> None:
     del test.commits[:-COMMITS_TRACKED]
 
 
-def _update_streak(test: TestHistory) -> None:
-    streak = failing_streak(test.recent)
-    if streak == 0:
+def _update_streak(test: TestHistory, run_id: str, *, new_run: bool) -> None:
+    """Keep ``failing_since`` the run the failing streak began in (None: no streak).
+
+    A later attempt replaces its run's verdict, so the streak is recomputed from what it
+    was before that run: a pass in between (a retry) must not lose where it began.
+    """
+    if new_run:
+        test.failing_before = test.failing_since
+    verdict = test.recent[0]
+    if verdict in _FAIL:
+        test.failing_since = test.failing_before or run_id
+    elif verdict == "s":
+        test.failing_since = test.failing_before
+    else:
         test.failing_since = None
-    elif streak == 1 and test.recent[0] in _FAIL:
-        test.failing_since = test.last_run
 
 
 def failing_streak(recent: str) -> int:
@@ -576,7 +604,7 @@ def classify(
     *,
     flips: tuple[float, int] | None = None,
 ) -> tuple[Status, str]:
-    """A test's status and the reason for it.
+    """A test's status and the reason for it (the rule is in the module docstring).
 
     ``recent`` is its verdicts, newest first; ``flaky_commits`` the number of recent
     commits (:func:`same_commit_flips`) on which it both failed and passed; ``flips``
@@ -586,17 +614,59 @@ def classify(
     window = recent[: policy.window]
     streak = failing_streak(window)
     if streak >= policy.broken_streak:
-        return "broken", f"failed the last {streak} runs"
-    rate, judged = flips if flips is not None else flip_rate(window)
-    if "r" in window:
-        return "flaky", f"passed on retry in {window.count('r')} of the last {len(window)} runs"
-    if flaky_commits:
-        return "flaky", f"failed and passed on the same commit ({flaky_commits} commits)"
-    if judged >= policy.flip_min_runs and rate >= policy.flip_threshold:
-        return "flaky", f"flip rate {rate:.2f} over {judged} runs"
-    if judged < policy.min_runs:
-        return "new", f"{judged} runs so far"
+        broken, reason = _judge_streak(window, streak, flaky_commits, policy)
+        return ("broken" if broken else "flaky"), reason
+    flips = flips if flips is not None else flip_rate(window)
+    why = _nondeterminism(window, flaky_commits, policy, flips)
+    if why:
+        return "flaky", why
+    if flips[1] < policy.min_runs:
+        return "new", f"{flips[1]} runs so far"
     return "healthy", ""
+
+
+def _nondeterminism(
+    verdicts: str,
+    flaky_commits: int,
+    policy: HistoryPolicy,
+    flips: tuple[float, int] | None = None,
+) -> str:
+    """Why ``verdicts`` (newest first) show a test passing and failing by chance, or ""."""
+    if "r" in verdicts:
+        return f"passed on retry in {verdicts.count('r')} of {len(verdicts)} runs"
+    if flaky_commits:
+        return f"failed and passed on the same commit ({flaky_commits} commits)"
+    rate, judged = flips if flips is not None else flip_rate(verdicts)
+    if judged >= policy.flip_min_runs and rate >= policy.flip_threshold:
+        return f"flip rate {rate:.2f} over {judged} runs"
+    return ""
+
+
+def _judge_streak(
+    window: str, streak: int, flaky_commits: int, policy: HistoryPolicy
+) -> tuple[bool, str]:
+    """Whether a failing streak at the head of ``window`` is a break (or bad luck), and why.
+
+    Bad luck needs the verdicts before the streak to show nondeterminism, number at
+    least ``min_runs``, and make the streak at least ``streak_chance`` likely at the
+    upper end of the 95% Wilson interval of their failure rate.
+    """
+    head = f"failed the last {streak} runs"
+    before = window[next((i for i, v in enumerate(window) if v in _PASS), len(window)) :]
+    evidence = _nondeterminism(before, flaky_commits, policy)
+    judged = sum(v != "s" for v in before)
+    if not evidence or judged < policy.min_runs:
+        return True, head
+    failed = sum(v in _FAIL for v in before)
+    high = wilson_interval(failed, judged).high
+    chance = high**streak
+    odds = (
+        f"{f'{chance:.1%}' if chance >= 0.001 else 'under 0.1%'} likely at its failure rate "
+        f"({failed} of {judged} runs, at most {high:.0%})"
+    )
+    if chance < policy.streak_chance:
+        return True, f"{head}, {odds}"
+    return False, f"{head}, {odds}; before them: {evidence}"
 
 
 def _percentile(ordered: list[float], q: float) -> float:
