@@ -21,12 +21,14 @@ from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
+from aqe.cli._runners import agent
 from aqe.cli._sandbox import sandbox
 from aqe.cli._server import server
 from aqe.cli._streams import streams
 from aqe.cli._tasks import tasks, topology
 from aqe.cli._tests import broken, flaky, history, ingest, quarantine, runs, unquarantine
 from aqe.cli._vote import vote
+from aqe.cli._workflows import workflow, workflows
 from aqe.errors import AqeError
 
 __all__ = ["cli", "main"]
@@ -86,6 +88,9 @@ cli.add_command(vote)
 cli.add_command(tasks)
 cli.add_command(topology)
 cli.add_command(bridge)
+cli.add_command(agent)
+cli.add_command(workflows)
+cli.add_command(workflow)
 cli.add_command(sandbox)
 
 
