@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -10,7 +10,7 @@ import pytest
 from aqe.config import Settings
 from aqe.errors import ReportError
 from aqe.events import TestCaseExecuted, TestRunFinished, TestRunStarted
-from aqe.ingest.spool import SpoolWriter, default_spool_dir, read_spool
+from aqe.ingest.spool import SpoolWriter, default_spool_dir, finish_interrupted, read_spool
 from aqe.pytest_plugin import ci_defaults
 
 EVENTS = [
@@ -121,3 +121,52 @@ def test_ci_defaults() -> None:
     assert ci_defaults(github) == ("abc", "main", "https://github.com/o/r/actions/runs/7")
     gitlab = {"CI_COMMIT_SHA": " def ", "CI_COMMIT_REF_NAME": "dev", "CI_JOB_URL": "https://g/j/1"}
     assert ci_defaults(gitlab) == ("def", "dev", "https://g/j/1")
+
+
+def test_finish_interrupted_closes_only_runs_without_a_marker() -> None:
+    start = datetime(2025, 1, 2, 10, 0, tzinfo=UTC)
+    killed = [
+        TestRunStarted(run_id="k", started_at=start, source="pytest-plugin"),
+        TestCaseExecuted(
+            test_id="t.a", run_id="k", outcome="failed", duration_s=1.0, started_at=start
+        ),
+        TestCaseExecuted(
+            test_id="t.a",
+            run_id="k",
+            outcome="passed",
+            duration_s=2.0,
+            attempt=2,
+            started_at=start + timedelta(seconds=3),
+        ),
+        TestCaseExecuted(
+            test_id="t.b", run_id="k", outcome="error", duration_s=0.5, quarantined=True
+        ),
+    ]
+    [marker] = finish_interrupted([*EVENTS, *killed])  # r1 has its marker: left alone
+    assert marker == TestRunFinished(
+        run_id="k",
+        total=2,
+        passed=1,
+        failed=0,
+        errors=1,
+        flaky=1,
+        quarantined=1,
+        duration_s=5.0,  # from the start to the end of the last timed execution
+        finished_at=start + timedelta(seconds=5),
+        interrupted=True,
+    )
+    # Computed from the file's contents only: the same spool gives the same id.
+    assert finish_interrupted(killed)[0].default_id() == marker.default_id()
+
+
+def test_finish_interrupted_without_times_sums_the_durations() -> None:
+    events = [
+        TestRunStarted(run_id="k"),
+        TestCaseExecuted(test_id="t.a", run_id="k", outcome="passed", duration_s=0.25),
+        TestCaseExecuted(test_id="t.b", run_id="k", outcome="skipped", duration_s=0.5),
+    ]
+    [marker] = finish_interrupted(events)
+    assert (marker.total, marker.passed, marker.skipped, marker.duration_s) == (2, 1, 1, 0.75)
+    assert marker.finished_at is None
+    assert marker.interrupted
+    assert finish_interrupted([TestRunStarted(run_id="empty")])[0].total == 0

@@ -106,17 +106,23 @@ def ingest(
     from aqe.ingest.files import find_reports
     from aqe.ingest.parsers import detect_format, parse_report
     from aqe.ingest.runs import append_run, run_events
-    from aqe.ingest.spool import read_spool
+    from aqe.ingest.spool import finish_interrupted, read_spool
 
     paths, skipped_links = find_reports(files)
     for line in skipped_links:
         console(stderr=True).print(line, markup=False)
     reports: list[ParsedReport] = []
     events: list[Event] = []
+    interrupted: list[str] = []
     for path in paths:
         kind = detect_format(path, max_bytes=max_bytes) if fmt == "auto" else fmt
         if kind == "aqe-spool":
-            events.extend(read_spool(path, max_bytes=max_bytes))
+            spooled = read_spool(path, max_bytes=max_bytes)
+            # A killed session's spool has no TestRunFinished: close its run as interrupted.
+            closing = finish_interrupted(spooled)
+            events.extend(spooled)
+            events.extend(closing)
+            interrupted.extend(marker.run_id for marker in closing)
         else:
             reports.append(parse_report(path, kind, max_bytes=max_bytes))
     if run_per_file and run_id and len(reports) > 1:
@@ -160,7 +166,13 @@ def ingest(
     if as_json:
         import msgspec
 
-        print_json({**msgspec.to_builtins(result), "files": [str(p) for p in paths]})
+        print_json(
+            {
+                **msgspec.to_builtins(result),
+                "files": [str(p) for p in paths],
+                "interrupted": interrupted,
+            }
+        )
         return
     s = result.summary
     out = console()
@@ -175,6 +187,11 @@ def ingest(
         f"{result.appended} events appended, {result.duplicates} already stored, "
         f"{result.chunks} atomic batch(es), {elapsed:.2f} s"
     )
+    for run_id in interrupted:
+        out.print(
+            f"[yellow]run {run_id} was interrupted[/yellow] (no TestRunFinished in the spool): "
+            "closed with the totals of the executions it recorded"
+        )
     if fold_skipped:
         out.print(f"history not updated: {fold_skipped}")
 
@@ -295,6 +312,12 @@ def _recent(recent: str, width: int = 20) -> Styled:
     return Styled(tuple((v, _VERDICT_STYLE[v]) for v in shown))
 
 
+def _failing_since(row: dict[str, Any]) -> str:
+    """The run a broken test's streak began in, marked when that is its first run."""
+    since = row["failing_since"] or row["first_run"]
+    return f"{since} (first seen)" if since == row["first_run"] else since
+
+
 def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.0f}%"
 
@@ -316,7 +339,7 @@ def _tests_table(title: str, rows: list[dict[str, Any]], extra: str) -> None:
         status = r["status"] + (" (q)" if r["quarantined"] else "")
         if extra == "failing since":
             first_line = (r["last_failure_message"] or "").partition("\n")[0]
-            detail = f"{r['failing_since']}: {first_line[:60]}"
+            detail = f"{_failing_since(r)}: {first_line[:60]}"
         elif extra == "why":
             detail = r["reason"]
         else:
@@ -507,7 +530,9 @@ def runs(
             else "-"
         )
         row: list[Cell] = [
-            r["run_id"],
+            Styled(((r["run_id"], ""), (" (interrupted)", "yellow")))
+            if r.get("interrupted")
+            else r["run_id"],
             started,
             r["source"] or "-",
             r["commit"] or "-",

@@ -63,6 +63,10 @@ class TestRunFinished(Event, frozen=True, kw_only=True, tag="tests.run.finished.
     quarantined: int = 0
     """Failed or errored tests (counted in ``failed``/``errors``) that were in quarantine,
     so they did not fail the run."""
+    interrupted: bool = False
+    """The run did not end: its session was killed or crashed, and this marker was
+    written later (``aqe ingest`` of the spool it left) with the totals of the
+    executions recorded before it stopped."""
 
 
 class TestCaseExecuted(Event, frozen=True, kw_only=True, tag="tests.case.executed.v1"):

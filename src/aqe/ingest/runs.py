@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 
@@ -26,7 +26,15 @@ from aqe.ingest.model import CaseResult, ParsedReport
 from aqe.log.port import MAX_BATCH, EventLog, NewEvent
 from aqe.log.subjects import subject_for
 
-__all__ = ["IngestResult", "RunSummary", "append_run", "default_run_id", "run_events", "summarise"]
+__all__ = [
+    "IngestResult",
+    "RunSummary",
+    "append_run",
+    "default_run_id",
+    "finished",
+    "run_events",
+    "summarise",
+]
 
 
 class RunSummary(msgspec.Struct, frozen=True, kw_only=True):
@@ -130,18 +138,38 @@ def run_events(
         started_at=started_at,
         source=",".join(formats),
     )
-    finish = TestRunFinished(
-        run_id=run,
+    finish = finished(
+        run,
+        summary,
+        duration,
+        started_at + timedelta(seconds=duration) if started_at else None,
+    )
+    return [start, *cases, finish]
+
+
+def finished(
+    run_id: str,
+    summary: RunSummary,
+    duration_s: float,
+    finished_at: datetime | None,
+    *,
+    quarantined: int = 0,
+    interrupted: bool = False,
+) -> TestRunFinished:
+    """The ``TestRunFinished`` (commit marker) of a run with these totals."""
+    return TestRunFinished(
+        run_id=run_id,
         total=summary.tests,
         passed=summary.passed,
         failed=summary.failed,
         errors=summary.errors,
         skipped=summary.skipped,
         flaky=summary.flaky,
-        duration_s=round(duration, 6),
-        finished_at=started_at + timedelta(seconds=duration) if started_at else None,
+        quarantined=quarantined,
+        duration_s=round(duration_s, 6),
+        finished_at=finished_at,
+        interrupted=interrupted,
     )
-    return [start, *cases, finish]
 
 
 def _run_order(report: ParsedReport) -> tuple[bool, float, str, str]:
