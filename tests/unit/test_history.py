@@ -201,7 +201,7 @@ def test_a_streak_with_flaky_evidence_before_it_is_flaky_not_broken() -> None:
     assert "passed on retry in 2 of 13 runs" in row["reason"]
     # --broken-streak 4: no streak long enough, flaky by its retries.
     status, reason = classify(t.recent, 0, HistoryPolicy(broken_streak=4))
-    assert (status, reason) == ("flaky", "passed on retry in 2 of 16 runs")
+    assert (status, reason) == ("flaky", "passed on retry in 2 of the last 16 runs")
 
 
 def test_a_streak_that_outlasts_the_earlier_failure_rate_is_broken() -> None:

@@ -276,7 +276,8 @@ def _policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option(
         "--broken-streak",
         type=click.IntRange(min=1),
-        help="Failing runs in a row that make a test broken [default 3].",
+        help="Failing runs in a row before a test can be broken (unless its earlier "
+        "failure rate makes them likely) [default 3].",
     )(func)
     return click.option(
         "--flip-threshold",
@@ -414,8 +415,9 @@ def _status_command(status: str) -> click.Command:
     command.help = {
         "flaky": "Tests that pass and fail without a change: passed on retry, failed and "
         "passed on one commit, or flip between pass and fail too often.",
-        "broken": "Tests failing consistently: the newest runs (3 by default) all failed, "
-        "with the run the failures began in.",
+        "broken": "Tests failing consistently: the newest runs (3 by default) all failed and "
+        "the test's earlier failures do not make that likely by chance; with the run the "
+        "failures began in.",
     }[status]
     return command
 

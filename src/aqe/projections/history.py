@@ -630,10 +630,16 @@ def _nondeterminism(
     flaky_commits: int,
     policy: HistoryPolicy,
     flips: tuple[float, int] | None = None,
+    *,
+    newest: bool = True,
 ) -> str:
-    """Why ``verdicts`` (newest first) show a test passing and failing by chance, or ""."""
+    """Why ``verdicts`` (newest first) show a test passing and failing by chance, or "".
+
+    ``newest``: they are the newest verdicts, not the ones before a streak.
+    """
     if "r" in verdicts:
-        return f"passed on retry in {verdicts.count('r')} of {len(verdicts)} runs"
+        span = f"{'the last ' if newest else ''}{len(verdicts)}"
+        return f"passed on retry in {verdicts.count('r')} of {span} runs"
     if flaky_commits:
         return f"failed and passed on the same commit ({flaky_commits} commits)"
     rate, judged = flips if flips is not None else flip_rate(verdicts)
@@ -653,7 +659,7 @@ def _judge_streak(
     """
     head = f"failed the last {streak} runs"
     before = window[next((i for i, v in enumerate(window) if v in _PASS), len(window)) :]
-    evidence = _nondeterminism(before, flaky_commits, policy)
+    evidence = _nondeterminism(before, flaky_commits, policy, newest=False)
     judged = sum(v != "s" for v in before)
     if not evidence or judged < policy.min_runs:
         return True, head
