@@ -54,6 +54,7 @@ bench:
     {{py}} tests/benchmarks/bench_election.py
     {{py}} tests/benchmarks/bench_voting.py
     {{py}} tests/benchmarks/bench_dispatch.py
+    {{py}} tests/benchmarks/bench_runners.py
     {{py}} tests/benchmarks/bench_bridge_transport.py
     {{py}} tests/benchmarks/bench_bridge.py
     {{py}} tests/benchmarks/bench_cli.py
