@@ -148,7 +148,10 @@ def _stats_line(stats: Any) -> str:
 def consume(
     app: AppContext, name: str, follow: bool, flush_every: int, quiet: bool, as_json: bool
 ) -> None:
-    """Fold the log into projection NAME from its checkpoint (see `aqe projections list`)."""
+    """Fold the log into projection NAME from its checkpoint.
+
+    The projections are listed by `aqe projections list`.
+    """
     from aqe.projections import (
         ProjectionRunner,
         SnapshotStore,

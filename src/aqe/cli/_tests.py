@@ -419,6 +419,10 @@ def _status_command(status: str) -> click.Command:
         "the test's earlier failures do not make that likely by chance; with the run the "
         "failures began in.",
     }[status]
+    command.short_help = {
+        "flaky": "Tests that pass and fail without a change (retries, same-commit flips).",
+        "broken": "Tests failing consistently, with the run their failures began in.",
+    }[status]
     return command
 
 
@@ -648,6 +652,8 @@ def _quarantine_command(enter: bool) -> click.Command:
         if enter
         else "Take TEST out of quarantine (an event in the log)."
     )
+    if enter:
+        command.short_help = "Quarantine TEST: its failures are recorded but do not fail runs."
     return command
 
 
