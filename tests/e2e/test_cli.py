@@ -175,6 +175,9 @@ def test_replay_rebuilds_and_verify_reports_tampering(aqe: Runner, aqe_env: dict
     state = Path(aqe_env["AQE_DATA_DIR"]) / "projections" / "catalog" / "state.json"
     header, body = state.read_bytes().split(b"\n", 1)
     tampered = json.loads(body)
+    # The demo's 3 CI runs, plus one run per rerun its flaky workflow step made.
+    true_runs = tampered["by_type"]["tests.run.started.v1"]
+    assert true_runs >= 3
     tampered["by_type"]["tests.run.started.v1"] = 999
     state.write_bytes(header + b"\n" + json.dumps(tampered, sort_keys=True).encode())
     verify = aqe("replay", "catalog", "--verify")
@@ -186,7 +189,7 @@ def test_replay_rebuilds_and_verify_reports_tampering(aqe: Runner, aqe_env: dict
     assert "swapped in" in rebuilt.out
     assert aqe("replay", "catalog", "--verify").code == 0
     shown = aqe("projections", "show", "catalog", "--json").json()
-    assert shown["state"]["by_type"]["tests.run.started.v1"] == 3
+    assert shown["state"]["by_type"]["tests.run.started.v1"] == true_runs
     partial = aqe("replay", "catalog", "--until-seq", "10", "-q")
     assert partial.code == 0
     cps = aqe("projections", "show", "catalog", "--json").json()["checkpoints"]

@@ -17,6 +17,7 @@ from aqe.cli._config import config
 from aqe.cli._context import AppContext
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
+from aqe.cli._flaky_watch import flaky_watch
 from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
@@ -74,6 +75,7 @@ cli.add_command(server)
 cli.add_command(ingest)
 cli.add_command(history)
 cli.add_command(flaky)
+cli.add_command(flaky_watch)
 cli.add_command(broken)
 cli.add_command(runs)
 cli.add_command(quarantine)

@@ -152,6 +152,7 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
         render_status_table(status, tests)
     _remedies(tests, PatternSearch.open(root / "patterns"))
     _prioritise(app)
+    _classify_flaky(app, tests, FleetPlan(runs=runs, seed=seed))
     out.print(
         "\nnext: [bold]aqe flaky[/bold] · [bold]aqe history TEST[/bold] · [bold]aqe runs[/bold]"
         " · [bold]aqe patterns search 'freeze time'[/bold]"
@@ -159,6 +160,139 @@ def demo(app: AppContext, runs: int, seed: int, quiet: bool) -> None:
     )
     if not result["equal"]:
         raise SystemExit(1)
+
+
+def _classify_flaky(app: AppContext, tests: list[dict[str, Any]], plan: Any) -> None:
+    """Runner agents rerun the history's flaky tests in sandboxes; the flaky workflow decides.
+
+    The simulated flaky tests are written as a real pytest project (each failing at its
+    simulated rate, seeded per rerun); one flaky workflow instance per test, with an id
+    derived from the test and the seed, so a second demo finds them ended and runs and
+    appends nothing.
+    """
+    import json
+    import sys
+    import warnings
+
+    from aqe.coordination.nats_bus import NatsBus
+    from aqe.demo import demo_project, rerun_tests
+    from aqe.ingest.identity import split_pytest_nodeid, test_identity
+    from aqe.projections.deadletter import JetStreamDeadLetters
+    from aqe.workflows._flaky_trigger import FlakyStart, flaky_instance_id
+    from aqe.workflows.flaky_watch import investigate
+
+    out = console()
+    project = app.settings.data_dir / "demo" / "project"
+    for rel, text in demo_project(plan).items():
+        path = project / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+    nodeids = {test_identity(*split_pytest_nodeid(n)): n for n in rerun_tests(plan)}
+    # The three flakiest by the history (failure share): enough to show it, and fast.
+    candidates = [r for r in tests if r["status"] == "flaky" and r["test_id"] in nodeids]
+    candidates.sort(key=lambda r: (-(r["failures"] / max(1, r["runs"])), r["test_id"]))
+    flaky = [r["test_id"] for r in candidates[:3]]
+    base = {
+        "source": str(project),
+        "python": sys.executable,
+        "order": json.dumps(list(nodeids.values())),
+        # The simulated rates go down to 0.1: catch those, and give each test 2 reruns at once.
+        "p_min": "0.1",
+        "parallel": "2",
+        "watch_rounds": "0",
+    }
+    starts = [
+        FlakyStart(
+            instance_id=flaky_instance_id(t, f"demo-{plan.seed}"),
+            params={**base, "test": nodeids[t], "test_id": t},
+            reasons=("aqe demo: the history calls it flaky",),
+        )
+        for t in flaky
+    ]
+    out.print(
+        f"[bold]10.[/bold] runner agents rerun the {len(starts)} flakiest tests in process "
+        "sandboxes; the flaky workflow classifies each one"
+    )
+
+    async def go() -> Any:
+        # The sandboxes fork and exec at once; lancedb (loaded by the steps before) warns
+        # about any fork in its process, which is harmless here.
+        warnings.filterwarnings(
+            "ignore", message="lancedb fork support is experimental", category=RuntimeWarning
+        )
+        async with open_log(app) as log:
+            bus = NatsBus(log.connection)
+            began = time.perf_counter()
+            found, ran = await investigate(
+                log,
+                bus,
+                starts,
+                runners=2,
+                dead_letters=JetStreamDeadLetters(log.connection),
+                started_by="aqe demo",
+            )
+            took = time.perf_counter() - began
+            if ran:
+                # Fold what the step appended (agents, reruns, workflow events), so the
+                # projections stay current and a second demo folds nothing new.
+                await _fold_quietly(log, projections_root(app))
+            return found, ran, took
+
+    found, ran, took = run(go())
+    rows: list[list[Cell]] = []
+    for item in found:
+        data = item.verdict
+        rows.append(
+            [
+                data.get("test_id", "").rsplit(".", 1)[-1],
+                data.get("verdict", item.status),
+                f"{data.get('failure_rate', '')} {data.get('interval', '')}",
+                data.get("runs_alone", ""),
+                data.get("failing_seeds", "").split(",")[0],
+                data.get("reruns", ""),
+            ]
+        )
+    emit_table(
+        ["test", "verdict", "failure rate (95% Wilson)", "alone", "a failing seed", "reruns"],
+        rows,
+        title="the flaky workflow's verdicts (sequential rule, p_min 0.1, beta 0.05)",
+    )
+    reruns = sum(int(i.verdict.get("reruns", 0)) for i in found)
+    when = f"in {took:.1f} s" if ran else "(stored by an earlier demo: nothing rerun)"
+    quarantine = sum(i.verdict.get("verdict") in ("flaky", "order-dependent") for i in found)
+    out.print(
+        f"   {reruns} reruns {when}; {quarantine} quarantine decisions recorded with their"
+        " evidence (aqe workflows list · aqe workflows show ID)"
+    )
+
+
+async def _fold_quietly(log: Any, root: Any) -> None:
+    """Bring the demo's projections up to the log's end, without output."""
+    from aqe.projections import (
+        CatalogProjection,
+        HistoryProjection,
+        Projection,
+        ProjectionRunner,
+        SnapshotStore,
+        projection_lock,
+    )
+    from aqe.projections.deadletter import JetStreamDeadLetters
+    from aqe.search.projection import PatternsProjection
+
+    projections: list[Projection[Any]] = [
+        CatalogProjection(),
+        HistoryProjection(),
+        PatternsProjection(),
+    ]
+    for projection in projections:
+        with projection_lock(root / projection.name):
+            await ProjectionRunner(
+                projection,
+                log,
+                SnapshotStore(projection, root / projection.name),
+                JetStreamDeadLetters(log.connection),
+            ).run()
 
 
 def _prioritise(app: AppContext) -> None:

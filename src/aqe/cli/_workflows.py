@@ -17,9 +17,10 @@ if TYPE_CHECKING:
 
 def workflow_registry() -> dict[str, Workflow[Any]]:
     """Every workflow aqe ships, by name (the composition root names them)."""
+    from aqe.workflows.flaky import FlakyWorkflow
     from aqe.workflows.rerun import RerunWorkflow
 
-    found: list[Workflow[Any]] = [RerunWorkflow()]
+    found: list[Workflow[Any]] = [RerunWorkflow(), FlakyWorkflow()]
     return {w.name: w for w in found}
 
 
