@@ -6,7 +6,11 @@ collected by pytest). It writes a JUnit XML report of ``--cases`` test cases (ab
 runs the real ``aqe ingest`` command in a child process, twice on fresh data:
 
 * ``--no-fold``: parse the report and append the run (atomic batches);
-* the default: the same, then fold the history projection (snapshot + LanceDB tables).
+* the default: the same, then fold the history projection (its snapshot, written in
+  pieces; ``aqe ingest`` leaves the LanceDB tables to ``aqe consume history``);
+
+and then ``aqe consume history`` on the second data directory: nothing left to fold,
+it writes the LanceDB tables ``tests`` and ``runs`` (the work ingest no longer does).
 
 For each it prints the child's peak resident set size (``ru_maxrss`` of the child,
 the number ``/usr/bin/time -v`` calls "Maximum resident set size") and wall time.
@@ -77,10 +81,14 @@ def main() -> None:
             try:
                 env = {k: v for k, v in os.environ.items() if not k.startswith("AQE_")}
                 env.update(AQE_NATS_URL=server.url, AQE_DATA_DIR=str(work / f"data-{label[:6]}"))
-                peak, seconds = measure(["ingest", str(report), "-q", *extra], env)
+                runs = [(label, ["ingest", str(report), "-q", *extra])]
+                if extra != ["--no-fold"]:
+                    runs.append(("consume history (tables)", ["consume", "history", "-q"]))
+                for name, args in runs:
+                    peak, seconds = measure(args, env)
+                    print(f"{name:24s} peak RSS {peak:6.0f} MB   {seconds:5.1f} s")
             finally:
                 server.stop_sync(timeout=5.0)
-            print(f"{label:24s} peak RSS {peak:6.0f} MB   {seconds:5.1f} s")
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"(this script itself: {own:.0f} MB)")
 

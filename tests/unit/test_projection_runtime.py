@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -22,6 +23,14 @@ from aqe.projections import (
     verify,
 )
 from aqe.projections.deadletter import bounded_letter
+from aqe.projections.history import (
+    HistoryProjection,
+    HistoryState,
+    PendingExecution,
+    RunHistory,
+    TestHistory,
+)
+from aqe.projections.store import Snapshot
 
 
 async def seeded_log(n_tests: int = 30, runs: int = 4) -> InMemoryEventLog:
@@ -294,3 +303,83 @@ async def test_a_letter_no_sink_keeps_is_kept_in_the_snapshot(tmp_path: Path) ->
     assert snap.checkpoints["AQE_TESTS"] == 3
     assert [(u.stream, u.seq, u.copy) for u in snap.unparked] == [("AQE_TESTS", 2, "none")]
     assert store.describe()["unparked_total"] == 1
+
+
+def _history_with_awkward_keys() -> HistoryState:
+    state = HistoryState()
+    keys = ["b", "a", "", "\u00e9", "\uffff", "\U0001f600", 'q"uote', "z\\", *map(str, range(2500))]
+    for n, key in enumerate(keys):
+        state.tests[key] = TestHistory(recent="pf"[: n % 3], runs=n, durations=[0.5] * (n % 2))
+    state.runs["r1"] = RunHistory(run_id="r1", started=True)
+    state.waiting["a"] = [
+        PendingExecution(run_id="r1", attempt=1, outcome="failed", duration_s=1.0, recorded_at_ns=7)
+    ]
+    state.waiting_by_run["r1"] = ["a"]
+    return state
+
+
+@pytest.mark.parametrize("empty", [True, False])
+def test_history_pieces_join_to_the_canonical_encoding(empty: bool) -> None:
+    projection = HistoryProjection()
+    state = HistoryState() if empty else _history_with_awkward_keys()
+    pieces = list(projection.encode_chunks(state))
+    assert b"".join(pieces) == projection.encode(state)
+    if not empty:  # written as it is encoded: no piece holds the whole state
+        assert max(map(len, pieces)) < len(projection.encode(state)) / 2
+
+
+def test_a_snapshot_written_in_pieces_loads_back(tmp_path: Path) -> None:
+    projection = HistoryProjection()
+    store = SnapshotStore(projection, tmp_path / "history")
+    state = _history_with_awkward_keys()
+    store.save(Snapshot(state=state, checkpoints={"AQE_TESTS": 9}), materialize=False)
+    loaded = store.load()
+    assert loaded.checkpoints == {"AQE_TESTS": 9}
+    assert projection.encode(loaded.state) == projection.encode(state)
+    assert not (tmp_path / "history" / "tables").exists()  # materialize=False
+
+
+class FailsHalfway(HistoryProjection):
+    def encode_chunks(self, state: HistoryState) -> Iterator[bytes]:
+        pieces = super().encode_chunks(state)
+        yield next(pieces)
+        raise OSError("disk full")
+
+
+def test_a_save_that_fails_midway_leaves_the_previous_snapshot(tmp_path: Path) -> None:
+    directory = tmp_path / "history"
+    first = _history_with_awkward_keys()
+    SnapshotStore(HistoryProjection(), directory).save(
+        Snapshot(state=first, checkpoints={"AQE_TESTS": 1}), materialize=False
+    )
+    with pytest.raises(OSError, match="disk full"):
+        SnapshotStore(FailsHalfway(), directory).save(
+            Snapshot(state=HistoryState(), checkpoints={"AQE_TESTS": 2}), materialize=False
+        )
+    assert sorted(p.name for p in directory.iterdir()) == ["state.json"]  # no temp file
+    loaded = SnapshotStore(HistoryProjection(), directory).load()
+    assert loaded.checkpoints == {"AQE_TESTS": 1}
+    assert HistoryProjection().encode(loaded.state) == HistoryProjection().encode(first)
+
+
+def test_a_snapshot_without_a_header_line_is_refused(tmp_path: Path) -> None:
+    store = SnapshotStore(HistoryProjection(), tmp_path)
+    store.path.write_bytes(b'{"format": 1}')
+    with pytest.raises(ProjectionError, match="not a snapshot"):
+        store.load()
+
+
+async def test_a_run_without_materialize_writes_no_tables(tmp_path: Path) -> None:
+    log = await seeded_log(n_tests=5, runs=2)
+    projection = HistoryProjection()
+    directory = tmp_path / "history"
+    stats = await ProjectionRunner(
+        projection,
+        log,
+        SnapshotStore(projection, directory),
+        MemoryDeadLetters(),
+        materialize=False,
+    ).run()
+    assert stats.applied > 0
+    assert SnapshotStore(projection, directory).load().checkpoints == stats.checkpoints
+    assert not (directory / "tables").exists()

@@ -80,9 +80,16 @@ async def pending_events(
 
 
 async def catch_up(
-    log: JetStreamEventLog, app: AppContext, projection: Projection[Any], *, quiet: bool
+    log: JetStreamEventLog,
+    app: AppContext,
+    projection: Projection[Any],
+    *,
+    quiet: bool,
+    materialize: bool = True,
 ) -> str | None:
     """Fold what the log has that ``projection`` lacks; None, or why it was skipped.
+
+    ``materialize=False`` saves the snapshot only, not the projection's derived tables.
 
     Skipped (not an error) when another process holds the projection, e.g. an
     ``aqe consume NAME --follow`` that keeps it current anyway.
@@ -107,6 +114,7 @@ async def catch_up(
                 JetStreamDeadLetters(log.connection),
                 on_progress=fold_progress(set_done, start),
                 progress_every=1000,
+                materialize=materialize,
             ).run()
     except ProjectionError as exc:
         return str(exc)

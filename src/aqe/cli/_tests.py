@@ -36,10 +36,15 @@ _VERDICT_STYLE = {"p": "green", "r": "yellow", "f": "red", "e": "magenta", "s": 
 
 
 async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) -> str | None:
-    """Fold new events into the history projection; None, or why it was skipped."""
+    """Fold new events into the history projection; None, or why it was skipped.
+
+    Only the snapshot is saved: every question reads it, and the LanceDB tables (for
+    other readers) cost LanceDB's import and writer, about 220 MB at 200k tests, in
+    every ingest. ``aqe consume history`` writes them.
+    """
     from aqe.projections.history import HistoryProjection
 
-    return await catch_up(log, app, HistoryProjection(), quiet=quiet)
+    return await catch_up(log, app, HistoryProjection(), quiet=quiet, materialize=False)
 
 
 @click.command()

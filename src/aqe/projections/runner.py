@@ -102,6 +102,7 @@ class ProjectionRunner(Generic[S]):
         progress_every: int = 5_000,
         on_progress: Callable[[Progress], None] | None = None,
         materialize_interval_s: float = 30.0,
+        materialize: bool = True,
     ) -> None:
         self.projection = projection
         self.log = log
@@ -113,6 +114,9 @@ class ProjectionRunner(Generic[S]):
         self.progress_every = progress_every
         self.on_progress = on_progress
         self.materialize_interval_s = materialize_interval_s
+        self.materialize = materialize
+        """False: this run saves snapshots only, never the derived tables (they keep the
+        checkpoints they were built at, so readers see them as stale)."""
         self._last_materialized = time.monotonic()
         self._snapshot: Snapshot[S] | None = None
 
@@ -239,7 +243,9 @@ class ProjectionRunner(Generic[S]):
         # are written at the end of a run and at most every materialize_interval_s
         # in between. Readers see stale tables as stale and fall back to the state.
         now = time.monotonic()
-        materialize = final or now - self._last_materialized >= self.materialize_interval_s
+        materialize = self.materialize and (
+            final or now - self._last_materialized >= self.materialize_interval_s
+        )
         self.store.save(
             Snapshot(
                 state=self._state,

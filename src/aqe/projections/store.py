@@ -4,13 +4,19 @@ The state and the per-stream checkpoints are written together into a temporary
 file, fsynced and renamed over ``state.json``; a kill -9 at any instant leaves
 either the previous snapshot or the new one, never a mix, so a resumed run
 re-applies exactly the events after the stored checkpoint.
+
+A projection with ``encode_chunks(state)`` (an iterable of byte strings that join to
+``encode(state)``) has its state written piece by piece as it is encoded, so a large
+state (64 MB of JSON for 200k tests) is never one buffer in memory, let alone two;
+:func:`sorted_struct_pieces` makes such pieces for a Struct of dicts.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Generic
+from typing import IO, Any, Generic
 
 import msgspec
 
@@ -18,7 +24,7 @@ from aqe.errors import ProjectionError
 from aqe.projections.base import Projection, S
 from aqe.projections.deadletter import DeadLetter
 
-__all__ = ["MAX_UNPARKED", "Snapshot", "SnapshotStore"]
+__all__ = ["MAX_UNPARKED", "Snapshot", "SnapshotStore", "sorted_struct_pieces"]
 
 _FORMAT = 1
 
@@ -76,9 +82,14 @@ class SnapshotStore(Generic[S]):
         if not self.path.exists():
             return Snapshot(state=self.projection.initial(), checkpoints={})
         try:
-            raw = self.path.read_bytes()
-            header_end = raw.index(b"\n")
-            header = msgspec.json.decode(raw[:header_end], type=_Header)
+            # Header and state read apart: the state's bytes are never sliced (copied)
+            # out of a buffer holding the whole file.
+            with open(self.path, "rb") as fh:
+                line = fh.readline()
+                body = fh.read()
+            if not line.endswith(b"\n"):
+                raise ValueError("no header line")
+            header = msgspec.json.decode(line, type=_Header)
         except (ValueError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProjectionError(
                 f"{self.path}: not a snapshot ({exc}); delete it or run `aqe replay`"
@@ -89,7 +100,7 @@ class SnapshotStore(Generic[S]):
             # Another fold version: resume is unsafe, start over from the log.
             return Snapshot(state=self.projection.initial(), checkpoints={})
         try:
-            state = self.projection.decode(raw[header_end + 1 :])
+            state = self.projection.decode(body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise ProjectionError(f"{self.path}: state does not decode: {exc}") from exc
         return Snapshot(
@@ -118,12 +129,16 @@ class SnapshotStore(Generic[S]):
             unparked=snapshot.unparked[:MAX_UNPARKED],
             unparked_total=snapshot.unparked_total,
         )
-        body = msgspec.json.encode(header) + b"\n" + self.projection.encode(snapshot.state)
         tmp = self.directory / f".{self.FILE}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-            fh.flush()
-            os.fsync(fh.fileno())
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(msgspec.json.encode(header) + b"\n")
+                self._write_state(fh, snapshot.state)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # the previous snapshot stays, whole
+            raise
         os.replace(tmp, self.path)
         dir_fd = os.open(self.directory, os.O_RDONLY)
         try:
@@ -135,6 +150,16 @@ class SnapshotStore(Generic[S]):
         write_tables = getattr(self.projection, "materialize", None)
         if materialize and write_tables is not None:
             write_tables(snapshot.state, self.directory, header.checkpoints)
+
+    def _write_state(self, fh: IO[bytes], state: S) -> None:
+        pieces: Callable[[S], Iterator[bytes]] | None = getattr(
+            self.projection, "encode_chunks", None
+        )
+        if pieces is None:
+            fh.write(self.projection.encode(state))
+            return
+        for piece in pieces(state):
+            fh.write(piece)
 
     def exists(self) -> bool:
         """Whether a snapshot file is present."""
@@ -152,3 +177,37 @@ class SnapshotStore(Generic[S]):
             return {}
         out: dict[str, Any] = msgspec.to_builtins(header)
         return out
+
+
+def sorted_struct_pieces(
+    encode: Callable[[Any], bytes], state: msgspec.Struct, *, per_piece: int = 1000
+) -> Iterator[bytes]:
+    """``encode(state)`` in pieces, for a Struct encoded with sorted keys.
+
+    ``encode`` must be a ``msgspec.json.Encoder(order="sorted")``'s ``encode`` and
+    ``state`` a Struct that does not omit defaults. Its fields come in name order; a
+    dict-valued field is written ``per_piece`` entries at a time (keys sorted, as the
+    encoder sorts them), any other field whole. Joined, the pieces equal
+    ``encode(state)`` byte for byte.
+    """
+    names = sorted(
+        zip(
+            state.__struct_encode_fields__,
+            state.__struct_fields__,
+            strict=True,
+        )
+    )
+    for index, (wire_name, field) in enumerate(names):
+        yield (b"{" if index == 0 else b",") + encode(wire_name) + b":"
+        value = getattr(state, field)
+        if not isinstance(value, dict) or not value:
+            yield encode(value)
+            continue
+        keys = sorted(value)
+        for start in range(0, len(keys), per_piece):
+            entries = b",".join(
+                encode(key) + b":" + encode(value[key]) for key in keys[start : start + per_piece]
+            )
+            yield (b"{" if start == 0 else b",") + entries
+        yield b"}"
+    yield b"}" if names else b"{}"
