@@ -175,6 +175,28 @@ class EventLogContract:
         assert [r.seq for r in results] == list(range(1, 51))
         assert [r.event_id for r in results] == [i.resolved_id() for i in items]
 
+    async def test_append_many_again_reports_duplicates(self, log: EventLog) -> None:
+        items = [NewEvent(event=case(f"t{i}")) for i in range(30)]
+        first = await log.append_many(items)
+        again = await log.append_many(items)
+        assert all(r.duplicate for r in again)
+        assert [r.seq for r in again] == [r.seq for r in first]
+        assert await log.last_seq("AQE_TESTS") == 30
+
+    async def test_append_many_raises_the_first_failed_condition(self, log: EventLog) -> None:
+        taken = await log.append(case("taken"))
+        items = [NewEvent(event=case(f"t{i}")) for i in range(3)]
+        items.append(NewEvent(event=case("taken", run="r2"), expected_last_seq=0))
+        items.append(NewEvent(event=case("late", run="r2"), expected_last_seq=7))
+        async with asyncio.timeout(60):
+            with pytest.raises(ConcurrencyError) as info:
+                await log.append_many(items)
+        assert info.value.subject == taken.subject
+        assert (info.value.expected, info.value.actual) == (0, taken.seq)
+        # The events before it are stored; the ones after it may be.
+        stored = [env.event_id async for env in log.read("AQE_TESTS")]
+        assert stored[: len(items) - 1] == [taken.event_id] + [i.resolved_id() for i in items[:3]]
+
     async def test_bounded_reads_never_come_back_short(self, log: EventLog) -> None:
         # Regression: a read could end empty when its first messages were delivered
         # but not yet handed to the callback when it checked for pending messages.

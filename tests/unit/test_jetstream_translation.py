@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import nats.js.errors
 import pytest
+from nats.aio.msg import Msg
 
 from aqe.errors import (
     ConcurrencyError,
@@ -12,7 +13,7 @@ from aqe.errors import (
     LogUnavailableError,
     MessageInProcessError,
 )
-from aqe.log.jetstream import _translated
+from aqe.log.jetstream import _pub_ack, _translated
 
 
 @pytest.mark.parametrize(
@@ -74,3 +75,53 @@ def test_limits_are_answers_not_outages(code: int, err_code: int, description: s
 def test_another_store_failure_stays_retryable() -> None:
     with pytest.raises(LogUnavailableError), _translated("aqe.tests.x"):
         raise _api_error(503, 10077, "store is closed")
+
+
+def _reply(data: bytes, headers: dict[str, str] | None = None) -> Msg:
+    return Msg(_client=None, subject="_INBOX.x.p1", data=data, headers=headers)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "kind", "translated"),
+    [
+        (
+            b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 3"}}',
+            nats.js.errors.BadRequestError,
+            ConcurrencyError,
+        ),
+        (
+            b'{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}',
+            nats.js.errors.ServiceUnavailableError,
+            LimitExceededError,
+        ),
+        (
+            b'{"error":{"code":503,"err_code":10158,"description":"duplicate message id is in'
+            b' process"}}',
+            nats.js.errors.ServiceUnavailableError,
+            MessageInProcessError,
+        ),
+    ],
+)
+def test_an_error_ack_is_built_not_raised_then_translated(
+    body: bytes, kind: type[nats.js.errors.APIError], translated: type[LogError]
+) -> None:
+    # nats-py's APIError.from_error raises; a pipelined ack must come back as a value of
+    # the same type so the one translation maps it.
+    with pytest.raises(kind) as built:
+        _pub_ack(_reply(body))
+    with pytest.raises(translated), _translated("aqe.tests.case.t.executed", 0):
+        raise built.value
+
+
+def test_a_no_responders_ack_is_unavailable() -> None:
+    with pytest.raises(nats.js.errors.NoStreamResponseError) as built:
+        _pub_ack(_reply(b"", {"Status": "503"}))
+    with pytest.raises(LogUnavailableError), _translated("aqe.tests.case.t.executed"):
+        raise built.value
+
+
+def test_an_ack_is_read() -> None:
+    ack = _pub_ack(_reply(b'{"stream":"AQE_TESTS","seq":7,"duplicate":true}'))
+    assert (ack.stream, ack.seq, ack.duplicate) == ("AQE_TESTS", 7, True)
+    with pytest.raises(LogError, match="unreadable publish ack"):
+        _pub_ack(_reply(b"<html>"))

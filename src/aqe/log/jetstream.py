@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import re
+import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -71,7 +74,15 @@ BATCH_PIPELINE = 2
 With a second chunk in flight the server stores one while the client encodes and
 sends the next: about a third more events/s than one at a time on a 2-core machine;
 4 measured the same as 2. The server allows 50 open batches per stream."""
-_COMMIT_TIMEOUT_S = 10.0
+ACK_TIMEOUT_S = 10.0
+"""Default seconds a sent message (or an atomic batch's commit) waits for the server's
+answer. Past it the append is :class:`~aqe.errors.LogUnavailableError`: it may or may
+not be stored, and a retry with the same id settles which (a duplicate if it was)."""
+_PIPELINE_BLOCK = 1000
+"""Pipelined messages encoded and written to the connection in one go."""
+_PIPELINE_DEPTH = 4
+"""Blocks in flight before the oldest one's acks are awaited (4,000 messages, nats-py's
+``publish_async`` default): bounds the client's buffer and reply bookkeeping."""
 # The batch headers (id, sequence, commit) that a chunk's messages carry on top of
 # their own; the size check keeps room for them because the server closes the
 # connection of a client that sends a message over max_payload.
@@ -216,6 +227,67 @@ class _Chunk(NamedTuple):
     items: Sequence[NewEvent]
 
 
+class _ApiErrorBody(msgspec.Struct):
+    code: int = 0
+    err_code: int = 0
+    description: str = ""
+
+
+class _PubAck(msgspec.Struct):
+    """The server's JSON answer to one published message: an ack or an error."""
+
+    stream: str = ""
+    seq: int = 0
+    duplicate: bool = False
+    error: _ApiErrorBody | None = None
+
+
+_decode_pub_ack = msgspec.json.Decoder(_PubAck).decode
+_API_ERRORS: dict[int, type[nats.js.errors.APIError]] = {
+    400: nats.js.errors.BadRequestError,
+    404: nats.js.errors.NotFoundError,
+    500: nats.js.errors.ServerError,
+    503: nats.js.errors.ServiceUnavailableError,
+}
+
+
+def _pub_ack(reply: Msg) -> _PubAck:
+    """The ack in a publish reply.
+
+    Raises:
+        nats.js.errors.APIError: the server's error answer, as nats-py would have
+            built it (constructed here; nats-py's ``from_error`` raises instead of
+            returning, which is what left ``publish_async`` futures unresolved), for
+            :func:`_translated` to map.
+        nats.js.errors.NoStreamResponseError: no stream took the subject (status 503).
+        LogError: a reply that is not an ack.
+    """
+    if reply.headers and reply.headers.get("Status") == _NO_RESPONDERS:
+        raise nats.js.errors.NoStreamResponseError
+    try:
+        ack = _decode_pub_ack(reply.data)
+    except msgspec.DecodeError as exc:
+        raise LogError(f"{reply.subject}: unreadable publish ack {reply.data[:80]!r}") from exc
+    error = ack.error
+    if error is not None:
+        kind = _API_ERRORS.get(error.code, nats.js.errors.APIError)
+        raise kind(code=error.code, err_code=error.err_code, description=error.description)
+    return ack
+
+
+def _encode_requests(msgs: Sequence[_Message], replies: Sequence[str]) -> bytes:
+    """HPUB commands for messages that each want their ack on their own reply subject."""
+    out: list[bytes] = []
+    for (subject, data, headers), reply in zip(msgs, replies, strict=True):
+        head = b"NATS/1.0\r\n%s\r\n" % header_lines(headers)
+        out.append(
+            b"HPUB %s %s %d %d\r\n"
+            % (subject.encode(), reply.encode(), len(head), len(head) + len(data))
+        )
+        out += (head, data, b"\r\n")
+    return b"".join(out)
+
+
 def _actual_seq(description: str | None) -> int | None:
     # The server says "wrong last sequence: 42".
     if description and ":" in description:
@@ -237,19 +309,39 @@ def _parse_ack_reply(reply: str) -> tuple[int, int, int]:
 class JetStreamEventLog:
     """EventLog over a JetStream connection; streams come from ``streams/*.json``."""
 
-    def __init__(self, nc: Client, specs: Sequence[StreamSpec] | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        specs: Sequence[StreamSpec] | None = None,
+        *,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
+        """Wrap a connection.
+
+        Args:
+            nc: A connected nats-py client.
+            specs: The stream definitions (default: ``streams/*.json``).
+            ack_timeout_s: How long a pipelined append or an atomic batch waits for
+                the server's answer before it is reported unavailable (stored or not;
+                a retry with the same ids tells).
+        """
+        if not ack_timeout_s > 0:
+            raise ValueError(f"ack_timeout_s must be positive, not {ack_timeout_s}")
         self._nc = nc
+        self._ack_timeout_s = ack_timeout_s
         self._js = nc.jetstream()
         self._specs = tuple(specs) if specs is not None else load_stream_specs()
         # A server refusal (permissions, a limit that closes the connection) fails the
         # operation it concerns at once instead of leaving it to time out.
         self._refusals = refusals_for(nc)
         self._route = subject_router(self._specs)
-        # Commit replies of atomic batches arrive on one wildcard inbox, opened on
-        # first use; each waiting chunk has a future under its reply subject.
+        # Commit replies of atomic batches and acks of pipelined appends arrive on one
+        # wildcard inbox, opened on first use; each waiting chunk or message has a
+        # future under its reply subject.
         self._commit_prefix: str | None = None
         self._commit_lock = asyncio.Lock()
         self._commits: dict[str, asyncio.Future[Msg]] = {}
+        self._tokens = itertools.count()
 
     @classmethod
     async def connect(
@@ -342,65 +434,113 @@ class JetStreamEventLog:
         )
 
     async def append_many(self, items: Sequence[NewEvent]) -> list[AppendResult]:
-        """Append pipelined with ``publish_async``; not atomic, results in input order.
+        """Append pipelined (not atomic); results in input order.
+
+        Every event is sent at once (up to 4,000 awaiting their acks) and each ack,
+        error or silence is the answer of its own event.
 
         Raises:
             ConcurrencyError: the first event (in input order) whose condition failed;
                 the others were still sent and may be stored.
+            LimitExceededError: the first event a stream or server limit refused.
+            PermissionDeniedError: the server refused a subject (at once).
+            LogUnavailableError: no stream answered, the connection is unusable, or
+                no ack came within the ack timeout. That event and the ones after it
+                may or may not be stored: append the same ids again (duplicates are
+                reported as such).
         """
         limit = self.max_payload
         prepared = [self._message(i, limit) for i in items]
         if not prepared:
             return []
-        futures: list[asyncio.Future[Any]] = []
-        guard = self._refusals.guard(
-            prepared[0][0], subjects=lambda: [subject for subject, _, _ in prepared]
-        )
-        try:
-            with guard:
-                return await self._append_many(items, prepared, futures)
-        except LogError:
-            _discard(futures)  # acks after a refusal: nobody awaits them
-            raise
 
-    async def _append_many(
-        self,
-        items: Sequence[NewEvent],
-        prepared: Sequence[_Message],
-        futures: list[asyncio.Future[Any]],
-    ) -> list[AppendResult]:
-        publish = self._js.publish_async
-        # One try around the loop, not a context manager per event: this loop is
-        # the client's share of every pipelined append.
-        try:
-            for subject, data, hdrs in prepared:
-                futures.append(await publish(subject, data, headers=hdrs))
-        except _NATS_ERRORS as exc:
-            _discard(futures)
-            failed = len(futures)
-            item = items[failed]
-            _raise_translated(
-                exc, item.expected_subject or prepared[failed][0], item.expected_last_seq
-            )
-        results: list[AppendResult] = []
-        for n, ((subject, _, hdrs), item, future) in enumerate(
-            zip(prepared, items, futures, strict=True)
+        def where(n: int) -> tuple[str, int | None]:
+            item = items[n]
+            return item.expected_subject or prepared[n][0], item.expected_last_seq
+
+        with self._refusals.guard(
+            prepared[0][0], subjects=lambda: [subject for subject, _, _ in prepared]
         ):
-            try:
-                ack = await future
-            except _NATS_ERRORS as exc:
-                _discard(futures[n + 1 :])
-                _raise_translated(exc, item.expected_subject or subject, item.expected_last_seq)
-            results.append(
-                AppendResult(
-                    stream=ack.stream,
-                    seq=ack.seq,
-                    subject=subject,
-                    event_id=hdrs[Headers.MSG_ID],
-                    duplicate=bool(ack.duplicate),
-                )
+            acks = await self._publish_pipelined(prepared, where)
+        return [
+            AppendResult(
+                stream=ack.stream,
+                seq=ack.seq,
+                subject=subject,
+                event_id=hdrs[Headers.MSG_ID],
+                duplicate=ack.duplicate,
             )
-        return results
+            for (subject, _, hdrs), ack in zip(prepared, acks, strict=True)
+        ]
+
+    async def _publish_pipelined(
+        self, msgs: Sequence[_Message], where: Callable[[int], tuple[str, int | None]]
+    ) -> list[_PubAck]:
+        """Publish messages in order without waiting for each ack; their acks in order.
+
+        Each message gets its own reply subject on the connection's reply inbox, so an
+        error answer resolves that message's future like an ack does, and the wait for
+        it is bounded by the ack timeout. Runs inside the caller's refusal guard.
+
+        Args:
+            msgs: Checked messages (subject, payload, headers).
+            where: For message ``n``, the subject and expected sequence to name in its
+                error (called on failure only).
+
+        Raises:
+            LogError: the translated error of the first message (in order) that failed;
+                later ones were sent and may be stored.
+        """
+        prefix = await self._commit_inbox()
+        loop = asyncio.get_running_loop()
+        pending = self._commits
+        tokens = self._tokens
+        timeout = self._ack_timeout_s
+        replies: list[str] = []
+        futures: list[asyncio.Future[Msg]] = []
+        sent_at: list[float] = []  # per block: the ack deadline counts from here
+        acks: list[_PubAck] = []
+
+        async def settle(upto: int) -> None:
+            for n in range(len(acks), upto):
+                future = futures[n]
+                if not future.done():
+                    remaining = sent_at[n // _PIPELINE_BLOCK] + timeout - time.monotonic()
+                    try:
+                        await asyncio.wait_for(future, max(remaining, 0.0))
+                    except TimeoutError:
+                        subject = where(n)[0]
+                        raise LogUnavailableError(
+                            f"no ack for {subject} in {timeout:g} s; it may or may not be "
+                            "stored (append the same id again to find out)"
+                        ) from None
+                try:
+                    acks.append(_pub_ack(future.result()))
+                except _NATS_ERRORS as exc:
+                    _raise_translated(exc, *where(n))
+
+        try:
+            for start in range(0, len(msgs), _PIPELINE_BLOCK):
+                await settle(start - (_PIPELINE_DEPTH - 1) * _PIPELINE_BLOCK)
+                block = msgs[start : start + _PIPELINE_BLOCK]
+                names = [f"{prefix}p{next(tokens)}" for _ in block]
+                for name in names:
+                    future = loop.create_future()
+                    pending[name] = future
+                    futures.append(future)
+                replies += names
+                sent_at.append(time.monotonic())
+                try:
+                    if not await _write_raw(self._nc, _encode_requests(block, names)):
+                        for (subject, data, headers), name in zip(block, names, strict=True):
+                            await self._nc.publish(subject, data, reply=name, headers=headers)
+                except _NATS_ERRORS as exc:
+                    _raise_translated(exc, *where(start))
+            await settle(len(msgs))
+        finally:
+            for name in replies[len(acks) :]:  # only left on error: late acks are dropped
+                pending.pop(name, None)
+        return acks
 
     async def append_batch(self, items: Sequence[NewEvent]) -> BatchResult:
         """Append atomically through JetStream atomic batch publish.
@@ -541,11 +681,11 @@ class JetStreamEventLog:
         """
         subject = chunk.msgs[0][0]
         try:
-            reply = await asyncio.wait_for(chunk.answer, _COMMIT_TIMEOUT_S)
+            reply = await asyncio.wait_for(chunk.answer, self._ack_timeout_s)
         except TimeoutError as exc:
             raise LogUnavailableError(
                 f"no commit reply for atomic batch {chunk.batch_id} ({subject}) in "
-                f"{_COMMIT_TIMEOUT_S:.0f} s; it may or may not be stored"
+                f"{self._ack_timeout_s:g} s; it may or may not be stored"
             ) from exc
         finally:
             self._commits.pop(chunk.reply, None)
@@ -582,11 +722,13 @@ class JetStreamEventLog:
         raise BatchRejectedError(chunk.batch_id, code, detail)
 
     async def _publish_each(self, msgs: Sequence[_Message]) -> tuple[int, int, int]:
-        """Publish raw messages one at a time, in order: (first fresh, last fresh, dups).
+        """Publish messages pipelined, in order: (first fresh, last fresh, duplicates).
 
-        The conditions are checked first, so a batch whose condition already fails
-        stores nothing here either (the server reports repeated ids before failed
-        conditions); each is checked again by the server when its message is sent.
+        For a batch the server refused because it repeats stored ids: each message is
+        sent on its own, so the stored ones come back as duplicates. The conditions are
+        checked first, so a batch whose condition already fails stores nothing here
+        either (the server reports repeated ids before failed conditions); each is
+        checked again by the server when its message is stored.
         """
         earlier: set[str] = set()
         for subject, _, headers in msgs:
@@ -597,11 +739,13 @@ class JetStreamEventLog:
                 if actual != condition[1]:
                     raise ConcurrencyError(condition[0], condition[1], actual)
             earlier.add(subject)
+
+        def where(n: int) -> tuple[str, int | None]:
+            subject, _, headers = msgs[n]
+            return _condition(subject, headers) or (subject, None)
+
         first_seq = last_seq = duplicates = 0
-        for subject, data, headers in msgs:
-            where, expected = _condition(subject, headers) or (subject, None)
-            with _translated(where, expected):
-                ack = await self._js.publish(subject, data, headers=headers)
+        for ack in await self._publish_pipelined(msgs, where):
             if ack.duplicate:
                 duplicates += 1
             else:
@@ -667,15 +811,7 @@ class JetStreamEventLog:
         except BatchRejectedError as exc:
             if exc.code != BATCH_DUPLICATE_ID:
                 raise
-            if any(i.expected_last_seq is not None for i in chunk.items):
-                # One by one, conditions checked first: a failed condition through
-                # publish_async is raised inside nats-py's reply callback and its
-                # future never resolves (the append would hang).
-                return await self._publish_each(chunk.msgs)
-            results = await self.append_many(chunk.items)
-            fresh = [r.seq for r in results if not r.duplicate]
-            dups = len(results) - len(fresh)
-            return (min(fresh), max(fresh), dups) if fresh else (0, 0, dups)
+            return await self._publish_each(chunk.msgs)
         seq = int(body["seq"])
         count = int(body.get("count", len(chunk.msgs)))
         return seq - count + 1, seq, 0
@@ -832,18 +968,6 @@ class JetStreamEventLog:
         """Flush pending publishes and close the connection."""
         with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
             await self._nc.drain()
-
-
-def _discard(futures: Sequence[asyncio.Future[Any]]) -> None:
-    """Retrieve the outcome of acks nobody will await (after an earlier one failed), so
-    asyncio does not log "Future exception was never retrieved" for each."""
-
-    def retrieve(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled():
-            future.exception()
-
-    for future in futures:
-        future.add_done_callback(retrieve)
 
 
 def _raw_message(subject: str, data: bytes, headers: Mapping[str, str], limit: int) -> _Message:
