@@ -120,15 +120,17 @@ def simulate(
         step = pending.pop(0)
         body = json.loads(scheduled[step].payload)
         outcomes = behaviour(tuple(body["tests"]), body["seed"])
-        fold(
-            WorkflowStepFinished(
-                instance_id=instance_id,
-                step=step,
-                task_id=step,
-                status="completed" if outcomes is not None else "parked",
-                outcome=None if outcomes is None else TaskOutcome(outcomes=outcomes),
-            )
+        ended = WorkflowStepFinished(
+            instance_id=instance_id,
+            step=step,
+            task_id=step,
+            status="completed" if outcomes is not None else "parked",
+            outcome=None
+            if outcomes is None
+            else TaskOutcome(outcomes=outcomes, order=tuple(outcomes)),
         )
+        # As stored: through the event codec (which sorts a dict's keys).
+        fold(msgspec.json.decode(ended.to_json(), type=WorkflowStepFinished))
     return SimResult(state=state, decisions=decisions, facts=facts, finished=finished)
 
 

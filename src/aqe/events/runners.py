@@ -46,6 +46,9 @@ class TaskOutcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     outcomes: dict[str, str] = msgspec.field(default_factory=dict)
     """Final outcome per test (pytest node id where known, else the test id), capped."""
     outcomes_truncated: bool = False
+    order: tuple[str, ...] = ()
+    """The keys of ``outcomes`` in the order the tests ran (an encoded event sorts a
+    dict's keys, so ``outcomes`` alone loses it)."""
     error: str = ""
     """Why the runner could not run it at all (a bad payload, a sandbox it cannot open)."""
 

@@ -458,6 +458,7 @@ class RunnerAgent:
             skipped=summary.skipped if summary else 0,
             outcomes=kept,
             outcomes_truncated=len(kept) < len(outcomes),
+            order=tuple(kept),
             error=error,
         )
 

@@ -303,8 +303,9 @@ class FlakyWorkflow:
                 state.target = next(
                     (k for k in outcome.outcomes if "::" in k and _safe_id(k) == wanted), ""
                 )
-            if outcome is not None and state.order is None and outcome.outcomes:
-                state.order = tuple(k for k in outcome.outcomes if "::" in k)
+            # ``order``, not the keys of ``outcomes``: a stored event's dict keys are sorted.
+            if outcome is not None and state.order is None and outcome.order:
+                state.order = tuple(k for k in outcome.order if "::" in k)
         if not state.target or ("verdict" in state.decided and not ctx.startswith("watch")):
             return
         passed = _passed(outcome, state.target)
