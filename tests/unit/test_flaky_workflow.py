@@ -193,6 +193,10 @@ def test_parallel_reruns_reach_the_same_verdicts() -> None:
     ]:
         sim = simulate(_params(test, parallel="3"), sample_behaviour)
         assert sim.decisions["verdict"].decision == verdict
+        if verdict == "fixed":
+            # No more in flight than the rule still needs: nothing spent past the answer.
+            assert sim.state.scheduled["alone"] == 11
+            assert sim.state.scheduled["shuffle"] == 3
 
 
 def test_seeds_and_shuffles_are_deterministic() -> None:

@@ -394,7 +394,15 @@ class FlakyWorkflow:
         target = state.target
         alone = rule.judge(state.alone)
         if alone == "running":
-            return self._batch(state, "alone", lambda _: (target,), limit=2 * p.max_runs)
+            # No more in flight than the rule still needs if every outcome agrees.
+            needed = max(1, rule.stable_runs() - state.alone.runs)
+            return self._batch(
+                state,
+                "alone",
+                lambda _: (target,),
+                limit=2 * p.max_runs,
+                parallel=min(p.parallel, needed),
+            )
         if alone == "mixed":
             return self._verdict(state, "flaky", "it both passed and failed alone")
         if alone == "undecided":
@@ -423,7 +431,13 @@ class FlakyWorkflow:
                 )
                 return tuple(order[: order.index(target) + 1]) if target in order else (target,)
 
-            return self._batch(state, "shuffle", shuffled, limit=2 * p.shuffles)
+            return self._batch(
+                state,
+                "shuffle",
+                shuffled,
+                limit=2 * p.shuffles,
+                parallel=min(p.parallel, p.shuffles - len(state.shuffles)),
+            )
         return self._verdict(state, "fixed", "it passed alone, in its order and shuffled")
 
     def _bisect_plan(self, state: FlakyState) -> tuple[ODKind, tuple[str, ...]]:
