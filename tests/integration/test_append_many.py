@@ -25,8 +25,9 @@ from aqe.log import NewEvent, load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.log.retry import while_unavailable
+from aqe.log.streams import with_replicas
 from aqe.log.subjects import subject_for
-from aqe.server import NatsServerProcess
+from aqe.server import LocalCluster, NatsServerProcess
 from support.processes import paused
 
 pytestmark = pytest.mark.nats
@@ -140,3 +141,42 @@ async def test_an_ack_that_never_comes_is_unavailable_and_a_retry_reports_duplic
     assert [r.seq for r in results] == list(range(stored.seq + 1, stored.seq + 21))
     assert [r.event_id for r in results] == [i.resolved_id() for i in items]
     assert await log.last_seq("AQE_TESTS") == stored.seq + 20
+
+
+@pytest.mark.cluster
+@pytest.mark.timeout(300)
+async def test_a_paused_stream_leader_never_hangs_and_retries_store_once(
+    nats_cluster: LocalCluster,
+) -> None:
+    # The client sits on a follower; the R3 leader of AQE_TESTS stops answering right
+    # after appends were routed to it. The call comes back (ack timeout or 503s) and
+    # retrying the same ids lands every event exactly once.
+    specs = with_replicas(load_stream_specs(), 3)
+    admin = await nats.connect(nats_cluster.urls)
+    try:
+        await while_unavailable(lambda: apply_streams(admin, specs), within_s=_GUARD_S)
+    finally:
+        await admin.close()
+    leader = await nats_cluster.stream_leader("AQE_TESTS", wait_s=_GUARD_S)
+    follower = next(n for n in nats_cluster.names if n != leader)
+    nc = await nats.connect(nats_cluster.url(follower), max_reconnect_attempts=0)
+    log = JetStreamEventLog(nc, specs, ack_timeout_s=2.0)
+    try:
+        await while_unavailable(lambda: log.append(case("before")), within_s=_GUARD_S)
+        items = [NewEvent(event=case(f"t{i}")) for i in range(200)]
+        leader_process = nats_cluster.nodes[leader]
+        assert leader_process is not None
+        with paused(leader_process.pid):
+            async with asyncio.timeout(_GUARD_S * 2):
+                results = await while_unavailable(
+                    lambda: log.append_many(items), within_s=_GUARD_S * 2
+                )
+        assert [r.event_id for r in results] == [i.resolved_id() for i in items]
+
+        async def stored_ids() -> list[str]:
+            return [env.event_id async for env in log.read("AQE_TESTS")]
+
+        ids = await while_unavailable(stored_ids, within_s=_GUARD_S)
+        assert sorted(ids) == sorted([case("before").default_id()] + [r.event_id for r in results])
+    finally:
+        await log.close()
