@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import math
 import re
 import time
 import uuid
@@ -325,8 +326,8 @@ class JetStreamEventLog:
                 the server's answer before it is reported unavailable (stored or not;
                 a retry with the same ids tells).
         """
-        if not ack_timeout_s > 0:
-            raise ValueError(f"ack_timeout_s must be positive, not {ack_timeout_s}")
+        if not (math.isfinite(ack_timeout_s) and ack_timeout_s > 0):
+            raise ValueError(f"ack_timeout_s must be a positive number, not {ack_timeout_s}")
         self._nc = nc
         self._ack_timeout_s = ack_timeout_s
         self._js = nc.jetstream()
