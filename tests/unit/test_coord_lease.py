@@ -56,13 +56,16 @@ class YieldingLog(InMemoryEventLog):
 
 
 class LostReplyLog(InMemoryEventLog):
-    """Stores the next ``lose`` appends but answers each with LogUnavailableError.
+    """Stores the next ``lose`` appends but answers each with :meth:`failure`.
 
-    That is what a client sees when the stream leader dies after committing a message
-    and before replying.
+    By default that is the LogUnavailableError a client sees when the stream leader dies
+    after committing a message and before replying.
     """
 
     lose = 0
+
+    def failure(self, result: AppendResult, expected_last_seq: int | None) -> Exception | None:
+        return LogUnavailableError("timed out waiting for the server (simulated)")
 
     async def append(
         self,
@@ -80,14 +83,15 @@ class LostReplyLog(InMemoryEventLog):
             expected_subject=expected_subject,
             headers=headers,
         )
-        if self.lose > 0 and not result.duplicate:
+        error = self.failure(result, expected_last_seq)
+        if self.lose > 0 and not result.duplicate and error is not None:
             self.lose -= 1
-            raise LogUnavailableError("timed out waiting for the server (simulated)")
+            raise error
         return result
 
 
-class StaleRefusalLog(InMemoryEventLog):
-    """Stores the next ``refuse`` conditional appends but answers each with the
+class StaleRefusalLog(LostReplyLog):
+    """Stores the next ``lose`` conditional appends but answers each with the
     ConcurrencyError of a replica that no longer leads the stream.
 
     The Jepsen-style fault suite saw this on a 3-node cluster right after a paused stream
@@ -95,28 +99,10 @@ class StaleRefusalLog(InMemoryEventLog):
     leader stored the write.
     """
 
-    refuse = 0
-
-    async def append(
-        self,
-        event: Event,
-        *,
-        event_id: str | None = None,
-        expected_last_seq: int | None = None,
-        expected_subject: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> AppendResult:
-        result = await super().append(
-            event,
-            event_id=event_id,
-            expected_last_seq=expected_last_seq,
-            expected_subject=expected_subject,
-            headers=headers,
-        )
-        if self.refuse > 0 and expected_last_seq is not None and not result.duplicate:
-            self.refuse -= 1
-            raise ConcurrencyError(result.subject, expected_last_seq, expected_last_seq - 1)
-        return result
+    def failure(self, result: AppendResult, expected_last_seq: int | None) -> Exception | None:
+        if expected_last_seq is None:
+            return None
+        return ConcurrencyError(result.subject, expected_last_seq, expected_last_seq - 1)
 
 
 async def test_lease_filter_encodes_the_group() -> None:
@@ -521,7 +507,7 @@ async def test_a_fenced_write_refused_by_a_stale_replica_is_asked_again_not_repo
     a = LeaderElection(log, GROUP, "a", lease_ms=60_000)
     held = await a.try_acquire()
     assert held is not None
-    log.refuse = 1
+    log.lose = 1
 
     result = await a.append_fenced(work(1))
 
