@@ -163,8 +163,7 @@ if __name__ == "__main__":
     found = find_iofrol()
     if found is None:
         print(
-            "bench_ingest: skipped, $AQE_IOFROL names no file (unset it to use "
-            "data/iofrol.csv.gz)"
+            "bench_ingest: skipped, $AQE_IOFROL names no file (unset it to use data/iofrol.csv.gz)"
         )
         sys.exit(0)
     sys.exit(asyncio.run(main(found, args.rounds, args.json)))
