@@ -180,7 +180,6 @@ class RunnerAgent:
             else None
         )
         self.stats = RunnerStats()
-        self._slots = asyncio.Semaphore(self.config.slots)
         self._busy = 0
         self._running: set[str] = set()
         self._pullers: list[WorkQueue] = []
@@ -195,9 +194,9 @@ class RunnerAgent:
             await self.runtime.start()
         for capability in self.capabilities:
             name = await ensure_queue(self.bus, capability, ack_wait_s=self.config.ack_wait_s)
-            puller = await self.bus.open_work_queue(COORD_STREAM, name)
-            self._pullers.append(puller)
-            self._tasks.append(asyncio.create_task(self._pull(puller), name=f"pull-{name}"))
+            self._pullers.append(await self.bus.open_work_queue(COORD_STREAM, name))
+        for slot in range(self.config.slots):
+            self._tasks.append(asyncio.create_task(self._pull(slot), name=f"slot-{slot}"))
 
     async def stop(self, *, retire: bool = True) -> None:
         """Stop pulling, let running tasks finish, and leave the fleet."""
@@ -240,19 +239,26 @@ class RunnerAgent:
 
     # -- pulling ------------------------------------------------------------------------
 
-    async def _pull(self, puller: WorkQueue) -> None:
-        timeout = self.config.fetch_timeout_s
+    async def _pull(self, slot: int) -> None:
+        """One slot: pull one task at a time, asking each capability's queue in turn.
+
+        A slot that waited on one queue while another held work would starve that
+        capability (a runner with two capabilities ran only the first one's tasks), so
+        each turn asks the next queue, for a share of ``fetch_timeout_s``.
+        """
+        pullers = self._pullers
+        timeout = max(self.config.fetch_timeout_s / len(pullers), 0.05)
+        turn = slot
         while not self._stopping.is_set():
-            await self._slots.acquire()
+            puller = pullers[turn % len(pullers)]
+            turn += 1
             try:
                 items = await puller.fetch(1, timeout)
             except LogError as exc:
-                self._slots.release()
                 _log.info("%s: fetch failed: %s", self.agent_id, exc)
                 await asyncio.sleep(timeout)
                 continue
             if not items:
-                self._slots.release()
                 continue
             try:
                 await self.handle(items[0])
@@ -260,8 +266,6 @@ class RunnerAgent:
                 # The log is out of reach: leave the delivery; it comes back after the
                 # ack wait, and every step of handling it is conditional.
                 _log.warning("%s: task left for redelivery: %s", self.agent_id, exc)
-            finally:
-                self._slots.release()
 
     def _set_busy(self, delta: int) -> None:
         self._busy += delta
