@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import venv as venv_module
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -205,3 +206,21 @@ def test_a_dead_runs_directories_are_swept(tmp_path: Path) -> None:
     assert sweep_dead_dirs(tmp_path) == [dead]
     assert live.is_dir()
     assert other.is_dir()
+
+
+async def test_an_interpreter_kept_under_tmp_runs_in_every_backend(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    # A CI checkout under /tmp has its virtualenv there too; the namespace backend's
+    # private /tmp hid it ("bwrap: execvp .../.venv/bin/python3: No such file").
+    assert tmp_path.is_relative_to("/tmp")
+    venv = tmp_path / "venv"
+    venv_module.create(venv, with_pip=False, symlinks=True)
+    source = tmp_path / "src"
+    source.mkdir()
+    result = await sandbox.run(
+        SandboxSpec(source=str(source), backend=sandbox.name, limits=Limits(wall_s=60.0)),
+        [str(venv / "bin" / "python"), "-c", "import sys; print(sys.prefix)"],
+    )
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == str(venv)

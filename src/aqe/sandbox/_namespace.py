@@ -1,10 +1,12 @@
 """The ``namespace`` backend: bubblewrap's user, PID, network, mount, IPC and UTS namespaces.
 
-The root file system is bound read-only, ``/tmp`` is a private tmpfs, and only the run's
-area (working copy, HOME, temp dir) is writable; ``/proc`` shows the sandbox's own PID
-namespace, which dies with its first process; the network namespace has only loopback
-unless ``Limits.network``. Capabilities are dropped. Limits are those of the process
-backend (rlimits, ``pids`` and ``memory`` cgroups), which apply to the whole namespace.
+The root file system is bound read-only, ``/tmp`` is a private tmpfs (with the host
+directories under it that the interpreter and the command need bound back read-only),
+and only the run's area (working copy, HOME, temp dir) is writable; ``/proc`` shows the
+sandbox's own PID namespace, which dies with its first process; the network namespace
+has only loopback unless ``Limits.network``. Capabilities are dropped. Limits are those
+of the process backend (rlimits, ``pids`` and ``memory`` cgroups), which apply to the
+whole namespace.
 
 Needs ``bwrap`` (Debian/Ubuntu: ``apt-get install bubblewrap``) and a kernel that lets this
 user make user namespaces; otherwise :class:`NamespaceSandbox` raises
@@ -16,6 +18,7 @@ from __future__ import annotations
 import functools
 import shutil
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,9 +57,40 @@ def _probe() -> str | None:
     return None
 
 
+_PRIVATE_TMP = Path("/tmp")  # noqa: S108 - replaced by a private tmpfs in the sandbox
+
+
+def _under_private_tmp(path: Path) -> bool:
+    return path != _PRIVATE_TMP and path.is_relative_to(_PRIVATE_TMP)
+
+
+def host_paths_to_keep(argv: Sequence[str]) -> list[str]:
+    """Host directories under ``/tmp`` the command needs, to bind back read-only.
+
+    The private ``/tmp`` hides whatever the host keeps there: an interpreter or virtual
+    environment (a CI checkout under ``/tmp``), the directories its ``sys.path`` names
+    (an editable install's sources) and the program itself. Parents come first, so a
+    bind of a child is not hidden by its parent's.
+    """
+    candidates = [Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)]
+    candidates += [Path(entry) for entry in sys.path if entry]
+    if argv and Path(argv[0]).is_absolute():
+        folder = Path(argv[0]).parent
+        # A virtualenv's interpreter needs its pyvenv.cfg, one level up from bin/.
+        venv = folder.parent
+        candidates.append(venv if (venv / "pyvenv.cfg").is_file() else folder)
+    keep = {
+        str(path.resolve())
+        for path in candidates
+        if path.is_dir() and _under_private_tmp(path.resolve())
+    }
+    return sorted(keep, key=lambda p: (p.count("/"), p))
+
+
 def bwrap_argv(argv: Sequence[str], area: RunArea, cwd: Path, *, network: bool) -> list[str]:
     """The bwrap command line that runs ``argv`` in ``cwd`` with only ``area`` writable."""
     root = str(area.root)
+    kept = [arg for path in host_paths_to_keep(argv) for arg in ("--ro-bind", path, path)]
     return [
         "bwrap",
         "--die-with-parent",
@@ -79,6 +113,7 @@ def bwrap_argv(argv: Sequence[str], area: RunArea, cwd: Path, *, network: bool) 
         # A private /tmp first, then the area over it (the area usually lives under /tmp).
         "--tmpfs",
         "/tmp",  # noqa: S108
+        *kept,
         "--bind",
         root,
         root,
