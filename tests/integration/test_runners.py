@@ -41,7 +41,7 @@ from aqe.runners import (
     runner_payload,
     submit_runner_task,
 )
-from aqe.sandbox import Limits, SandboxResult, SandboxSpec
+from aqe.sandbox import Limits, SandboxResult, SandboxSpec, open_sandbox
 from support.waiting import until
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
@@ -143,6 +143,24 @@ class BlockingSandbox:
         self.started.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
+
+
+class GatedSandbox:
+    """The process sandbox, whose runs first wait for ``gate``: a runner kept busy."""
+
+    name = "process"
+
+    def __init__(self, gate: asyncio.Event) -> None:
+        self.gate = gate
+        self.started = asyncio.Event()
+        self.inner = open_sandbox("process")
+
+    async def run(
+        self, spec: SandboxSpec, argv: Sequence[str], *, workdir: str = "."
+    ) -> SandboxResult:
+        self.started.set()
+        await self.gate.wait()
+        return await self.inner.run(spec, argv, workdir=workdir)
 
 
 async def test_a_runner_runs_a_pytest_task_in_the_process_sandbox(
@@ -278,9 +296,18 @@ async def test_two_runners_share_a_queue(links: list[Link], tmp_path: Path) -> N
     # Each task takes a while, so one runner cannot drain the queue alone.
     payload = runner_payload(spec, (sys.executable, "-c", "import time; time.sleep(0.3)"))
     ids = [f"t-shared-{i}" for i in range(12)]
-    async with first.runner("shared", NOOP) as a, second.runner("shared") as b:
+    # Both runners' first runs wait at one gate: each must have pulled a task from the
+    # shared queue before any finishes (which one pulls first is the server's choice).
+    gate = asyncio.Event()
+    boxes = [GatedSandbox(gate), GatedSandbox(gate)]
+    async with (
+        first.runner("shared", NOOP, open_sandbox_for=lambda _b: boxes[0]) as a,
+        second.runner("shared", open_sandbox_for=lambda _b: boxes[1]) as b,
+    ):
         for task_id in ids:
             await submit_runner_task(submitter.log, task_id, "shared", payload=payload)
+        await asyncio.wait_for(asyncio.gather(boxes[0].started.wait(), boxes[1].started.wait()), 60)
+        gate.set()
 
         async def all_done() -> bool:
             done = await board(submitter.log)
