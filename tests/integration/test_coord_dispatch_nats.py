@@ -334,7 +334,7 @@ def test_tasks_and_topology_cli(nats_url: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.cluster
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(150)
 async def test_dispatch_survives_the_stream_leader_dying_mid_switch(
     nats_cluster: LocalCluster,
 ) -> None:
@@ -362,7 +362,9 @@ async def test_dispatch_survives_the_stream_leader_dying_mid_switch(
                     killed_at = time.monotonic()
                 if batch == 8:
                     decided = await fleet.select("mesh", reasons=("after a failover",))
-                    assert await fleet.wait_epoch(decided.seq, 30)
+                    # Under the full suite's load the mesh's durable consumer can take
+                    # well over 30 s to be created right after a failover (seen once).
+                    assert await fleet.wait_epoch(decided.seq, 75)
                 await asyncio.sleep(0.1)
             await wait_for(lambda: fleet.board.board.completed >= 300, 40, "300 completions")
         board = fold_board(await while_unavailable(lambda: stream_envelopes(log), within_s=45))
