@@ -25,9 +25,14 @@ test *ARGS:
 test-faults *ARGS:
     {{bin}}/pytest -m faults tests/faults {{ARGS}}
 
-# Everything: the default suite, then the fault suite.
+# Slow evaluations on real packages and data sets (minutes each).
 [group('test')]
-test-all: test test-faults
+test-slow *ARGS:
+    {{bin}}/pytest -m slow {{ARGS}}
+
+# Everything: the default suite, then the fault suite, then the slow evaluations.
+[group('test')]
+test-all: test test-faults test-slow
 
 # ruff (lint + format check) and mypy --strict on src/.
 [group('lint')]
