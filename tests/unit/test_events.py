@@ -60,6 +60,69 @@ from aqe.events import (
 WHEN = datetime(2026, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
 
 # One fully populated example per registered type; a new type must add one here.
+from aqe.events.perf import (  # noqa: E402
+    BenchmarkMeasured,
+    MachineFingerprint,
+    PerfAlertDelivered,
+    PerfAlertRaised,
+    PerfAlertResolved,
+    PerfChangeDetected,
+    PerfChangeVerified,
+)
+
+_PERF_SAMPLES: list[Event] = [
+    BenchmarkMeasured(
+        series_id="s1",
+        benchmark="test_parse",
+        metric="time",
+        unit="s",
+        samples=(0.012, 0.011),
+        machine=MachineFingerprint(machine_class="x86_64-4c-py3.12", cores=4),
+        commit="9f2c1e7",
+    ),
+    PerfChangeDetected(
+        change_id="c1",
+        series_id="s1",
+        benchmark="test_parse",
+        metric="time",
+        machine_class="m",
+        direction="regression",
+        magnitude=1.3,
+        confidence=0.999,
+        p_value=0.001,
+        commit_before="a",
+        commit_after="b",
+        index=10,
+        before_median=1.0,
+        after_median=1.3,
+        points_before=10,
+        points_after=8,
+    ),
+    PerfChangeVerified(
+        change_id="c1",
+        verdict="confirmed",
+        magnitude=1.3,
+        p_value=0.01,
+        samples_before=10,
+        samples_after=10,
+    ),
+    PerfAlertRaised(
+        change_id="c1",
+        series_id="s1",
+        benchmark="test_parse",
+        metric="time",
+        machine_class="m",
+        direction="regression",
+        magnitude=1.3,
+        confidence=0.999,
+        commit_before="a",
+        commit_after="b",
+        summary="30 % slower",
+    ),
+    PerfAlertResolved(change_id="c1", commit="c", level_ratio=1.01),
+    PerfAlertDelivered(change_id="c1", sink="webhook", state="firing", status="200"),
+]
+
 SAMPLES: dict[str, Event] = {
     e.type_tag(): e
     for e in [
@@ -239,6 +302,7 @@ SAMPLES: dict[str, Event] = {
         WorkflowDecided(instance_id="w1", key="verdict", decision="flaky", reasons=("1/3",)),
         WorkflowFinished(instance_id="w1", status="succeeded", result={"passed": "2"}),
         WorkflowCancelled(instance_id="w1", reason="not needed", by="me"),
+        *_PERF_SAMPLES,
     ]
 }
 

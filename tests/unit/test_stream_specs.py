@@ -35,10 +35,13 @@ def test_repo_streams_load() -> None:
     specs = load_stream_specs(REPO_STREAMS)
     assert [s.name for s in specs] == [
         "AQE_AGENTS",
+        "AQE_AUDIT",
         "AQE_COORD",
+        "AQE_COVERAGE",
         "AQE_DLQ",
         "AQE_LEARNING",
         "AQE_PATTERNS",
+        "AQE_PERF",
         "AQE_TESTS",
         "AQE_WORKFLOWS",
     ]

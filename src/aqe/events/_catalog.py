@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentRetired, AgentSuspected
+from aqe.events.audit import StreamSealed
 from aqe.events.bridge import BridgeApplied
+from aqe.events.coverage import CoverageRecorded
 from aqe.events.coordination import (
     LeaderCheckpointed,
     LeaseAcquired,
@@ -20,6 +22,14 @@ from aqe.events.coordination import (
 )
 from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
+from aqe.events.perf import (
+    BenchmarkMeasured,
+    PerfAlertDelivered,
+    PerfAlertRaised,
+    PerfAlertResolved,
+    PerfChangeDetected,
+    PerfChangeVerified,
+)
 from aqe.events.runners import TaskParked, TaskQueued
 from aqe.events.testruns import (
     TestCaseExecuted,
@@ -82,6 +92,14 @@ REGISTRY = EventRegistry(
         WorkflowDecided,
         WorkflowFinished,
         WorkflowCancelled,
+        CoverageRecorded,
+        BenchmarkMeasured,
+        PerfChangeDetected,
+        PerfChangeVerified,
+        PerfAlertRaised,
+        PerfAlertResolved,
+        PerfAlertDelivered,
+        StreamSealed,
     ]
 )
 """Every event type aqe can decode; later capabilities register theirs here."""
