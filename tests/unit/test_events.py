@@ -123,6 +123,59 @@ _PERF_SAMPLES: list[Event] = [
     PerfAlertDelivered(change_id="c1", sink="webhook", state="firing", status="200"),
 ]
 
+from aqe.events.testgen import (  # noqa: E402
+    CoverageTotals,
+    GeneratedTestKept,
+    GeneratedTestRejected,
+    GenerationMeasured,
+)
+
+_TESTGEN_SAMPLES: list[Event] = [
+    GeneratedTestKept(
+        candidate_id="gen-1",
+        batch_id="tg-1",
+        target="toolz.itertoolz",
+        generator="pynguin",
+        seed=7,
+        name="test_pn_toolz_itertoolz_0.py",
+        code="def test_0():\n    assert 1\n",
+        runs=3,
+        lines_gained=2,
+        branches_gained=1,
+        gained_lines={"toolz/itertoolz.py": (10, 11)},
+        instance_id="w1",
+    ),
+    GeneratedTestRejected(
+        candidate_id="gen-2",
+        batch_id="tg-1",
+        target="toolz.itertoolz",
+        generator="ghostwriter",
+        seed=7,
+        name="test_gw_toolz_itertoolz_groupby.py",
+        reason="flaky",
+        runs=3,
+        passed=2,
+        detail="AssertionError",
+        code="def test_x(): ...",
+        instance_id="w1",
+    ),
+    GenerationMeasured(
+        batch_id="tg-1",
+        source="/src/tz",
+        targets=("toolz.itertoolz",),
+        generators=("ghostwriter", "pynguin"),
+        seed=7,
+        runs=3,
+        sandbox="namespace",
+        before={"toolz/itertoolz.py": CoverageTotals(statements=10, lines=5, branches=4, taken=1)},
+        after={"toolz/itertoolz.py": CoverageTotals(statements=10, lines=7, branches=4, taken=2)},
+        generated={"pynguin": 1, "ghostwriter": 1},
+        kept={"pynguin": 1, "ghostwriter": 0},
+        wall_s=12.5,
+        instance_id="w1",
+    ),
+]
+
 SAMPLES: dict[str, Event] = {
     e.type_tag(): e
     for e in [
@@ -303,6 +356,7 @@ SAMPLES: dict[str, Event] = {
         WorkflowFinished(instance_id="w1", status="succeeded", result={"passed": "2"}),
         WorkflowCancelled(instance_id="w1", reason="not needed", by="me"),
         *_PERF_SAMPLES,
+        *_TESTGEN_SAMPLES,
     ]
 }
 

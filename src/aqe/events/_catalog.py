@@ -31,6 +31,7 @@ from aqe.events.perf import (
     PerfChangeVerified,
 )
 from aqe.events.runners import TaskParked, TaskQueued
+from aqe.events.testgen import GeneratedTestKept, GeneratedTestRejected, GenerationMeasured
 from aqe.events.testruns import (
     TestCaseExecuted,
     TestCaseQuarantined,
@@ -100,6 +101,9 @@ REGISTRY = EventRegistry(
         PerfAlertResolved,
         PerfAlertDelivered,
         StreamSealed,
+        GeneratedTestKept,
+        GeneratedTestRejected,
+        GenerationMeasured,
     ]
 )
 """Every event type aqe can decode; later capabilities register theirs here."""
