@@ -170,11 +170,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="Let tests in aqe's quarantine fail the session like any other.",
     )
+    group.addoption(
+        "--aqe-coverage-contexts",
+        action="store_true",
+        default=False,
+        help="Under `coverage run` (aqe coverage collect): give each test its own coverage "
+        "context (its node id), so coverage knows which test ran which line.",
+    )
     parser.addini("aqe", "Publish every run's results to aqe (like --aqe).", type="bool")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Register the recorder when ``--aqe`` (or ``aqe = true``) asks for it."""
+    if config.getoption("aqe_coverage_contexts"):
+        from aqe.coverage.contexts import register_contexts
+
+        register_contexts(config)
     selecting = config.getoption("aqe_subset") is not None or config.getoption("aqe_order")
     if not (config.getoption("aqe") or config.getini("aqe") or selecting):
         return

@@ -176,6 +176,27 @@ _TESTGEN_SAMPLES: list[Event] = [
     ),
 ]
 
+from aqe.events.coverage import CoverageRecorded, FileCoverage, TestLines  # noqa: E402
+
+_COVERAGE_SAMPLES: list[Event] = [
+    CoverageRecorded(
+        run_id="gh-8812-1",
+        chunk=0,
+        chunks=2,
+        files=(
+            FileCoverage(
+                path="src/pkg/core.py",
+                statements=(1, 1, 1, 4),
+                executed=(1, 1, 5),
+                branches=(2, 2, 1),
+                tests=(TestLines(test_id="tests.test_core.test_a", lines=(2, 5)),),
+            ),
+        ),
+        commit="4f9c2e1",
+        per_test=True,
+    ),
+]
+
 SAMPLES: dict[str, Event] = {
     e.type_tag(): e
     for e in [
@@ -357,6 +378,7 @@ SAMPLES: dict[str, Event] = {
         WorkflowCancelled(instance_id="w1", reason="not needed", by="me"),
         *_PERF_SAMPLES,
         *_TESTGEN_SAMPLES,
+        *_COVERAGE_SAMPLES,
     ]
 }
 

@@ -60,12 +60,19 @@ def _patterns() -> Projection[Any]:
     return PatternsProjection()
 
 
+def _coverage() -> Projection[Any]:
+    from aqe.coverage.projection import CoverageProjection
+
+    return CoverageProjection()
+
+
 PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
     "history": HistoryProjection,
     "patterns": _patterns,
     "experience": _experience,
     "membership": _membership,
+    "coverage": _coverage,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 

@@ -1,0 +1,281 @@
+"""The coverage projection: per file and line which tests cover it, per test what it
+covers, per run the totals.
+
+Folds ``AQE_COVERAGE`` (the :class:`~aqe.events.coverage.CoverageRecorded` chunks) and
+``AQE_TESTS`` (only the runs' ``TestRunFinished`` markers) into a :class:`CoverageState`.
+
+Whole runs or none. A run's chunks wait in ``pending`` until all ``chunks`` of them are
+in and, for coverage a test run collected (``awaits_run``), the run's
+``TestRunFinished`` is in the log too; then the run is applied at once. A run whose
+marker says ``interrupted`` (its session was killed; the marker came from its spool)
+is discarded, and so is coverage of a run that never finishes: it stays pending.
+
+Newest wins, by log position. Each run is ordered by the ``AQE_COVERAGE`` sequence of
+its first chunk (``RunCoverage.seq``). A file's statements, executed lines and branches
+are those of the newest applied run that measured it; a test's lines are those of the
+newest applied run that ran it (its older lines are dropped from every file). Since
+"newest" is a log position, not the moment a run completed, the state does not depend
+on how the two streams interleave: rebuilding from zero equals folding incrementally.
+
+``FileState.changes`` counts how often the file's statement set differed between
+consecutive measurements (of the last :data:`FINGERPRINTS` kept): a cheap, log-only
+signal of churn that :func:`aqe.coverage.queries.gaps` weighs in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+
+import msgspec
+
+from aqe.coverage.measured import MeasuredFile, decode_branches, encode_branches
+from aqe.events import Envelope, Event, TestRunFinished
+from aqe.events.coverage import CoverageRecorded, FileCoverage, delta_decode, delta_encode
+
+__all__ = [
+    "FINGERPRINTS",
+    "CoverageProjection",
+    "CoverageState",
+    "FileState",
+    "PendingRun",
+    "RunCoverage",
+    "TestCoverage",
+]
+
+FINGERPRINTS = 20
+"""Statement-set fingerprints kept per file (newest by log position)."""
+
+_ENCODER = msgspec.json.Encoder(order="sorted")
+
+
+class FileState(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One file now: the newest measurement of it and each test's newest lines in it."""
+
+    statements: tuple[int, ...] = ()
+    """Delta-encoded executable lines."""
+    executed: tuple[int, ...] = ()
+    branches: tuple[int, ...] = ()
+    """``(line delta, exits, taken)`` triples."""
+    seq: int = 0
+    """``RunCoverage.seq`` of the run these numbers came from."""
+    run_id: str = ""
+    tests: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)
+    """Test id -> delta-encoded lines it ran in this file (its newest run)."""
+    fingerprints: list[tuple[int, str]] = msgspec.field(default_factory=list)
+    """``(run seq, digest of the statements)``, oldest first, at most FINGERPRINTS."""
+    changes: int = 0
+
+
+class TestCoverage(msgspec.Struct, kw_only=True):
+    """Where a test's newest coverage came from and which files it touched."""
+
+    __test__ = False
+
+    seq: int
+    run_id: str
+    files: list[str] = msgspec.field(default_factory=list)
+
+
+class RunCoverage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One run's coverage totals (applied, or discarded when its run was interrupted)."""
+
+    run_id: str
+    seq: int = 0
+    source: str = ""
+    commit: str | None = None
+    status: str = "applied"
+    """``applied`` or ``discarded`` (the run was interrupted)."""
+    files: int = 0
+    statements: int = 0
+    covered: int = 0
+    branches: int = 0
+    """Branch exits (the ways out of every branch line)."""
+    taken: int = 0
+    tests: int = 0
+    per_test: bool = False
+
+
+class PendingRun(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Chunks of a run not applied yet."""
+
+    chunks: int
+    awaits_run: bool = True
+    source: str = ""
+    commit: str | None = None
+    per_test: bool = False
+    parts: dict[str, tuple[int, tuple[FileCoverage, ...]]] = msgspec.field(default_factory=dict)
+    """Chunk index (as a string: JSON keys) -> (its stream sequence, its files)."""
+
+
+class CoverageState(msgspec.Struct, kw_only=True):
+    """Files by path, tests by id, runs by id, and what still waits."""
+
+    files: dict[str, FileState] = msgspec.field(default_factory=dict)
+    tests: dict[str, TestCoverage] = msgspec.field(default_factory=dict)
+    runs: dict[str, RunCoverage] = msgspec.field(default_factory=dict)
+    pending: dict[str, PendingRun] = msgspec.field(default_factory=dict)
+    finished: dict[str, bool] = msgspec.field(default_factory=dict)
+    """Run id -> interrupted, for every ``TestRunFinished`` seen."""
+
+
+class CoverageProjection:
+    """Folds ``AQE_COVERAGE`` and the run markers of ``AQE_TESTS`` into a
+    :class:`CoverageState`."""
+
+    name: str = "coverage"
+    version: int = 1
+    streams: tuple[str, ...] = ("AQE_COVERAGE", "AQE_TESTS")
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(CoverageState)
+
+    def initial(self) -> CoverageState:
+        """Nothing measured."""
+        return CoverageState()
+
+    def apply(self, state: CoverageState, envelope: Envelope, event: Event) -> CoverageState:
+        """Fold a coverage chunk or a run's finish marker (other events are ignored)."""
+        if isinstance(event, CoverageRecorded):
+            _chunk(state, envelope.seq, event)
+        elif isinstance(event, TestRunFinished):
+            state.finished[event.run_id] = event.interrupted
+            if event.run_id in state.pending:
+                _try_release(state, event.run_id)
+        return state
+
+    def encode(self, state: CoverageState) -> bytes:
+        """Canonical JSON (sorted keys)."""
+        return _ENCODER.encode(state)
+
+    def decode(self, data: bytes) -> CoverageState:
+        """Parse what :meth:`encode` wrote."""
+        return self._decoder.decode(data)
+
+
+def _chunk(state: CoverageState, seq: int, event: CoverageRecorded) -> None:
+    if event.chunks < 1 or not 0 <= event.chunk < event.chunks:
+        raise ValueError(f"chunk {event.chunk} of {event.chunks}: not a valid chunk index")
+    for entry in event.files:
+        if len(entry.branches) % 3:
+            raise ValueError(f"{entry.path}: branches are not (line, exits, taken) triples")
+    if event.run_id in state.runs:
+        return  # applied (or discarded) already: a repeat changes nothing
+    pending = state.pending.get(event.run_id)
+    if pending is None:
+        pending = state.pending[event.run_id] = PendingRun(
+            chunks=event.chunks,
+            awaits_run=event.awaits_run,
+            source=event.source,
+            commit=event.commit,
+            per_test=event.per_test,
+        )
+    elif pending.chunks != event.chunks:
+        raise ValueError(
+            f"run {event.run_id}: chunk says {event.chunks} chunks, earlier ones {pending.chunks}"
+        )
+    key = str(event.chunk)
+    if key not in pending.parts:
+        pending.parts[key] = (seq, event.files)
+    _try_release(state, event.run_id)
+
+
+def _try_release(state: CoverageState, run_id: str) -> None:
+    pending = state.pending[run_id]
+    if pending.awaits_run:
+        interrupted = state.finished.get(run_id)
+        if interrupted is None:
+            return
+        if interrupted:
+            del state.pending[run_id]
+            state.runs[run_id] = RunCoverage(
+                run_id=run_id,
+                seq=min(seq for seq, _ in pending.parts.values()),
+                source=pending.source,
+                commit=pending.commit,
+                status="discarded",
+            )
+            return
+    if len(pending.parts) < pending.chunks:
+        return
+    del state.pending[run_id]
+    _apply_run(state, run_id, pending)
+
+
+def _merged(pending: PendingRun) -> list[MeasuredFile]:
+    merged: dict[str, MeasuredFile] = {}
+    for index in sorted(pending.parts, key=int):
+        for entry in pending.parts[index][1]:
+            part = MeasuredFile(
+                path=entry.path,
+                statements=set(delta_decode(entry.statements)),
+                executed=set(delta_decode(entry.executed)),
+                branches=decode_branches(entry.branches),
+                tests={t.test_id: set(delta_decode(t.lines)) for t in entry.tests},
+            )
+            old = merged.get(entry.path)
+            if old is None:
+                merged[entry.path] = part
+            else:
+                old.merge(part)
+    return [merged[path] for path in sorted(merged)]
+
+
+def _digest(statements: tuple[int, ...]) -> str:
+    return hashlib.sha256(_ENCODER.encode(statements)).hexdigest()[:16]
+
+
+def _fingerprint(file: FileState, seq: int, digest: str) -> None:
+    prints = file.fingerprints
+    if any(s == seq for s, _ in prints):
+        return
+    prints.append((seq, digest))
+    prints.sort()
+    del prints[:-FINGERPRINTS]
+    file.changes = sum(1 for a, b in itertools.pairwise(prints) if a[1] != b[1])
+
+
+def _apply_run(state: CoverageState, run_id: str, pending: PendingRun) -> None:
+    seq = min(s for s, _ in pending.parts.values())
+    files = _merged(pending)
+    totals = RunCoverage(
+        run_id=run_id,
+        seq=seq,
+        source=pending.source,
+        commit=pending.commit,
+        per_test=pending.per_test,
+        files=len(files),
+    )
+    by_test: dict[str, dict[str, tuple[int, ...]]] = {}
+    for measured in files:
+        statements = delta_encode(measured.statements)
+        totals.statements += len(measured.statements)
+        totals.covered += len(measured.executed & measured.statements)
+        totals.branches += sum(exits for exits, _ in measured.branches.values())
+        totals.taken += sum(taken for _, taken in measured.branches.values())
+        file = state.files.get(measured.path)
+        if file is None:
+            file = state.files[measured.path] = FileState()
+        _fingerprint(file, seq, _digest(statements))
+        if seq >= file.seq:
+            file.statements = statements
+            file.executed = delta_encode(measured.executed)
+            file.branches = encode_branches(measured.branches)
+            file.seq = seq
+            file.run_id = run_id
+        for test_id, lines in measured.tests.items():
+            by_test.setdefault(test_id, {})[measured.path] = delta_encode(lines)
+    totals.tests = len(by_test)
+    for test_id, per_file in by_test.items():
+        old = state.tests.get(test_id)
+        if old is not None:
+            if old.seq > seq:
+                continue  # a newer run's coverage of this test is already in
+            for path in old.files:
+                held = state.files.get(path)
+                if held is not None:
+                    held.tests.pop(test_id, None)
+        for path, encoded in per_file.items():
+            state.files[path].tests[test_id] = encoded
+        state.tests[test_id] = TestCoverage(seq=seq, run_id=run_id, files=sorted(per_file))
+    state.runs[run_id] = totals
