@@ -15,6 +15,7 @@ from aqe.cli._agents import agents
 from aqe.cli._bridge import bridge
 from aqe.cli._config import config
 from aqe.cli._context import AppContext
+from aqe.cli._coverage import coverage
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
 from aqe.cli._flaky_watch import flaky_watch
@@ -22,11 +23,14 @@ from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
 from aqe.cli._patterns import patterns
 from aqe.cli._projections import consume, projections, replay
+from aqe.cli._report import report
 from aqe.cli._runners import agent
 from aqe.cli._sandbox import sandbox
 from aqe.cli._server import server
+from aqe.cli._skills import skills
 from aqe.cli._streams import streams
 from aqe.cli._tasks import tasks, topology
+from aqe.cli._testgen import testgen
 from aqe.cli._tests import broken, flaky, history, ingest, quarantine, runs, unquarantine
 from aqe.cli._vote import vote
 from aqe.cli._workflows import workflow, workflows
@@ -94,6 +98,10 @@ cli.add_command(agent)
 cli.add_command(workflows)
 cli.add_command(workflow)
 cli.add_command(sandbox)
+cli.add_command(coverage)
+cli.add_command(testgen)
+cli.add_command(report)
+cli.add_command(skills)
 
 
 def main(argv: list[str] | None = None) -> None:

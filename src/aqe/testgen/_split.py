@@ -41,7 +41,9 @@ def split_tests(code: str) -> list[tuple[str, str]]:
 
     header = [segment(n) for n in tree.body if not _is_test(n)]
     tests = [n for n in tree.body if _is_test(n)]
-    prefix = "\n".join(header).rstrip()
+    first = min((getattr(n, "lineno", 1) for n in tree.body), default=1)
+    leading = [line for line in lines[: first - 1] if line.startswith("#")]
+    prefix = "\n".join([*leading, *([""] if leading else []), *header]).rstrip()
     out = []
     for test in tests:
         name = test.name  # type: ignore[attr-defined]

@@ -209,8 +209,9 @@ class PynguinGenerator:
         self, target: str, *, seed: int, budget_s: float, max_candidates: int
     ) -> GeneratorCommand:
         """``pynguin`` on ``target`` for ``budget_s`` seconds of search."""
+        # Resolved: the namespace sandbox binds back the real folder under /tmp, not a link.
         argv = (
-            str(self.binary()),
+            str(self.binary().resolve()),
             "--project-path",
             ".",
             "--module-name",

@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ __all__ = [
     "Progress",
     "batch_events",
     "batch_id_of",
+    "choose_backend",
     "run_batch",
 ]
 
@@ -84,6 +86,8 @@ class GenerationJob(msgspec.Struct, frozen=True, kw_only=True):
     candidate_wall_s: float = 120.0
     python: str = sys.executable
     instance_id: str = ""
+    batch_id: str = ""
+    """Given by a workflow step (its task id); empty: a new id per run."""
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -95,8 +99,10 @@ class GenerationJob(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def batch_id_of(job: GenerationJob) -> str:
-    """The same job always gets the same batch id."""
-    raw = msgspec.json.encode(job, order="deterministic")
+    """The job's batch id, else a new one (generation is not repeatable run to run)."""
+    if job.batch_id:
+        return job.batch_id
+    raw = msgspec.json.encode(job, order="deterministic") + uuid.uuid4().bytes
     return f"tg-{hashlib.sha256(raw).hexdigest()[:20]}"
 
 
@@ -307,3 +313,21 @@ def batch_events(result: BatchResult) -> list[Event]:
         )
     )
     return out
+
+
+def choose_backend(name: str) -> str:
+    """``auto``: ``namespace`` where it works here (no network, read-only host), else ``process``.
+
+    Raises:
+        SandboxUnavailableError: a named backend that cannot run here.
+    """
+    from aqe.sandbox import SandboxUnavailableError, open_sandbox
+
+    if name != "auto":
+        open_sandbox(name).close()  # type: ignore[attr-defined]
+        return name
+    try:
+        open_sandbox("namespace").close()  # type: ignore[attr-defined]
+    except SandboxUnavailableError:
+        return "process"
+    return "namespace"
