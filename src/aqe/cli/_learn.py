@@ -453,6 +453,19 @@ def prioritize(app: AppContext, /, **options: Any) -> None:
     metavar="K/N",
     help="Print only bin K of N bins of the subset, balanced by duration (parallel jobs).",
 )
+@click.option(
+    "--changed-since",
+    metavar="REF",
+    help="Test impact analysis: only tests whose coverage meets `git diff REF` (plus new, "
+    "stale and changed-file tests), still ranked and cut by --budget.",
+)
+@click.option(
+    "--stale-runs",
+    default=20,
+    show_default=True,
+    help="With --changed-since: coverage older than this many coverage runs is stale "
+    "(the test is selected).",
+)
 @_ranking_options
 @pass_app
 def subset_(
@@ -462,6 +475,8 @@ def subset_(
     target_confidence: float | None,
     rest_file: Any,
     split_index: str | None,
+    changed_since: str | None,
+    stale_runs: int,
     **options: Any,
 ) -> None:
     """Print the prioritised tests that fit a time budget or reach a confidence target.
@@ -470,10 +485,18 @@ def subset_(
     a file, so `pytest $(cat subset.txt)` and `pytest $(cat rest.txt)` together run the
     whole suite once.
     """
-    from aqe.learning.selection import failure_weights, parse_budget, select, split_bins
+    import msgspec
 
-    if budget is None and target_confidence is None:
-        raise click.UsageError("give --budget, --target-confidence, or both")
+    from aqe.learning.selection import (
+        Selection,
+        failure_weights,
+        parse_budget,
+        select,
+        split_bins,
+    )
+
+    if budget is None and target_confidence is None and changed_since is None:
+        raise click.UsageError("give --budget, --target-confidence or --changed-since")
     bins = _parse_split(split_index)
     plan = _Plan(app, options)
     total = sum(r.expected_duration_s for r in plan.order)
@@ -481,13 +504,33 @@ def subset_(
         budget_s = None if budget is None else parse_budget(budget, total)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--budget") from None
-    chosen = select(
-        plan.order,
-        budget_s=budget_s,
-        target_confidence=target_confidence,
-        weights=failure_weights(plan.cycles),
-        always=plan.always,
-    )
+    outside: list[Ranked] = []
+    candidates, always = list(plan.order), plan.always
+    if changed_since is not None:
+        candidates, outside, always = _impacted(app, plan, changed_since, stale_runs)
+    if budget_s is None and target_confidence is None:
+        chosen = Selection(
+            chosen=tuple(candidates),
+            rest=(),
+            always=len(always),
+            used_s=sum(r.expected_duration_s for r in candidates),
+            total_s=sum(r.expected_duration_s for r in candidates),
+            confidence=None,
+        )
+    else:
+        chosen = select(
+            candidates,
+            budget_s=budget_s,
+            target_confidence=target_confidence,
+            weights=failure_weights(plan.cycles),
+            always=always,
+        )
+    if outside:
+        chosen = msgspec.structs.replace(
+            chosen,
+            rest=(*chosen.rest, *outside),
+            total_s=chosen.total_s + sum(r.expected_duration_s for r in outside),
+        )
     shown = list(chosen.chosen)
     if bins is not None:
         shown = split_bins(shown, *bins)
@@ -506,6 +549,55 @@ def subset_(
         parts.append(f"bin {bins[0]}/{bins[1]}: {len(shown)} tests")
     parts.append(f"ranked by {plan.label}")
     console(stderr=True).print("; ".join(parts), soft_wrap=True)
+
+
+def _impacted(
+    app: AppContext, plan: _Plan, ref: str, stale_runs: int
+) -> tuple[list[Ranked], list[Ranked], set[str]]:
+    """(impacted tests in plan order, the others, the always-selected) for ``ref``'s diff."""
+    from aqe.cli._coverage import coverage_state
+    from aqe.coverage.tia import changed_lines, git_diff, impacted_tests
+
+    changes = changed_lines(git_diff(ref, Path.cwd()))
+    impact = impacted_tests(
+        coverage_state(app), changes, pending=plan.pending.test_ids, stale_runs=stale_runs or None
+    )
+    in_files = _changed_tests(list(changes), plan.pending, plan.names)
+    always = plan.always | in_files
+    wanted = set(impact.reasons) | always
+    err = console(stderr=True)
+    counts: dict[str, int] = {}
+    for reason in impact.reasons.values():
+        counts[reason] = counts.get(reason, 0) + 1
+    err.print(
+        f"aqe: {len(changes)} files changed since {ref}; impacted: "
+        + (", ".join(f"{n} {why}" for why, n in sorted(counts.items())) or "none")
+        + (f", {len(in_files)} in changed test files" if in_files else ""),
+        soft_wrap=True,
+    )
+    for path, lines in impact.uncovered.items():
+        err.print(f"aqe: {path}: changed lines no test runs: {_ranges(lines)}", soft_wrap=True)
+    unknown = [p for p in impact.unknown_files if not any(p == f for f in _test_files(plan))]
+    if unknown:
+        err.print(f"aqe: no coverage known for changed files: {', '.join(unknown)}", soft_wrap=True)
+    inside = [r for r in plan.order if r.test_id in wanted]
+    return inside, [r for r in plan.order if r.test_id not in wanted], always
+
+
+def _test_files(plan: _Plan) -> set[str]:
+    files = set()
+    for test_id in plan.pending.test_ids:
+        known = plan.names.get(test_id)
+        nodeid = plan.pending.nodeids.get(test_id) or (known.nodeid if known else None) or ""
+        if nodeid:
+            files.add(nodeid.partition("::")[0])
+    return files
+
+
+def _ranges(lines: Sequence[int]) -> str:
+    from aqe.coverage.queries import line_ranges
+
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in line_ranges(lines))
 
 
 def _parse_split(value: str | None) -> tuple[int, int] | None:
