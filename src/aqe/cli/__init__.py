@@ -18,6 +18,7 @@ from aqe.cli._context import AppContext
 from aqe.cli._coverage import coverage
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish
+from aqe.cli._flaky_model import flaky_model
 from aqe.cli._flaky_watch import flaky_watch
 from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
@@ -80,6 +81,7 @@ cli.add_command(ingest)
 cli.add_command(history)
 cli.add_command(flaky)
 cli.add_command(flaky_watch)
+cli.add_command(flaky_model)
 cli.add_command(broken)
 cli.add_command(runs)
 cli.add_command(quarantine)
