@@ -101,6 +101,9 @@ def agent_run(
             runner = None
             driver = None
             if queues:
+                from aqe.testgen.task import TESTGEN, TestgenHandler
+
+                handlers = {TESTGEN: TestgenHandler(log, app.settings.data_dir)}
                 runner = RunnerAgent(
                     log,
                     NatsBus(log.connection),
@@ -108,6 +111,7 @@ def agent_run(
                     agent_id=agent_id,
                     config=config,
                     dead_letters=JetStreamDeadLetters(log.connection),
+                    handlers={k: v for k, v in handlers.items() if k in queues},
                 )
                 await runner.start()
                 console(stderr=True).print(

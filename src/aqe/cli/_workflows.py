@@ -19,8 +19,9 @@ def workflow_registry() -> dict[str, Workflow[Any]]:
     """Every workflow aqe ships, by name (the composition root names them)."""
     from aqe.workflows.flaky import FlakyWorkflow
     from aqe.workflows.rerun import RerunWorkflow
+    from aqe.workflows.testgen import TestgenWorkflow
 
-    found: list[Workflow[Any]] = [RerunWorkflow(), FlakyWorkflow()]
+    found: list[Workflow[Any]] = [RerunWorkflow(), FlakyWorkflow(), TestgenWorkflow()]
     return {w.name: w for w in found}
 
 

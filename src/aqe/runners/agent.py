@@ -35,7 +35,7 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -129,6 +129,8 @@ async def read_task(log: EventLog, task_id: str) -> TaskEntry | None:
 
 
 SandboxOpener = Callable[[str], Sandbox]
+TaskHandler = Callable[[TaskEntry, SandboxOpener], Awaitable[TaskOutcome]]
+"""Runs a task of a kind that is not a sandboxed command (``testgen``): entry, sandboxes."""
 
 
 class RunnerAgent:
@@ -143,6 +145,8 @@ class RunnerAgent:
         dead_letters: where a parked task's queue message is copied (None: only the event).
         open_sandbox_for: how a backend name becomes a sandbox [default:
             :func:`aqe.sandbox.open_sandbox`].
+        handlers: per task kind, a :data:`TaskHandler` that runs it instead of the
+            payload's sandboxed command (composed by the CLI, e.g. ``testgen``).
         register: join the fleet (register and heartbeat) while running.
     """
 
@@ -157,6 +161,7 @@ class RunnerAgent:
         dead_letters: DeadLetterSink | None = None,
         open_sandbox_for: SandboxOpener = open_sandbox,
         register: bool = True,
+        handlers: Mapping[str, TaskHandler] | None = None,
     ) -> None:
         if not capabilities:
             raise ConfigError("runner: give at least one capability")
@@ -167,6 +172,7 @@ class RunnerAgent:
         self.config = config or RunnerConfig()
         self.dead_letters = dead_letters
         self._open_sandbox = open_sandbox_for
+        self._handlers = dict(handlers or {})
         self._sandboxes: dict[str, Sandbox] = {}
         self.runtime = (
             AgentRuntime(
@@ -407,6 +413,9 @@ class RunnerAgent:
     async def _run(self, entry: TaskEntry, attempt: int) -> TaskOutcome:
         if entry.kind == NOOP:
             return TaskOutcome(exit_code=0)
+        handler = self._handlers.get(entry.kind)
+        if handler is not None:
+            return await handler(entry, self._sandbox)
         try:
             task = runner_task(entry.payload)
             sandbox = self._sandbox(task.spec.backend)

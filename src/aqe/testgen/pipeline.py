@@ -32,7 +32,13 @@ from aqe.sandbox import Limits, Sandbox, SandboxSpec
 from aqe.testgen._measure import DEFAULT_OUT
 from aqe.testgen.generators import OUT_DIR, Candidate, Generator
 from aqe.testgen.keep import Evaluated, Verdict, judge
-from aqe.testgen.measure import Measurement, measure_argv, parse_measurement, totals_of
+from aqe.testgen.measure import (
+    FileSets,
+    Measurement,
+    measure_argv,
+    parse_measurement,
+    totals_of,
+)
 
 __all__ = [
     "BatchResult",
@@ -41,6 +47,7 @@ __all__ = [
     "batch_events",
     "batch_id_of",
     "choose_backend",
+    "measure_suite",
     "run_batch",
 ]
 
@@ -164,6 +171,23 @@ async def _measure(
     return parse_measurement(data, origin=f"{job.source}: {DEFAULT_OUT}"), None, ""
 
 
+async def measure_suite(job: GenerationJob, sandbox: Sandbox) -> dict[str, FileSets]:
+    """What the existing suite (``job.tests``) covers, measured once in a sandbox.
+
+    Raises:
+        SandboxError: no measurement came back (the suite could not run).
+    """
+    baseline, stopped, error = await _measure(
+        sandbox, job, job.tests, runs=1, wall_s=max(300.0, job.candidate_wall_s)
+    )
+    if baseline is None:
+        raise SandboxError(
+            f"testgen: the existing suite of {job.source} could not be measured "
+            f"({stopped or 'no measurement'}): {error[-500:]}"
+        )
+    return dict(baseline.files)
+
+
 async def run_batch(
     job: GenerationJob,
     sandbox: Sandbox,
@@ -184,14 +208,7 @@ async def run_batch(
     if missing:
         raise ConfigError(f"testgen: no generator {', '.join(missing)}")
     say(f"baseline: measuring the existing suite of {job.source}")
-    baseline, stopped, error = await _measure(
-        sandbox, job, job.tests, runs=1, wall_s=max(300.0, job.candidate_wall_s)
-    )
-    if baseline is None:
-        raise SandboxError(
-            f"testgen: the existing suite of {job.source} could not be measured "
-            f"({stopped or 'no measurement'}): {error[-500:]}"
-        )
+    baseline = await measure_suite(job, sandbox)
     candidates: list[Candidate] = []
     errors: dict[str, str] = {}
     for name in job.generators:
@@ -235,7 +252,7 @@ async def run_batch(
         return Evaluated(candidate=cand, measurement=m, stopped=stop, error=err)
 
     evaluated = await asyncio.gather(*(evaluate(c) for c in candidates))
-    verdicts, after = judge(evaluated, baseline.files, runs=job.runs)
+    verdicts, after = judge(evaluated, baseline, runs=job.runs)
     generated: dict[str, int] = {g: 0 for g in job.generators}
     kept: dict[str, int] = {g: 0 for g in job.generators}
     for v in verdicts:
@@ -244,7 +261,7 @@ async def run_batch(
     return BatchResult(
         batch_id=batch_id,
         job=job,
-        before=totals_of(baseline.files),
+        before=totals_of(baseline),
         after=totals_of(after),
         verdicts=verdicts,
         generated=generated,
