@@ -20,6 +20,7 @@ from aqe.events.coordination import (
     TopologySelected,
     VoteCast,
 )
+from aqe.events.flakemodel import FlakeModelTrained, FlakinessPredicted
 from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
 from aqe.events.perf import (
@@ -67,6 +68,8 @@ REGISTRY = EventRegistry(
         PatternUsed,
         ExperienceRecorded,
         PolicyTrained,
+        FlakeModelTrained,
+        FlakinessPredicted,
         AgentRegistered,
         AgentHeartbeat,
         AgentRetired,

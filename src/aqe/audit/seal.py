@@ -1,0 +1,276 @@
+"""Seals: signed Merkle tree heads over a stream, appended to ``AQE_AUDIT``.
+
+:func:`seal_stream` reads what a stream gained since its last seal, extends the tree
+from the last seal's frontier (old messages are not read again) and appends one
+:class:`~aqe.events.audit.StreamSealed` per at most :data:`MAX_LEAVES_PER_SEAL` new
+messages. Each append is conditional on the seal subject's last sequence, so two
+sealers racing cannot fork a stream's chain of seals: one gets ``ConcurrencyError``.
+
+Signed bytes (:func:`seal_bytes`), plain text so another language can rebuild them::
+
+    aqe.audit.seal.v1
+    <stream>
+    <tree_size>
+    <root>
+    <last_seq>
+    <prev_size>
+    <prev_root>
+    <prev_last_seq>
+    <sealed_at>
+    <signer>
+    <hex SHA-256 of: ",".join(consistency) "\\n" ",".join(frontier) "\\n"
+                     ";".join("first-last" per run) "\\n" digests>
+
+joined by ``\\n`` with no newline at the end; the signature is Ed25519 over those
+UTF-8 bytes, base64 in ``signature``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aqe.audit.leaf import message_leaf_hash
+from aqe.audit.merkle import (
+    EMPTY_ROOT,
+    consistency_proof_from_frontier,
+    extend_frontier,
+    frontier_root,
+)
+from aqe.coordination.voting import load_public_key, public_key_b64
+from aqe.errors import AqeError, ConfigError
+from aqe.events import Envelope
+from aqe.events.audit import StreamSealed
+from aqe.log.port import EventLog
+from aqe.log.subjects import encode_token
+
+__all__ = [
+    "AUDIT_STREAM",
+    "DIGEST_BYTES",
+    "MAX_LEAVES_PER_SEAL",
+    "SEALER_ID",
+    "AuditError",
+    "TrustedKeys",
+    "key_id",
+    "runs_of",
+    "seal_bytes",
+    "seal_problem",
+    "seal_stream",
+    "seal_subject",
+    "seals_of",
+    "sign_seal",
+]
+
+AUDIT_STREAM = "AQE_AUDIT"
+SEALER_ID = "audit-sealer"
+"""The key name ``aqe audit keygen`` writes under ``DATA_DIR/keys``."""
+DIGEST_BYTES = 8
+"""Bytes of each leaf hash a seal keeps to name the exact message that diverged."""
+MAX_LEAVES_PER_SEAL = 32_768
+"""New messages one seal covers at most: its digests stay about 350 KB of base64."""
+_DOMAIN = "aqe.audit.seal.v1"
+
+TrustedKeys = Mapping[str, str]
+"""Key id -> raw Ed25519 public key (base64): the keys whose seals a verifier accepts."""
+
+
+class AuditError(AqeError):
+    """An audit operation could not be carried out (no seal, bad proof file, bad export)."""
+
+
+def key_id(public_key: str) -> str:
+    """The first 16 hex digits of SHA-256 of the raw public key."""
+    raw = base64.b64decode(public_key, validate=True)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def trusted_keys(public_keys: Sequence[str]) -> dict[str, str]:
+    """Index public keys (base64 raw Ed25519) by key id.
+
+    Raises:
+        ConfigError: a key that is not a base64 Ed25519 public key.
+    """
+    out: dict[str, str] = {}
+    for value in public_keys:
+        load_public_key(value, field="--key")
+        out[key_id(value.strip())] = value.strip()
+    return out
+
+
+def seal_subject(stream: str) -> str:
+    """``aqe.audit.seal.<stream>.sealed``: one subject per sealed stream."""
+    return f"aqe.audit.seal.{encode_token(stream)}.sealed"
+
+
+def seal_bytes(seal: StreamSealed) -> bytes:
+    """The bytes a seal's signature covers (module docstring)."""
+    detail = "\n".join(
+        [
+            ",".join(seal.consistency),
+            ",".join(seal.frontier),
+            ";".join(f"{a}-{b}" for a, b in seal.runs),
+            seal.digests,
+        ]
+    )
+    lines = [
+        _DOMAIN,
+        seal.stream,
+        str(seal.tree_size),
+        seal.root,
+        str(seal.last_seq),
+        str(seal.prev_size),
+        seal.prev_root,
+        str(seal.prev_last_seq),
+        seal.sealed_at,
+        seal.signer,
+        hashlib.sha256(detail.encode("utf-8")).hexdigest(),
+    ]
+    return "\n".join(lines).encode("utf-8")
+
+
+def sign_seal(seal: StreamSealed, private_key: Ed25519PrivateKey) -> StreamSealed:
+    """``seal`` with ``signer``, ``public_key`` and ``signature`` set by ``private_key``."""
+    public = public_key_b64(private_key)
+    keyed = msgspec.structs.replace(seal, signer=key_id(public), public_key=public, signature=None)
+    signature = private_key.sign(seal_bytes(keyed))
+    return msgspec.structs.replace(keyed, signature=base64.b64encode(signature).decode("ascii"))
+
+
+def seal_problem(seal: StreamSealed, trusted: TrustedKeys) -> str | None:
+    """Why a seal's signature does not stand (None: signed by a trusted key)."""
+    if not seal.signature:
+        return "unsigned seal"
+    key = trusted.get(seal.signer)
+    if key is None:
+        return f"signer {seal.signer or '?'} is not a trusted key"
+    if seal.public_key and seal.public_key != key:
+        return f"public key does not match the trusted key {seal.signer}"
+    try:
+        signature = base64.b64decode(seal.signature, validate=True)
+        load_public_key(key).verify(signature, seal_bytes(seal))
+    except (binascii.Error, ValueError, ConfigError, InvalidSignature):
+        return f"signature does not verify with trusted key {seal.signer}"
+    return None
+
+
+def runs_of(seqs: Sequence[int]) -> tuple[tuple[int, int], ...]:
+    """Inclusive runs of consecutive sequences, in order."""
+    out: list[tuple[int, int]] = []
+    for s in seqs:
+        if out and out[-1][1] + 1 == s:
+            out[-1] = (out[-1][0], s)
+        else:
+            out.append((s, s))
+    return tuple(out)
+
+
+def _hex(hashes: Sequence[bytes]) -> tuple[str, ...]:
+    return tuple(h.hex() for h in hashes)
+
+
+async def seals_of(log: EventLog, stream: str) -> list[tuple[Envelope, StreamSealed | None]]:
+    """Every seal message of ``stream`` in order; None where it does not decode as a seal."""
+    from aqe.errors import EventDecodeError
+
+    out: list[tuple[Envelope, StreamSealed | None]] = []
+    async for env in log.read(AUDIT_STREAM, subjects=seal_subject(stream)):
+        try:
+            event = env.decode()
+        except EventDecodeError:
+            out.append((env, None))
+            continue
+        out.append((env, event if isinstance(event, StreamSealed) else None))
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def seal_stream(
+    log: EventLog,
+    stream: str,
+    private_key: Ed25519PrivateKey,
+    *,
+    max_leaves: int = MAX_LEAVES_PER_SEAL,
+    clock: Callable[[], str] = _now,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[StreamSealed]:
+    """Seal what ``stream`` gained since its last seal; returns the seals appended.
+
+    Nothing new: no seal (an empty list). The previous seal is trusted to be the one
+    the chain continues from; ``aqe audit verify`` checks the chain as a whole.
+
+    Raises:
+        ConcurrencyError: another sealer appended a seal of this stream meanwhile.
+        AuditError: the last seal of the stream does not decode.
+    """
+    last_env = await log.last(seal_subject(stream))
+    size, last_seq, root = 0, 0, EMPTY_ROOT
+    frontier: list[bytes] = []
+    expected = 0
+    if last_env is not None:
+        prev = last_env.decode()
+        if not isinstance(prev, StreamSealed):
+            raise AuditError(f"{AUDIT_STREAM} seq {last_env.seq} is not a seal")
+        size, last_seq, root = prev.tree_size, prev.last_seq, bytes.fromhex(prev.root)
+        frontier = [bytes.fromhex(h) for h in prev.frontier]
+        expected = last_env.seq
+    end = await log.last_seq(stream)
+    if end <= last_seq:
+        return []
+    sealed: list[StreamSealed] = []
+    seqs: list[int] = []
+    leaves: list[bytes] = []
+    done = 0
+
+    async def flush() -> None:
+        nonlocal size, last_seq, root, frontier, expected
+        new_frontier = extend_frontier(frontier, size, leaves)
+        new_root = frontier_root(new_frontier)
+        seal = StreamSealed(
+            stream=stream,
+            tree_size=size + len(leaves),
+            root=new_root.hex(),
+            last_seq=seqs[-1],
+            prev_size=size,
+            prev_root=root.hex() if size else "",
+            prev_last_seq=last_seq,
+            consistency=_hex(consistency_proof_from_frontier(frontier, size, leaves)),
+            frontier=_hex(new_frontier),
+            runs=runs_of(seqs),
+            digests=base64.b64encode(b"".join(h[:DIGEST_BYTES] for h in leaves)).decode(),
+            sealed_at=clock(),
+        )
+        seal = sign_seal(seal, private_key)
+        result = await log.append(
+            seal,
+            event_id=f"seal-{stream}-{seal.tree_size}-{seal.root[:16]}",
+            expected_last_seq=expected,
+        )
+        sealed.append(seal)
+        size, last_seq, root, frontier = seal.tree_size, seal.last_seq, new_root, new_frontier
+        expected = result.seq
+        seqs.clear()
+        leaves.clear()
+
+    async for env in log.read(stream, after_seq=last_seq, until_seq=end):
+        seqs.append(env.seq)
+        leaves.append(message_leaf_hash(env))
+        done += 1
+        if len(leaves) >= max_leaves:
+            await flush()
+        if on_progress is not None and done % 10_000 == 0:
+            on_progress(done)
+    if leaves:
+        await flush()
+    if on_progress is not None:
+        on_progress(done)
+    return sealed
