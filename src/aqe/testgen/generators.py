@@ -222,11 +222,17 @@ class PynguinGenerator:
             str(max(1, int(budget_s))),
             "--seed",
             str(seed),
+            # Plain value assertions: mutation analysis (the default) costs minutes more.
+            "--assertion-generation",
+            "SIMPLE",
+            # A generated call that hangs (an infinite iterator) is cut after 2 s.
+            "--maximum_test_execution_timeout",
+            "2",
         )
         # Pynguin runs the module under test and refuses to without this acknowledgement;
         # the sandbox is what makes that acceptable.
         env = {"PYNGUIN_DANGER_AWARE": "1"}
-        return GeneratorCommand(argv=argv, env=env, wall_s=budget_s + 180.0)
+        return GeneratorCommand(argv=argv, env=env, wall_s=budget_s + 240.0)
 
     def candidates(
         self, target: str, *, seed: int, max_candidates: int, files: Mapping[str, bytes]
