@@ -335,3 +335,84 @@ def ingest_(
         f"{len(measured)} files of coverage ({source}) as run {the_run}: {chunks} chunks, "
         f"{appended} new"
     )
+
+
+def _budgets(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(v.strip().rstrip("%")) / 100 for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: shares like 10,25,50", ctx, param) from None
+    if not shares or not all(0 < s <= 1 for s in shares):
+        raise click.BadParameter(f"{value!r}: shares in (0, 100]", ctx, param)
+    return shares
+
+
+@coverage.command()
+@click.option(
+    "--package",
+    default="toolz",
+    show_default=True,
+    help="Installed package whose own tests are run.",
+)
+@click.option("--mutants", "count", default=40, show_default=True, help="Mutants to sample.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the mutant sample.")
+@click.option(
+    "--budgets",
+    default="10,25,50",
+    show_default=True,
+    callback=_budgets,
+    help="Shares (%) of the suite the history and combined strategies may run.",
+)
+@click.option("--module", "modules", multiple=True, help="Only mutate this module (repeatable).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+@output_options
+def audit(
+    package: str,
+    count: int,
+    seed: int,
+    budgets: tuple[float, ...],
+    modules: tuple[str, ...],
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Escape audit: recall of coverage, history and combined selection on mutants.
+
+    Copies the package and its own tests into a scratch project, measures per-test
+    coverage once, then runs the full suite on each sampled mutant (minutes: one
+    suite run per mutant). Nothing is appended to the log.
+    """
+    import msgspec
+
+    from aqe.cli._projections import progress_bar
+    from aqe.coverage.audit import run_audit
+
+    with progress_bar(count, f"mutants of {package}", not (quiet or as_json)) as tick:
+        report = run_audit(
+            package,
+            mutants=count,
+            seed=seed,
+            budgets=budgets,
+            modules=modules or None,
+            on_progress=lambda done, _total, _label: tick(done),
+        )
+    if as_json:
+        print_json(msgspec.to_builtins(report))
+        return
+    emit_table(
+        ["strategy", "killed", "caught", "escaped", "recall", "tests run"],
+        [
+            [
+                r.strategy,
+                r.killed,
+                r.caught,
+                r.escaped,
+                "-" if r.recall is None else f"{r.recall:.3f}",
+                f"{r.fraction:.1%}",
+            ]
+            for r in report.rows
+        ],
+        title=f"{package}: {report.tests} tests, {report.mutants_run} of "
+        f"{report.mutants_found} mutants (seed {seed}), "
+        f"{sum(1 for m in report.mutants if not m.killers)} not killed by the suite; "
+        f"{report.seconds:.0f} s",
+    )

@@ -66,11 +66,13 @@ def run_pytest(
     env: Mapping[str, str] | None = None,
     timeout_s: float | None = None,
     python: str | None = None,
+    quiet: bool = False,
 ) -> int:
     """Run pytest under coverage.py with per-test contexts; pytest's exit code.
 
-    Output goes to this process's stdout and stderr. A failing test is not an error
-    here: the data file is written either way (exit codes 0 and 1 both mean "ran").
+    Output goes to this process's stdout and stderr (nowhere with ``quiet``). A failing
+    test is not an error here: the data file is written either way (exit codes 0 and 1
+    both mean "ran").
 
     Raises:
         subprocess.TimeoutExpired: past ``timeout_s``.
@@ -83,6 +85,8 @@ def run_pytest(
         env=dict(env) if env is not None else None,
         check=False,
         timeout=timeout_s,
+        stdout=subprocess.DEVNULL if quiet else None,
+        stderr=subprocess.DEVNULL if quiet else None,
     )
     return completed.returncode
 
