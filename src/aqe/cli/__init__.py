@@ -12,6 +12,7 @@ import click
 
 from aqe import __version__
 from aqe.cli._agents import agents
+from aqe.cli._audit import audit
 from aqe.cli._bridge import bridge
 from aqe.cli._config import config
 from aqe.cli._context import AppContext
@@ -22,11 +23,14 @@ from aqe.cli._flaky_model import flaky_model
 from aqe.cli._flaky_watch import flaky_watch
 from aqe.cli._leader import leader
 from aqe.cli._learn import learn, prioritize, subset_
+from aqe.cli._mcp import mcp
 from aqe.cli._patterns import patterns
+from aqe.cli._perf import bench, perf
 from aqe.cli._projections import consume, projections, replay
 from aqe.cli._report import report
 from aqe.cli._runners import agent
 from aqe.cli._sandbox import sandbox
+from aqe.cli._serve import serve
 from aqe.cli._server import server
 from aqe.cli._skills import skills
 from aqe.cli._streams import streams
@@ -100,10 +104,15 @@ cli.add_command(agent)
 cli.add_command(workflows)
 cli.add_command(workflow)
 cli.add_command(sandbox)
+cli.add_command(audit)
+cli.add_command(perf)
+cli.add_command(bench)
 cli.add_command(coverage)
 cli.add_command(testgen)
 cli.add_command(report)
+cli.add_command(serve)
 cli.add_command(skills)
+cli.add_command(mcp)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -18,10 +18,12 @@ if TYPE_CHECKING:
 def workflow_registry() -> dict[str, Workflow[Any]]:
     """Every workflow aqe ships, by name (the composition root names them)."""
     from aqe.workflows.flaky import FlakyWorkflow
+    from aqe.workflows.perf import PerfConfirmWorkflow
     from aqe.workflows.rerun import RerunWorkflow
     from aqe.workflows.testgen import TestgenWorkflow
 
     found: list[Workflow[Any]] = [RerunWorkflow(), FlakyWorkflow(), TestgenWorkflow()]
+    found.append(PerfConfirmWorkflow())
     return {w.name: w for w in found}
 
 

@@ -66,13 +66,27 @@ def _coverage() -> Projection[Any]:
     return CoverageProjection()
 
 
+def _perf() -> Projection[Any]:
+    from aqe.perf.series import PerfProjection
+
+    return PerfProjection()
+
+
+def _flaky_predictions() -> Projection[Any]:
+    from aqe.flakemodel.projection import PredictionsProjection
+
+    return PredictionsProjection()
+
+
 PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "catalog": CatalogProjection,
     "history": HistoryProjection,
     "patterns": _patterns,
     "experience": _experience,
     "membership": _membership,
+    "perf": _perf,
     "coverage": _coverage,
+    "flaky-predictions": _flaky_predictions,
 }
 """Every projection aqe ships, by name; later capabilities add theirs."""
 
