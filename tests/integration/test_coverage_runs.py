@@ -3,6 +3,9 @@ one appears at once, and the projection rebuilt from the log equals the live one
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nats
@@ -10,7 +13,7 @@ import pytest
 
 from aqe.coverage.measured import MeasuredFile, coverage_events
 from aqe.coverage.projection import CoverageProjection, CoverageState
-from aqe.coverage.queries import file_summaries
+from aqe.coverage.queries import file_detail, file_summaries
 from aqe.events import TestRunFinished, TestRunStarted
 from aqe.log import NewEvent, load_stream_specs
 from aqe.log.admin import apply_streams
@@ -87,3 +90,82 @@ async def test_killed_runs_are_not_half_applied_and_rebuild_equals_live(
         assert report.equal
     finally:
         await nc.close()
+
+
+SAMPLE = """\
+def half(x):
+    if x % 2:
+        return None
+    return x // 2
+
+
+def test_even():
+    assert half(4) == 2
+
+
+def test_odd():
+    assert half(3) is None
+"""
+
+
+@pytest.fixture
+def runner_artefacts(tmp_path: Path) -> dict[str, bytes]:
+    """What a runner task's command leaves in its sandbox: pytest under coverage.py with
+    contexts and JUnit XML, then `coverage json --show-contexts`."""
+    from aqe.coverage.collect import pytest_command
+
+    project = tmp_path / "p"
+    project.mkdir()
+    (project / "test_half.py").write_text(SAMPLE)
+    argv = pytest_command(
+        ["-q", "-p", "aqe.pytest_plugin", "-p", "no:cacheprovider", "--junitxml=report.xml"],
+        source=["."],
+        data_file=project / ".coverage",
+    )
+    # Only aqe's plugin: the environment's other plugins cost seconds of start-up.
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    subprocess.run(argv, cwd=project, env=env, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "coverage",
+            "json",
+            "--show-contexts",
+            "-o",
+            "coverage.json",
+            f"--data-file={project / '.coverage'}",
+        ],
+        cwd=project,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return {
+        "report.xml": (project / "report.xml").read_bytes(),
+        "coverage.json": (project / "coverage.json").read_bytes(),
+    }
+
+
+async def test_a_runners_coverage_json_artefact_becomes_the_runs_coverage(
+    nats_url: str, tmp_path: Path, runner_artefacts: dict[str, bytes]
+) -> None:
+    from aqe.runners._results import ingest_artefacts
+
+    nc = await nats.connect(nats_url)
+    try:
+        specs = load_stream_specs()
+        await apply_streams(nc, specs)
+        log = JetStreamEventLog(nc, specs)
+        tested = await ingest_artefacts(log, runner_artefacts, run_id="task-a1")
+        assert tested is not None
+        assert tested.summary.passed == 2
+        state = await fold(log, tmp_path / "projections" / "coverage")
+    finally:
+        await nc.close()
+    assert state.runs["task-a1"].per_test
+    detail = file_detail(state, "test_half.py")
+    assert detail is not None
+    assert detail.lines[3] == ["test_half.test_odd"]
+    assert detail.lines[4] == ["test_half.test_even"]
+    assert detail.partial == []

@@ -36,7 +36,14 @@ from aqe.coverage.measured import MeasuredFile
 from aqe.errors import ReportError
 from aqe.ingest.identity import split_pytest_nodeid, test_identity
 
-__all__ = ["CONTEXTS_OPTION", "pytest_command", "read_coverage_data", "run_pytest"]
+__all__ = [
+    "CONTEXTS_OPTION",
+    "looks_like_coverage_json",
+    "measured_from_json",
+    "pytest_command",
+    "read_coverage_data",
+    "run_pytest",
+]
 
 CONTEXTS_OPTION = "--aqe-coverage-contexts"
 """The pytest option (aqe's plugin) that gives each test its own coverage context."""
@@ -163,6 +170,30 @@ def read_coverage_data(data_file: Path, *, root: Path) -> list[MeasuredFile]:
         except CoverageException as exc:
             raise ReportError(str(data_file), str(exc)) from exc
         report = json.loads(out.read_text(encoding="utf-8"))
+    return measured_from_json(report, root=root)
+
+
+def looks_like_coverage_json(doc: object) -> bool:
+    """Whether ``doc`` is a coverage.py JSON report (``coverage json``)."""
+    return (
+        isinstance(doc, dict)
+        and isinstance(doc.get("meta"), dict)
+        and "format" in doc["meta"]
+        and isinstance(doc.get("files"), dict)
+    )
+
+
+def measured_from_json(
+    report: Mapping[str, Any], *, root: Path | None = None
+) -> list[MeasuredFile]:
+    """The measured files of a coverage.py JSON report (``coverage json --show-contexts``).
+
+    Relative paths are kept as the report gives them (relative to where it was made);
+    with ``root``, absolute ones are made relative to it. Contexts that are pytest node
+    ids become per-test lines. Used for reports made elsewhere (a runner's sandbox)
+    where the sources are not at hand.
+    """
     cache: dict[str, str | None] = {}
-    files = [_file(name, body, root, cache) for name, body in report.get("files", {}).items()]
+    base = root if root is not None else Path(os.getcwd())
+    files = [_file(name, body, base, cache) for name, body in report.get("files", {}).items()]
     return sorted(files, key=lambda f: f.path)
