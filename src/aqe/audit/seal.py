@@ -49,6 +49,7 @@ from aqe.errors import AqeError, ConfigError
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import EventLog
+from aqe.log.streams import StreamSpec
 from aqe.log.subjects import encode_token
 
 __all__ = [
@@ -64,8 +65,10 @@ __all__ = [
     "seal_problem",
     "seal_stream",
     "seal_subject",
+    "sealable_streams",
     "seals_of",
     "sign_seal",
+    "trusted_keys",
 ]
 
 AUDIT_STREAM = "AQE_AUDIT"
@@ -274,3 +277,8 @@ async def seal_stream(
     if on_progress is not None:
         on_progress(done)
     return sealed
+
+
+def sealable_streams(specs: Sequence[StreamSpec]) -> list[str]:
+    """Every declared stream but the seals' own, by name."""
+    return sorted(s.name for s in specs if s.name != AUDIT_STREAM)
