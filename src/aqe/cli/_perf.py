@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import subprocess
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,19 +69,6 @@ def _config(min_effect: float, alpha: float, penalty: float, min_size: int) -> D
     return DetectConfig(min_effect=min_effect, alpha=alpha, penalty=penalty, min_size=min_size)
 
 
-def _git_head(repo: Path, ref: str) -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--verify", f"{ref}^{{commit}}"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return out.stdout.strip() or None
-
-
 @click.group()
 def perf() -> None:
     """Performance regressions: benchmark series, change points, confirmation, alerts."""
@@ -126,7 +111,9 @@ def ingest(
 
     local = local_fingerprint(machine_class)
     parsed = [parse_bench_file(Path(f), fmt) for f in files]
-    repo_url = _repo_url(repo) if repo else ""
+    from aqe.perf.measure import repo_url as to_url
+
+    repo_url = to_url(repo) if repo else ""
     events = []
     for bench in parsed:
         # The file's own machine, unless a class is forced or the file names none.
@@ -157,12 +144,6 @@ def ingest(
         [[r["file"], r["format"], r["benchmarks"], r["samples"]] for r in rows],
     )
     console(stderr=True).print(f"{len(events)} points, {new} new")
-
-
-def _repo_url(repo: str) -> str:
-    if "://" in repo or repo.startswith("git@"):
-        return repo
-    return "file://" + str(Path(repo).resolve())
 
 
 @click.group()
@@ -207,49 +188,29 @@ def bench_run(
     Every repetition's wall time is a sample of the series NAME (metric time, unit s);
     the command and repository are kept so a suspected change can be re-run.
     """
-    from aqe.errors import ConfigError
     from aqe.events.perf import BenchmarkMeasured
-    from aqe.perf._fingerprint import local_fingerprint, series_id
-    from aqe.perf.harness import harness_argv, parse_samples
+    from aqe.perf._fingerprint import local_fingerprint
+    from aqe.perf.measure import measure, resolve_source
     from aqe.perf.pipeline import append_measurements
-    from aqe.sandbox import SandboxSpec, open_sandbox
 
-    folder = Path(repo)
-    if not folder.is_dir():
-        raise ConfigError(f"--repo {repo}: not a folder")
-    sha = _git_head(folder, commit) if (folder / ".git").exists() else None
-    if (folder / ".git").exists() and sha is None:
-        raise ConfigError(f"--commit {commit}: not a commit of {repo}")
-    source = _repo_url(repo) if sha else str(folder.resolve())
-    spec = SandboxSpec(source=source, commit=sha, backend=backend, artefacts=())
-    argv = harness_argv(command, warmup=warmup, repeat=repeat)
+    source = resolve_source(repo, commit)
     machine = local_fingerprint(machine_class)
-    bench_name = name or shlex.join(command)
 
-    async def go() -> tuple[BenchmarkMeasured, int]:
-        sandbox = open_sandbox(backend)
-        result = await sandbox.run(spec, argv)
-        samples, code = parse_samples(result.stdout)
-        if code != 0 or not samples:
-            raise ConfigError(f"bench: the command exited {code}: {result.stderr[-300:]}")
-        event = BenchmarkMeasured(
-            series_id=series_id(bench_name, "time", machine.machine_class),
-            benchmark=bench_name,
-            metric="time",
-            unit="s",
-            samples=samples,
+    async def go() -> BenchmarkMeasured:
+        point = await measure(
+            source,
+            command,
             machine=machine,
-            commit=sha or "",
-            run_id=f"bench-{uuid.uuid4().hex[:16]}",
-            source_format="aqe-bench",
-            command=tuple(command),
-            repo=source if sha else "",
+            name=name,
+            warmup=warmup,
+            repeat=repeat,
+            backend=backend,
         )
         async with open_log(app) as log:
-            await append_measurements(log, [event])
-        return event, code
+            await append_measurements(log, [point])
+        return point
 
-    event, _ = run(go())
+    event = run(go())
     import statistics
 
     if as_json:
