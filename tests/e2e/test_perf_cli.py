@@ -5,12 +5,9 @@ reaches a local webhook receiver exactly once; a false suspicion is dismissed.""
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +20,7 @@ from aqe.log.jetstream import JetStreamEventLog
 from aqe.perf._fingerprint import local_fingerprint
 from aqe.perf.measure import measure, resolve_source
 from aqe.perf.pipeline import append_measurements
+from support.http_receiver import Receiver, receiving
 
 Runner = Callable[..., Any]  # the `aqe` fixture in conftest.py
 
@@ -63,38 +61,10 @@ def sample_repo(tmp_path: Path) -> tuple[Path, list[str]]:
     return repo, shas
 
 
-class Receiver:
-    """A real HTTP server that keeps every JSON body POSTed to it."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        received = self.bodies
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length", "0"))
-                received.append(json.loads(self.rfile.read(length)))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+    with receiving() as r:
+        yield r
 
 
 async def _append(nats_url: str, points: list[BenchmarkMeasured]) -> None:
