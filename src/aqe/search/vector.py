@@ -202,6 +202,7 @@ class VectorIndex:
         seed: int = 0,
         exact_max: int = EXACT_MAX,
         nlist: int | None = None,
+        model: str | None = None,
     ) -> VectorIndex:
         """Index ``vectors`` (row ``i`` belongs to ``ids[i]``).
 
@@ -212,6 +213,9 @@ class VectorIndex:
                 deterministic for a given seed and input).
             exact_max: Largest ``n`` kept exact.
             nlist: IVF lists; default ``2·sqrt(n)``.
+            model: The embedder's ``model_version`` the vectors came from, kept in
+                :attr:`params` (``"model"``) so vectors of another backend or
+                precision are never searched with this one's queries.
 
         Returns:
             The index.
@@ -237,6 +241,7 @@ class VectorIndex:
             "dim": dim,
             "seed": seed,
             "exact_max": exact_max,
+            "model": model,
         }
         identity = np.arange(n, dtype=np.intp)
         exact = cls(
