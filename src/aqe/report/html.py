@@ -8,6 +8,7 @@ CDN, no fonts, no images.
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Sequence
 
@@ -15,7 +16,15 @@ import msgspec
 
 from aqe.report.model import Figure, Section, Table
 
-__all__ = ["STRIP_CSS", "figure_json", "plotly_js", "render_html", "render_section"]
+__all__ = [
+    "CSS",
+    "STRIP_CSS",
+    "card_html",
+    "figure_json",
+    "plotly_js",
+    "render_html",
+    "render_section",
+]
 
 _ENCODER = msgspec.json.Encoder()
 
@@ -27,7 +36,7 @@ STRIP_CSS = """
 .v-s{background:#bdbdbd}
 """
 
-_CSS = (
+CSS = (
     """
 body{font-family:system-ui,sans-serif;margin:0;color:#212121;background:#fafafa}
 header{background:#263238;color:#eceff1;padding:14px 24px}
@@ -56,8 +65,9 @@ document.querySelectorAll('script.aqe-figure').forEach(function (el) {
 """
 
 
+@functools.cache
 def plotly_js() -> str:
-    """The minified Plotly.js the ``plotly`` package ships (about 4.8 MB)."""
+    """The minified Plotly.js the ``plotly`` package ships (about 4.8 MB), read once."""
     from plotly.offline import get_plotlyjs
 
     return str(get_plotlyjs())
@@ -100,16 +110,25 @@ def _table(table: Table) -> str:
     )
 
 
-def _figure(figure: Figure) -> str:
+def _figure(figure: Figure, *, with_data: bool = True) -> str:
     key = html.escape(figure.key)
     note = f'<p class="note">{html.escape(figure.note)}</p>' if figure.note else ""
-    return (
-        f'<div class="card"><h3>{html.escape(figure.title)}</h3>'
-        f'<p class="source">{html.escape(figure.source.describe())}</p>'
-        f'<div class="chart" id="{key}"></div>{note}'
+    data = (
         f'<script type="application/json" class="aqe-figure" data-target="{key}">'
-        f"{figure_json(figure)}</script></div>"
+        f"{figure_json(figure)}</script>"
+        if with_data
+        else ""
     )
+    return (
+        f'<div class="card" id="card-{key}"><h3>{html.escape(figure.title)}</h3>'
+        f'<p class="source">{html.escape(figure.source.describe())}</p>'
+        f'<div class="chart" id="{key}"></div>{note}{data}</div>'
+    )
+
+
+def card_html(item: Figure | Table) -> str:
+    """An item's card without figure data (the dashboard draws it with ``Plotly.react``)."""
+    return _figure(item, with_data=False) if isinstance(item, Figure) else _table(item)
 
 
 def render_section(section: Section) -> str:
@@ -132,7 +151,8 @@ def render_html(title: str, subtitle: str, sections: Sequence[Section]) -> str:
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{html.escape(title)}</title><style>{_CSS}</style>"
+        '<link rel="icon" href="data:,">'  # no favicon request
+        f"<title>{html.escape(title)}</title><style>{CSS}</style>"
         f'<script type="text/javascript">{plotly_js()}</script></head><body>'
         f"<header><h1>{html.escape(title)}</h1><p>{html.escape(subtitle)}</p><nav>{nav}</nav></header>"
         f"<main>{body}</main><script>{_DRAW}</script></body></html>\n"

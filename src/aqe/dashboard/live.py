@@ -1,0 +1,268 @@
+"""The dashboard's live state: projections folded in memory while following the log.
+
+:class:`LiveView` starts from the history and membership projections' saved snapshots
+(read, never written: the dashboard is a reader) and follows ``AQE_TESTS``,
+``AQE_AGENTS`` and ``AQE_WORKFLOWS`` with ordered consumers from each checkpoint + 1,
+folding every event with the projections' own pure ``apply``. Other streams are
+followed for their counts only. Each applied event bumps :attr:`LiveView.version` and
+wakes the server-sent-event streams, which send the views computed from the new state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from aqe.errors import AqeError, EventDecodeError
+from aqe.report.html import card_html
+from aqe.report.model import Figure, Section, Table
+
+if TYPE_CHECKING:
+    from aqe.log.port import EventLog
+    from aqe.metrics import AqeMetrics
+    from aqe.projections.base import Projection
+    from aqe.workflows.engine import Instance
+
+__all__ = ["FOLLOWED", "LiveView"]
+
+FOLLOWED = ("AQE_TESTS", "AQE_AGENTS", "AQE_WORKFLOWS", "AQE_COORD", "AQE_LEARNING")
+"""Streams the dashboard follows (the first three are folded, the rest counted)."""
+
+_PROJECTION = "dashboard"
+"""The projection label of the dashboard's own folds in the metrics."""
+
+
+class LiveView:
+    """Folds the followed streams in memory and tells waiters when something changed."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        projections_root: Path | None,
+        metrics: AqeMetrics | None = None,
+        *,
+        bridge_status: Path | None = None,
+    ) -> None:
+        from aqe.coordination.membership import MembershipProjection
+        from aqe.projections.history import HistoryProjection
+
+        self._log = log
+        self._metrics = metrics
+        self._bridge_status = bridge_status
+        self.history = HistoryProjection()
+        self.membership = MembershipProjection()
+        self._starts: dict[str, int] = {}
+        self.history_state: Any = self._load(self.history, projections_root)
+        self.membership_state: Any = self._load(self.membership, projections_root)
+        self.instances: dict[str, Instance] = {}
+        self.last_seq: dict[str, int] = dict.fromkeys(FOLLOWED, 0)
+        self.last_seq.update(self._starts)
+        self.events_seen = 0
+        self.last_event = ""
+        self.last_event_at = 0.0
+        self.version = 0
+        self._changed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- loading and following -------------------------------------------------------
+
+    def _load(self, projection: Projection[Any], root: Path | None) -> Any:
+        from aqe.projections import SnapshotStore
+
+        if root is None or not (root / projection.name).exists():
+            return projection.initial()
+        snap = SnapshotStore(projection, root / projection.name).load()
+        for stream in projection.streams:
+            self._starts[stream] = snap.checkpoints.get(stream, 0)
+        return snap.state
+
+    def start(self) -> None:
+        """Start following every stream (tasks end with :meth:`stop`)."""
+        for stream in FOLLOWED:
+            self._tasks.append(asyncio.create_task(self._follow(stream), name=f"follow {stream}"))
+            if self._metrics is not None:
+                self._metrics.checkpoint(_PROJECTION, stream, self.last_seq[stream])
+
+    async def stop(self) -> None:
+        """Cancel the followers."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+
+    async def _follow(self, stream: str) -> None:
+        while True:
+            try:
+                async for env in self._log.read(
+                    stream, after_seq=self.last_seq[stream], follow=True
+                ):
+                    await self._apply(stream, env)
+            except AqeError:
+                # The stream is missing (not created yet) or the server went away: retry.
+                await asyncio.sleep(1.0)
+
+    async def _apply(self, stream: str, env: Any) -> None:
+        from aqe.workflows._store import fact_of
+        from aqe.workflows.engine import apply_instance
+
+        try:
+            event = env.decode()
+        except EventDecodeError:
+            event = None  # the projections' runner parks it; the dashboard only counts it
+        if event is not None:
+            with contextlib.suppress(Exception):  # a bad event leaves the view as it was
+                if stream == "AQE_TESTS":
+                    self.history_state = self.history.apply(self.history_state, env, event)
+                elif stream == "AQE_AGENTS":
+                    self.membership_state = self.membership.apply(self.membership_state, env, event)
+                elif stream == "AQE_WORKFLOWS":
+                    fact = fact_of(env)
+                    instance_id = getattr(event, "instance_id", None)
+                    if fact is not None and isinstance(instance_id, str):
+                        folded = apply_instance(self.instances.get(instance_id), fact)
+                        if folded is not None:
+                            self.instances[instance_id] = folded
+        self.last_seq[stream] = env.seq
+        self.events_seen += 1
+        self.last_event = f"{env.event_type} at {stream} seq {env.seq}"
+        self.last_event_at = time.time()
+        if self._metrics is not None:
+            self._metrics.folded(_PROJECTION, stream, env.seq)
+            if stream == "AQE_WORKFLOWS":
+                self._metrics.workflows(self.workflow_counts())
+        async with self._changed:
+            self.version += 1
+            self._changed.notify_all()
+
+    async def wait_change(self, after: int, timeout_s: float) -> int:
+        """Wait until :attr:`version` passes ``after`` (or the timeout); the version then."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.version > after), timeout_s
+                )
+            return self.version
+
+    # -- views -----------------------------------------------------------------------
+
+    def workflow_counts(self) -> dict[tuple[str, str], int]:
+        """Instances per ``(workflow, state)``."""
+        return dict(Counter((i.workflow, i.status or "running") for i in self.instances.values()))
+
+    def sections(self) -> list[Section]:
+        """The dashboard's views of the current state (the report's, plus the fleet)."""
+        from aqe.report.fleet_views import fleet_section, workflows_section
+        from aqe.report.tests_views import history_sections
+
+        sections = history_sections(self.history_state, self.last_seq["AQE_TESTS"], None)
+        flows = workflows_section(
+            self.instances, 1 if self.instances else 0, self.last_seq["AQE_WORKFLOWS"]
+        )
+        if flows is not None:
+            sections.append(flows)
+        sections.append(
+            fleet_section(self.membership_state, self.last_seq["AQE_AGENTS"], self._bridge_tables())
+        )
+        return sections
+
+    def refresh_bridge(self) -> dict[str, Any]:
+        """Read the bridge node's status snapshot and export its links' lag and RTT.
+
+        Raises:
+            BridgeError: there is no snapshot (or it is not one); the message names it.
+        """
+        from aqe.bridge.status import read_snapshot
+
+        assert self._bridge_status is not None  # noqa: S101 - callers check
+        snapshot = read_snapshot(self._bridge_status)
+        if self._metrics is not None:
+            self._metrics.bridge(snapshot)
+        return snapshot
+
+    def _bridge_tables(self) -> list[Table]:
+        if self._bridge_status is None:
+            return []
+        from aqe.bridge.status import link_views
+        from aqe.report.model import Source
+
+        try:
+            snapshot = self.refresh_bridge()
+        except AqeError as exc:
+            return [
+                Table(
+                    key="bridge-links",
+                    title="Bridge links",
+                    source=Source(events=(), stream="status.json", first_seq=0, last_seq=0),
+                    columns=[],
+                    rows=[],
+                    note=str(exc),
+                )
+            ]
+        views = link_views(snapshot)
+        return [
+            Table(
+                key="bridge-links",
+                title=f"Bridge links ({len(views)})",
+                source=Source(
+                    events=("bridge node status snapshot",),
+                    stream=str(self._bridge_status),
+                    first_seq=0,
+                    last_seq=0,
+                ),
+                columns=[
+                    "peer",
+                    "address",
+                    "connected",
+                    "lag events",
+                    "lag ms",
+                    "in flight",
+                    "acked",
+                ],
+                rows=[
+                    [
+                        v.peer,
+                        v.address,
+                        "yes" if v.connected else "no",
+                        f"{v.lag_events:,}",
+                        f"{v.lag_ms:.0f}",
+                        f"{v.in_flight:,}",
+                        f"{v.events_acked:,}",
+                    ]
+                    for v in views
+                ],
+            )
+        ]
+
+    def payload(self) -> bytes:
+        """One update for the page: counters and every section's cards and figures."""
+        sections = []
+        for section in self.sections():
+            items = []
+            for item in section.items:
+                entry: dict[str, Any] = {
+                    "key": item.key,
+                    "kind": "figure" if isinstance(item, Figure) else "table",
+                    "html": card_html(item),
+                }
+                if isinstance(item, Figure):
+                    entry["data"] = item.data
+                    entry["layout"] = item.layout
+                items.append(entry)
+            sections.append({"key": section.key, "title": section.title, "items": items})
+        return msgspec.json.encode(
+            {
+                "version": self.version,
+                "events": self.events_seen,
+                "last_seq": self.last_seq,
+                "last_event": self.last_event,
+                "sections": sections,
+            }
+        )
