@@ -65,6 +65,7 @@ bench:
     {{py}} tests/benchmarks/bench_cli.py
     {{py}} tests/benchmarks/bench_sandbox.py
     {{py}} tests/benchmarks/bench_flaky.py
+    {{py}} tests/benchmarks/bench_perf.py
     {{py}} tests/benchmarks/bench_coverage.py
 
 # Regenerate schemas/ from the event Structs.
