@@ -408,8 +408,14 @@ def _status_command(status: str) -> click.Command:
         limit: int | None,
         offline: bool,
         as_json: bool,
+        predicted: bool = False,
     ) -> None:
         tests, _ = _load(app, not offline, _policy(flip_threshold, broken_streak))
+        if predicted:
+            from aqe.cli._flaky_model import show_predicted
+
+            show_predicted(app, tests, as_json, refresh=not offline)
+            return
         rows = _select_tests([r for r in tests if r["status"] == status], since, sort, limit)
         if as_json:
             print_json(rows)
@@ -428,6 +434,15 @@ def _status_command(status: str) -> click.Command:
         "flaky": "Tests that pass and fail without a change (retries, same-commit flips).",
         "broken": "Tests failing consistently, with the run their failures began in.",
     }[status]
+    if status == "flaky":
+        command.params.append(
+            click.Option(
+                ["--predicted"],
+                is_flag=True,
+                help="Tests the flakiness model predicts flaky (`aqe flaky-model predict-pytest`) "
+                "beside the observed ones, with top remedies from the pattern library.",
+            )
+        )
     return command
 
 

@@ -13,7 +13,7 @@ from aqe.projections.base import Projection
 from aqe.projections.catalog import CatalogProjection, CatalogState
 from aqe.projections.deadletter import DeadLetter, DeadLetterSink, MemoryDeadLetters
 from aqe.projections.history import HistoryProjection
-from aqe.projections.replay import VerifyReport, rebuild, verify
+from aqe.projections.replay import VerifyReport, rebuild, sequence_at, verify
 from aqe.projections.runner import Progress, ProjectionRunner, RunStats, projection_lock
 from aqe.projections.store import Snapshot, SnapshotStore
 
@@ -35,6 +35,7 @@ __all__ = [
     "get_projection",
     "projection_lock",
     "rebuild",
+    "sequence_at",
     "verify",
 ]
 
