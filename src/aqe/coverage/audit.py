@@ -59,7 +59,17 @@ __all__ = [
     "score_strategies",
 ]
 
-_PYTEST_FLAGS = ("-q", "-p", "no:cacheprovider", "-p", "pytest_timeout")
+_PYTEST_FLAGS = ("-q", "-p", "no:cacheprovider")
+
+
+def _timeout_flags(timeout_s: float) -> list[str]:
+    """pytest-timeout's per-test limit where it is installed (a dev dependency); without
+    it a hanging mutant is stopped by the whole run's timeout and counts as killed."""
+    import importlib.util
+
+    if importlib.util.find_spec("pytest_timeout") is None:
+        return []
+    return ["-p", "pytest_timeout", f"--timeout={timeout_s:g}"]
 
 
 class MutantResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,7 +159,7 @@ def _run_suite(root: Path, tests: str, junit: Path, timeout_s: float) -> dict[st
         "-m",
         "pytest",
         *_PYTEST_FLAGS,
-        f"--timeout={timeout_s:g}",
+        *_timeout_flags(timeout_s),
         f"--junitxml={junit}",
         tests,
     ]
