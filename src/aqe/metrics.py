@@ -39,6 +39,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class AqeMetrics:
         self._dead_letters = 0
         self._workflows: dict[tuple[str, str], int] = {}
         self._bridge: dict[str, tuple[float, float, float | None]] = {}
+        self._bridge_status: Path | None = None
         self.registry: CollectorRegistry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
@@ -159,12 +161,22 @@ class AqeMetrics:
         with self._lock:
             self._bridge = links
 
+    def read_bridge_status(self, path: Path) -> None:
+        """Read a bridge node's ``status.json`` at every scrape (``aqe bridge run``)."""
+        self._bridge_status = path
+
     # -- collector --------------------------------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
         """The metric families, computed now (``prometheus_client``'s collector protocol)."""
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        if self._bridge_status is not None:
+            from aqe.bridge.status import read_snapshot
+            from aqe.errors import AqeError
+
+            with contextlib.suppress(AqeError):  # not written yet: the last values stay
+                self.bridge(read_snapshot(self._bridge_status))
         with self._lock:
             now = self._clock()
             appended = CounterMetricFamily(

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from aqe.cli._context import console, json_option, print_json, run
+from aqe.cli._metrics import metrics_port_option, start_metrics
 
 __all__ = ["bridge"]
 
@@ -150,7 +151,8 @@ def certs(
     show_default=True,
     help="How much the node logs (to stderr).",
 )
-def run_node(config_path: Path, log_level: str) -> None:
+@metrics_port_option
+def run_node(config_path: Path, log_level: str, metrics_port: int | None) -> None:
     """Run this cluster's bridge node until SIGTERM or SIGINT (then exit 0).
 
     Connects to the cluster's NATS (nats_url), prepares the bridged streams, listens for
@@ -173,6 +175,8 @@ def run_node(config_path: Path, log_level: str) -> None:
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
     logging.getLogger("aqe").setLevel(log_level.upper())
+    if metrics_port is not None:
+        start_metrics(metrics_port).read_bridge_status(config.status_path)
     run(BridgeNode(config).run())
 
 

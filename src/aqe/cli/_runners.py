@@ -9,6 +9,7 @@ import sys
 import click
 
 from aqe.cli._context import AppContext, console, open_log, pass_app, run
+from aqe.cli._metrics import metrics_port_option, start_metrics
 
 WORKFLOWS_CAPABILITY = "workflows"
 """The pseudo-capability that runs the workflow driver in the agent's process."""
@@ -64,6 +65,7 @@ def agent() -> None:
     metavar="S",
     help="Heartbeat interval.",
 )
+@metrics_port_option
 @pass_app
 def agent_run(
     app: AppContext,
@@ -73,6 +75,7 @@ def agent_run(
     max_attempts: int,
     slots: int,
     heartbeat_s: float,
+    metrics_port: int | None,
 ) -> None:
     """Join the fleet and run tasks from the work queues of CAPABILITY until stopped.
 
@@ -100,6 +103,14 @@ def agent_run(
         async with open_log(app) as log:
             runner = None
             driver = None
+            watcher = None
+            if metrics_port is not None:
+                from aqe.metrics import watch_log
+
+                streams = ("AQE_TESTS", "AQE_COORD", "AQE_WORKFLOWS", "AQE_AGENTS")
+                watcher = asyncio.ensure_future(
+                    watch_log(log, start_metrics(metrics_port), streams)
+                )
             if queues:
                 from aqe.testgen.task import TESTGEN, TestgenHandler
 
@@ -127,6 +138,8 @@ def agent_run(
             try:
                 await stop.wait()
             finally:
+                if watcher is not None:
+                    watcher.cancel()
                 if driver is not None:
                     await driver.stop()
                 if runner is not None:
