@@ -156,6 +156,33 @@ def _render_result(result: BatchResult, as_json: bool) -> None:
         out.print(f"{where}: {why}")
 
 
+def _job(
+    source: str,
+    package: str,
+    targets: tuple[str, ...],
+    tests: tuple[str, ...],
+    omit: str,
+    opts: dict[str, Any],
+) -> GenerationJob:
+    from aqe.testgen.generators import generator_names
+    from aqe.testgen.pipeline import GenerationJob, choose_backend
+
+    return GenerationJob(
+        source=source,
+        package=package,
+        targets=_csv(targets),
+        generators=generator_names(_csv(opts["generators"])),
+        tests=tests,
+        omit=omit,
+        seed=opts["seed"],
+        budget_s=opts["budget"],
+        max_candidates=opts["max_candidates"],
+        runs=opts["runs"],
+        backend=choose_backend(opts["backend"]),
+        parallel=opts["parallel"],
+    )
+
+
 @testgen.command("generate")
 @click.argument("source", type=click.Path(exists=True, file_okay=False))
 @click.option("--target", "targets", multiple=True, required=True, help="Module to test.")
@@ -166,39 +193,17 @@ def _render_result(result: BatchResult, as_json: bool) -> None:
 @pass_app
 def generate(
     app: AppContext,
+    /,
     source: str,
     targets: tuple[str, ...],
     package: str,
     tests: tuple[str, ...],
     omit: str,
-    generators: tuple[str, ...],
-    seed: int,
-    budget: float,
-    max_candidates: int,
-    runs: int,
-    backend: str,
-    parallel: int,
-    as_json: bool,
+    **opts: Any,
 ) -> None:
     """Generate tests for modules of SOURCE, keep those that pass N times and add coverage."""
-    from aqe.testgen.generators import generator_names
-    from aqe.testgen.pipeline import GenerationJob, choose_backend
-
-    job = GenerationJob(
-        source=str(Path(source).resolve()),
-        package=package,
-        targets=_csv(targets),
-        generators=generator_names(_csv(generators)),
-        tests=tests,
-        omit=omit,
-        seed=seed,
-        budget_s=budget,
-        max_candidates=max_candidates,
-        runs=runs,
-        backend=choose_backend(backend),
-        parallel=parallel,
-    )
-    _render_result(_run_job(app, job), as_json)
+    job = _job(str(Path(source).resolve()), package, targets, tests, omit, opts)
+    _render_result(_run_job(app, job), opts["as_json"])
 
 
 @testgen.command("eval")
@@ -223,46 +228,25 @@ def generate(
 @pass_app
 def eval_(
     app: AppContext,
+    /,
     package: str,
     remove: tuple[str, ...],
     targets: tuple[str, ...],
     workdir: str | None,
-    generators: tuple[str, ...],
-    seed: int,
-    budget: float,
-    max_candidates: int,
-    runs: int,
-    backend: str,
-    parallel: int,
-    as_json: bool,
+    **opts: Any,
 ) -> None:
     """Remove some of a real package's test files, generate, and measure before and after."""
     from aqe.testgen.evaluate import prepare_package
-    from aqe.testgen.generators import generator_names
-    from aqe.testgen.pipeline import GenerationJob, choose_backend
 
     with tempfile.TemporaryDirectory(prefix="aqe-testgen-eval-") as tmp:
         dest = Path(workdir) if workdir else Path(tmp)
         dest.mkdir(parents=True, exist_ok=True)
         project = prepare_package(package, dest, remove=_csv(remove))
-        job = GenerationJob(
-            source=project.source,
-            package=project.package,
-            targets=_csv(targets),
-            generators=generator_names(_csv(generators)),
-            tests=project.tests,
-            omit=project.omit,
-            seed=seed,
-            budget_s=budget,
-            max_candidates=max_candidates,
-            runs=runs,
-            backend=choose_backend(backend),
-            parallel=parallel,
-        )
+        job = _job(project.source, project.package, targets, project.tests, project.omit, opts)
         console(stderr=True).print(
             f"{package}: removed {', '.join(project.removed)}; suite left: {project.tests[0]}"
         )
-        _render_result(_run_job(app, job), as_json)
+        _render_result(_run_job(app, job), opts["as_json"])
 
 
 def _selection(func: Any) -> Any:
