@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.cli._metrics import metrics_port_option, start_metrics
 from aqe.cli._table import Cell, emit_table, output_options
 
 if TYPE_CHECKING:
@@ -151,15 +152,23 @@ def _stats_line(stats: Any) -> str:
     help="Save state and checkpoints at least every N events.",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@metrics_port_option
 @json_option
 @pass_app
 def consume(
-    app: AppContext, name: str, follow: bool, flush_every: int, quiet: bool, as_json: bool
+    app: AppContext,
+    name: str,
+    follow: bool,
+    flush_every: int,
+    quiet: bool,
+    metrics_port: int | None,
+    as_json: bool,
 ) -> None:
     """Fold the log into projection NAME from its checkpoint.
 
     The projections are listed by `aqe projections list`.
     """
+    from aqe.metrics import watch_log
     from aqe.projections import (
         ProjectionRunner,
         SnapshotStore,
@@ -179,16 +188,24 @@ def consume(
                 projection_lock(root / projection.name),
                 progress_bar(bar_total, f"consume {name}", not (quiet or as_json)) as set_done,
             ):
+                on_progress = fold_progress(set_done, start)
+                watcher = None
+                if metrics_port is not None:  # every event reported, for the metrics
+                    metrics = start_metrics(metrics_port)
+                    on_progress = _both(on_progress, metrics.progress())
+                    watcher = asyncio.ensure_future(watch_log(log, metrics, projection.streams))
                 runner = ProjectionRunner(
                     projection,
                     log,
                     SnapshotStore(projection, root / projection.name),
                     JetStreamDeadLetters(log.connection),
                     flush_every=flush_every,
-                    on_progress=fold_progress(set_done, start),
-                    progress_every=1000,
+                    on_progress=on_progress,
+                    progress_every=1 if watcher else 1000,
                 )
                 task = asyncio.ensure_future(runner.run(follow=follow))
+                if watcher is not None:
+                    task.add_done_callback(lambda _: watcher.cancel())
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, task.cancel)
@@ -210,6 +227,16 @@ def consume(
         print_json(msgspec_dump(stats))
     else:
         console().print(_stats_line(stats))
+
+
+def _both(
+    first: Callable[[Progress], None], second: Callable[[Progress], None]
+) -> Callable[[Progress], None]:
+    def update(p: Progress) -> None:
+        first(p)
+        second(p)
+
+    return update
 
 
 def msgspec_dump(value: Any) -> Any:
