@@ -98,6 +98,11 @@ def _run_job(app: AppContext, job: GenerationJob) -> BatchResult:
     for gen in gens.values():
         gen.command(job.targets[0], seed=job.seed, budget_s=job.budget_s, max_candidates=1)
     err = console(stderr=True)
+    if job.backend == "process":
+        err.print(
+            "warning: the process sandbox does not isolate the network or the file system; "
+            "generated code runs as you (install bubblewrap for the namespace sandbox)"
+        )
 
     async def go() -> BatchResult:
         box = open_sandbox(job.backend)
