@@ -121,3 +121,39 @@ def test_the_default_comes_from_the_environment(
     assert (embedder.backend, embedder.precision) == ("onnx", "fp32")
     assert embedder.model_dir == store
     assert embedder.model_version.endswith("/onnx-fp32")
+
+
+def test_bench_embed_prints_speed_quality_and_a_recommendation(
+    tmp_path: Path, store: Path, torch_fp32: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from aqe.cli._context import AppContext
+    from aqe.cli._patterns import patterns
+
+    monkeypatch.setenv("AQE_MODEL_DIR", os.fspath(store))
+    bench = tmp_path / "bench"
+    (bench / "qrels").mkdir(parents=True)
+    corpus = [{"_id": f"d{i}", "title": "", "text": text} for i, text in enumerate(SNIPPETS)]
+    (bench / "corpus.jsonl").write_text("\n".join(json.dumps(row) for row in corpus))
+    queries = [{"_id": f"q{i}", "text": text} for i, text in enumerate(QUERIES)]
+    (bench / "queries.jsonl").write_text("\n".join(json.dumps(row) for row in queries))
+    (bench / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq0\td0\t1\nq3\td2\t1\n")
+    args = ["bench-embed", "--dataset", str(bench), "--backend", "onnx-int8", "--ndcg"]
+
+    result = CliRunner().invoke(
+        patterns,
+        [*args, "--queries", "2", "--snippets", "3", "--json"],
+        obj=AppContext(str(tmp_path / "data"), None),
+    )
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    speed = {f"{row['backend']}-{row['precision']}": row for row in report["speed"]}
+    assert list(speed) == ["torch-fp32", "onnx-int8"]  # the reference is always measured
+    assert speed["torch-fp32"]["cosine_min"] == pytest.approx(1.0, abs=1e-5)
+    assert 0.98 <= speed["onnx-int8"]["cosine_p1"] < 1.0
+    assert all(row["queries_per_s"] > 0 and row["snippets_per_s"] > 0 for row in speed.values())
+    ndcg = {f"{row['backend']}-{row['precision']}": row for row in report["ndcg"]}
+    assert ndcg["torch-fp32"]["semantic_ndcg"] == 1.0  # both judged queries find their snippet
+    assert report["recommended"] in speed

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -292,14 +294,8 @@ def eval_(
     evaluation embeds nothing.
     """
     from aqe.search.engine import DEFAULT_RRF_K, DEFAULT_WEIGHTS, PatternSearch
-    from aqe.search.metrics import evaluate, load_dataset
-    from aqe.search.projection import (
-        LibraryState,
-        PatternDoc,
-        active_ids,
-        cache_dir_for,
-        embedding_text,
-    )
+    from aqe.search.metrics import dataset_library, evaluate, load_dataset
+    from aqe.search.projection import active_ids, cache_dir_for, embedding_text
 
     chosen = _weights(weights) or DEFAULT_WEIGHTS
     data = load_dataset(dataset)
@@ -308,20 +304,7 @@ def eval_(
 
         keep = data.judged()[:max_queries]
         data = msgspec.structs.replace(data, queries={q: data.queries[q] for q in keep})
-    state = LibraryState(
-        patterns={
-            doc_id: PatternDoc(
-                name=doc.name,
-                code=doc.code,
-                description=doc.description,
-                category=doc.category,
-                language=doc.language,
-                framework=doc.framework,
-                tags=tuple(doc.tags),
-            )
-            for doc_id, doc in data.corpus.items()
-        }
-    )
+    state = dataset_library(data)
     from aqe.search.embed import Embedder
 
     embedder = Embedder(cache_dir_for(projections_root(app) / "patterns"))
@@ -387,4 +370,141 @@ def eval_(
         title=f"{data.name}: {len(data.corpus)} docs, {len(data.judged())} queries "
         f"(indexed in {index_s:.1f} s; embedding cache {embedder.hits} hits, "
         f"{embedder.misses} misses)",
+    )
+
+
+_EMBED_CHOICES = ["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"]
+
+
+@patterns.command(name="bench-embed")
+@click.option(
+    "--backend",
+    "choices",
+    type=click.Choice(_EMBED_CHOICES),
+    multiple=True,
+    help="A backend-precision to measure (repeatable) [default: torch-fp32, onnx-fp32, "
+    "onnx-int8]; torch-fp32 is always measured as the reference.",
+)
+@click.option(
+    "--dataset",
+    default="cosqa",
+    show_default=True,
+    callback=_dataset_dir,
+    help="Where the queries and snippets come from (NAME|DIR).",
+)
+@click.option("--queries", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--snippets", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--ndcg",
+    is_flag=True,
+    help="Also evaluate nDCG@10 on the whole data set per backend (embeds its corpus "
+    "once per backend through the cache: minutes the first time).",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress.")
+@output_options
+@pass_app
+def bench_embed(
+    app: AppContext,
+    choices: tuple[str, ...],
+    dataset: Path,
+    queries: int,
+    snippets: int,
+    ndcg: bool,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    """Measure the embedding backends on this machine and print the table.
+
+    Single queries (each alone, as a search embeds it) and batched code snippets per
+    backend and precision, against torch fp32 in the same run; cosine of each vector to
+    fp32 (min and 1st percentile); with --ndcg, nDCG@10 of semantic and hybrid search.
+    Ends with the recommended default (set it with AQE_EMBED=<backend>-<precision>).
+    """
+    from aqe.search.embedbench import DEFAULT_CHOICES, measure, ndcg_by_backend, recommend
+    from aqe.search.metrics import load_dataset
+    from aqe.search.projection import cache_dir_for
+
+    data = load_dataset(dataset)
+    query_texts = [data.queries[q] for q in data.judged()[:queries]]
+    snippet_texts = [doc.code or doc.description for doc in data.corpus.values()][:snippets]
+    picked = [tuple(c.split("-", 1)) for c in choices] or list(DEFAULT_CHOICES)
+    show = not (quiet or as_json)
+    err = console(stderr=True)
+
+    def say(label: str) -> None:
+        if show:
+            err.print(f"measuring {label} ...")
+
+    speeds = measure(picked, query_texts, snippet_texts, on_progress=say)  # type: ignore[arg-type]
+    quality = []
+    if ndcg:
+        bars: dict[str, Callable[[int], None]] = {}
+        with contextlib.ExitStack() as stack:
+
+            def tick(label: str, done: int, total: int) -> None:
+                if label not in bars:
+                    bars[label] = stack.enter_context(progress_bar(total, label, show))
+                bars[label](done)
+
+            quality = ndcg_by_backend(
+                data,
+                picked,  # type: ignore[arg-type]
+                cache_dir_for(projections_root(app) / "patterns"),
+                on_progress=tick,
+            )
+    best = recommend(speeds, quality)
+    if as_json:
+        import msgspec
+
+        print_json(
+            {
+                "dataset": data.name,
+                "speed": msgspec.to_builtins(speeds),
+                "ndcg": msgspec.to_builtins(quality),
+                "recommended": f"{best.backend}-{best.precision}",
+            }
+        )
+        return
+    base = speeds[0]
+    names = ("backend", "load s", "query p50 ms", "queries/s", "x fp32", "snippets/s", "x fp32")
+    emit_table(
+        [Column(n, "left" if n == "backend" else "right") for n in names]
+        + [Column("cos min", "right"), Column("cos p1", "right")],
+        [
+            [
+                f"{s.backend}-{s.precision}",
+                f"{s.load_s:.1f}",
+                f"{s.query_p50_ms:.2f}",
+                f"{s.queries_per_s:.1f}",
+                f"{s.queries_per_s / base.queries_per_s:.2f}",
+                f"{s.snippets_per_s:.1f}",
+                f"{s.snippets_per_s / base.snippets_per_s:.2f}",
+                f"{s.cosine_min:.4f}",
+                f"{s.cosine_p1:.4f}",
+            ]
+            for s in speeds
+        ],
+        title=f"{len(query_texts)} single queries, {len(snippet_texts)} snippets in one "
+        f"batch ({data.name}); x fp32 = against torch fp32 in this run",
+    )
+    if quality:
+        ref = quality[0]
+        emit_table(
+            [Column("backend", "left")]
+            + [Column(n, "right") for n in ("semantic nDCG@10", "Δ", "hybrid nDCG@10", "Δ")],
+            [
+                [
+                    f"{q.backend}-{q.precision}",
+                    f"{q.semantic_ndcg:.4f}",
+                    f"{q.semantic_ndcg - ref.semantic_ndcg:+.4f}",
+                    f"{q.hybrid_ndcg:.4f}",
+                    f"{q.hybrid_ndcg - ref.hybrid_ndcg:+.4f}",
+                ]
+                for q in quality
+            ],
+            title=f"{data.name}: {len(data.corpus)} docs, {len(data.judged())} queries",
+        )
+    console().print(
+        f"recommended on this machine: AQE_EMBED={best.backend}-{best.precision} "
+        f"({best.queries_per_s:.0f} queries/s, {best.snippets_per_s:.0f} snippets/s)"
     )

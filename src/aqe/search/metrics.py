@@ -37,10 +37,12 @@ from aqe.errors import ConfigError, ReportError
 
 if TYPE_CHECKING:
     from aqe.search.keyword import KeywordDoc
+    from aqe.search.projection import LibraryState
 
 __all__ = [
     "Dataset",
     "EvalResult",
+    "dataset_library",
     "evaluate",
     "load_beir",
     "load_cosqa",
@@ -386,6 +388,26 @@ def load_cosqa(directory: Path) -> Dataset:
             qrels[query_id] = {gold: 1}
     return Dataset(
         name=directory.name, corpus=corpus, queries=queries, qrels=qrels, unmatched=unmatched
+    )
+
+
+def dataset_library(dataset: Dataset) -> LibraryState:
+    """The data set's corpus as a pattern library (one pattern per document, same id)."""
+    from aqe.search.projection import LibraryState, PatternDoc
+
+    return LibraryState(
+        patterns={
+            doc_id: PatternDoc(
+                name=doc.name,
+                code=doc.code,
+                description=doc.description,
+                category=doc.category,
+                language=doc.language,
+                framework=doc.framework,
+                tags=tuple(doc.tags),
+            )
+            for doc_id, doc in dataset.corpus.items()
+        }
     )
 
 
