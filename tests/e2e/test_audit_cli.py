@@ -58,6 +58,7 @@ def test_seal_verify_prove_export_import(
     report = tmp_path / "r.xml"
     report.write_text(REPORT, encoding="utf-8")
     assert aqe("ingest", str(report), "-q").code == 0
+    assert aqe("quarantine", "tests.test_m.test_f", "--reason", "flaky").code == 0
     nothing = aqe("audit", "seal")
     assert nothing.code == 2
     assert "aqe audit keygen" in nothing.err
@@ -70,7 +71,7 @@ def test_seal_verify_prove_export_import(
     [row] = sealed.json()
     size = row["tree_size"]
     assert (row["stream"], row["last_seq"]) == ("AQE_TESTS", size)
-    assert size == 11  # run started + 9 executions + run finished
+    assert size == 12  # run started + 9 executions + run finished + quarantine
 
     verified = aqe("audit", "verify", "--stream", "AQE_TESTS", "--json")
     assert verified.code == 0, verified.out + verified.err
@@ -115,12 +116,42 @@ def test_seal_verify_prove_export_import(
         assert no.returncode == 1
         assert "FAILED AQE_TESTS 3: audit path" in no.stdout
 
+    # Why is test_f quarantined? Its execution, its run's start and finish, the
+    # quarantine itself: each with its sequence and a proof that checks offline.
+    why = aqe(
+        "audit",
+        "explain",
+        "history",
+        "tests.test_m.test_f",
+        "--json",
+        "--proofs",
+        str(tmp_path / "why.jsonl"),
+    )
+    assert why.code == 0, why.err
+    explained = why.json()["events"]
+    assert [(e["seq"], e["event_type"]) for e in explained] == [
+        (1, "tests.run.started.v1"),
+        (10, "tests.case.executed.v1"),
+        (11, "tests.run.finished.v1"),
+        (12, "tests.case.quarantined.v1"),
+    ]
+    assert all(e["proof"]["seal"]["root"] == row["root"] for e in explained)
+    assert aqe("audit", "check-proof", str(tmp_path / "why.jsonl"), "--key", pub).code == 0
+
+    # The history as it was before the quarantine (seq 11), beside the live one.
+    past = aqe("replay", "history", "--as-of", "11", "--into", str(tmp_path / "past"), "-q")
+    assert past.code == 0, past.err
+    state = (tmp_path / "past" / "history" / "state.json").read_bytes()
+    assert b"tests.test_m.test_f" in state
+    assert b'"quarantined":true' not in state
+    assert aqe("replay", "history", "--as-of", "11").code == 2  # --into is required
+
     out = tmp_path / "export"
     exported = aqe(
         "audit", "export", "--stream", "AQE_TESTS", "--range", "2..10", "--out", str(out), "--json"
     )
     assert exported.code == 0, exported.err
-    assert (exported.json()["events"], exported.json()["tree_size"]) == (9, 11)
+    assert (exported.json()["events"], exported.json()["tree_size"]) == (9, 12)
     offline = aqe("audit", "verify", "--export", str(out), "--key", pub, "--json")
     assert offline.code == 0, offline.out + offline.err
     assert offline.json()["problems"] == []

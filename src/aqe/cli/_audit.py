@@ -482,3 +482,56 @@ def import_(
         print_json({"imported": count, "stream": stream or report.stream})
     else:
         console().print(f"imported {count} events into {stream or report.stream} (export verified)")
+
+
+@audit.command()
+@click.argument("projection")
+@click.argument("key")
+@click.option(
+    "--proofs",
+    "proofs_out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the events' inclusion proofs to FILE (one JSON document a line).",
+)
+@json_option
+@pass_app
+def explain(
+    app: AppContext, projection: str, key: str, proofs_out: Path | None, as_json: bool
+) -> None:
+    """List the events behind row KEY of PROJECTION, with sequences and inclusion proofs.
+
+    KEY is the row's aggregate id: a test id for `history` (its executions, the runs
+    they were in, its quarantine), an agent id for `membership`, and so on.
+    """
+    from aqe.audit.explain import explain as explain_row
+    from aqe.audit.proof import encode_proof
+    from aqe.projections import get_projection
+
+    streams = get_projection(projection).streams
+
+    async def go() -> Any:
+        async with open_log(app) as log:
+            return await explain_row(log, projection, streams, log.specs, key)
+
+    result = run(go())
+    if proofs_out is not None:
+        proofs_out.write_bytes(
+            b"".join(encode_proof(e.proof) + b"\n" for e in result.events if e.proof)
+        )
+    if as_json:
+        print_json(result)
+        return
+    from datetime import UTC, datetime
+
+    rows: list[list[Cell]] = []
+    for e in result.events:
+        when = datetime.fromtimestamp(e.recorded_at_ns / 1e9, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        proof = (
+            f"in tree of {e.proof.tree_size} (seal {e.proof.seal_seq})" if e.proof else "not sealed"
+        )
+        rows.append([e.stream, e.seq, e.event_type, when, proof])
+    emit_table(["stream", "seq", "event", "stored (UTC)", "proof"], rows)
+    if result.unsealed:
+        console(stderr=True).print(
+            f"{result.unsealed} events are not sealed yet: run `aqe audit seal` for their proofs"
+        )

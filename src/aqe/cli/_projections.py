@@ -192,6 +192,8 @@ def consume(
                 watcher = None
                 if metrics_port is not None:  # every event reported, for the metrics
                     metrics = start_metrics(metrics_port)
+                    for stream, seq in start.items():
+                        metrics.checkpoint(projection.name, stream, seq)
                     on_progress = _both(on_progress, metrics.progress())
                     watcher = asyncio.ensure_future(watch_log(log, metrics, projection.streams))
                 runner = ProjectionRunner(
@@ -263,28 +265,57 @@ def msgspec_dump(value: Any) -> Any:
     help="Compare the live projection with the log (lag behind each stream's end, and "
     "a rebuild aside up to the live checkpoints); change nothing.",
 )
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="SEQ|TIME",
+    help="Build the projection as it was at sequence SEQ of every stream, or at a time "
+    "(2026-12-01T12:00Z: each stream up to its last event stored by then); needs --into.",
+)
+@click.option(
+    "--into",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Build into DIR/NAME instead of the live directory (the live one is untouched).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
 def replay(
-    app: AppContext, name: str, until_seq: int | None, verify: bool, quiet: bool, as_json: bool
+    app: AppContext,
+    name: str,
+    until_seq: int | None,
+    verify: bool,
+    as_of: str | None,
+    into: Path | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Rebuild projection NAME from the log into a fresh directory and swap it in.
 
     With --verify, print how far the live projection lags each stream's end and any
     difference from a rebuild aside up to its checkpoints; the exit status is 1 when
-    it lags or differs.
+    it lags or differs. With --as-of and --into, build the past into a side directory.
     """
     from aqe.projections import get_projection, rebuild
     from aqe.projections import verify as verify_projection
-    from aqe.projections.deadletter import JetStreamDeadLetters
+    from aqe.projections.deadletter import JetStreamDeadLetters, MemoryDeadLetters
 
     projection = get_projection(name)
-    root = projections_root(app)
+    root = projections_root(app) if into is None else into
+    if as_of is not None and (into is None or until_seq is not None or verify):
+        raise click.UsageError("--as-of needs --into DIR and goes without --until-seq/--verify")
+    as_of_seq, as_of_ns = _parse_as_of(as_of) if as_of is not None else (None, None)
+    if as_of_seq is not None:
+        until_seq = as_of_seq
     until = None if until_seq is None else dict.fromkeys(projection.streams, until_seq)
 
     async def go() -> Any:
         async with open_log(app) as log:
+            nonlocal until
+            if as_of_ns is not None:
+                from aqe.projections import sequence_at
+
+                until = {s: await sequence_at(log, s, as_of_ns) for s in projection.streams}
             total = 0
             if verify:  # the rebuild aside stops at the live checkpoints
                 _, start = await pending_events(log, projection, root)
@@ -292,7 +323,7 @@ def replay(
                 last = await log.last_seq(stream)
                 if verify:
                     last = min(last, start[stream])
-                total += min(last, until_seq) if until_seq is not None else last
+                total += min(last, until[stream]) if until is not None else last
             label = f"{'verify' if verify else 'replay'} {name}"
             with progress_bar(total, label, not (quiet or as_json)) as set_completed:
                 on_progress = fold_progress(set_completed, {})
@@ -302,7 +333,8 @@ def replay(
                     projection,
                     log,
                     root,
-                    JetStreamDeadLetters(log.connection),
+                    # A build of the past beside the live one parks nothing again.
+                    JetStreamDeadLetters(log.connection) if into is None else MemoryDeadLetters(),
                     until=until,
                     on_progress=on_progress,
                 )
@@ -323,10 +355,29 @@ def replay(
             out.print(f"[red]{name}: live state {why} ({cps})[/red]")
             for line in result.differences:
                 out.print(f"  {line}")
+    elif into is not None:
+        console().print(_stats_line(result) + f" (built into {root / name})")
     else:
         console().print(_stats_line(result) + " (rebuilt from sequence 1 and swapped in)")
     if verify and not result.equal:
         raise SystemExit(1)
+
+
+def _parse_as_of(text: str) -> tuple[int | None, int | None]:
+    """``--as-of``: (sequence, None) or (None, epoch nanoseconds)."""
+    from datetime import UTC, datetime
+
+    if text.isdigit():
+        return int(text), None
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: neither a sequence nor a time like 2026-12-01T12:00Z", param_hint="--as-of"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return None, int(when.timestamp()) * 1_000_000_000 + when.microsecond * 1000
 
 
 @click.group()

@@ -26,7 +26,7 @@ from aqe.projections.runner import Progress, ProjectionRunner, RunStats, project
 from aqe.projections.store import SnapshotStore
 from aqe.projections.tables import swap_in
 
-__all__ = ["VerifyReport", "diff_states", "rebuild", "verify"]
+__all__ = ["VerifyReport", "diff_states", "rebuild", "sequence_at", "verify"]
 
 
 class VerifyReport(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
@@ -133,6 +133,31 @@ async def verify(
         stream_ends=ends,
         lag=sum(max(0, ends[s] - checkpoints[s]) for s in projection.streams),
     )
+
+
+async def sequence_at(log: EventLog, stream: str, time_ns: int) -> int:
+    """The last sequence of ``stream`` stored at or before ``time_ns`` (0: none).
+
+    Store times grow with sequences, so this is a binary search; each probe reads the
+    first message at or after a sequence, which steps over deleted ones.
+    """
+    lo, hi, found = 1, await log.last_seq(stream), 0
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        it = log.read(stream, after_seq=mid - 1, until_seq=hi)
+        try:
+            first = await anext(it, None)
+        finally:
+            close = getattr(it, "aclose", None)  # end the read (unsubscribe) now
+            if close is not None:
+                await close()
+        if first is None:
+            hi = mid - 1
+        elif first.recorded_at_ns <= time_ns:
+            found, lo = first.seq, first.seq + 1
+        else:
+            hi = mid - 1
+    return found
 
 
 def _lag_lines(name: str, checkpoints: Mapping[str, int], ends: Mapping[str, int]) -> list[str]:
