@@ -563,6 +563,10 @@ def quality(
     from aqe.perf.quality import evaluate, generate
 
     cfg = _config(min_effect, alpha, penalty, min_size)
+    if not as_json:
+        console(stderr=True).print(
+            f"scoring {n_series} series of {length} points (detection, confirm, threshold rule)..."
+        )
     rows = evaluate(generate(n_series, length, seed=seed), config=cfg, threshold=threshold)
     data = [
         {
