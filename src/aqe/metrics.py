@@ -123,13 +123,16 @@ class AqeMetrics:
             self._moved_at.setdefault(key, self._clock())
 
     def progress(self) -> Callable[[Progress], None]:
-        """An ``on_progress`` callback for a :class:`~aqe.projections.ProjectionRunner`."""
-        last: dict[tuple[str, str], int] = {}
+        """An ``on_progress`` callback for a :class:`~aqe.projections.ProjectionRunner`.
+
+        Events folded are counted from the sequence reached before; register where the
+        runner starts with :meth:`checkpoint` first, or the first report only sets it.
+        """
 
         def update(p: Progress) -> None:
             key = (p.projection, p.stream)
-            before = last.get(key)
-            last[key] = p.seq
+            with self._lock:
+                before = self._checkpoint.get(key)
             if before is None:
                 self.checkpoint(p.projection, p.stream, p.seq)
             elif p.seq > before:

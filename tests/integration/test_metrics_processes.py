@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -107,9 +106,12 @@ def test_consume_follow_exports_folds_lag_and_checkpoint(nats_url: str, tmp_path
         asyncio.run(append(nats_url, 4, 3))
         after = wait_for(7)
     finally:
-        proc.send_signal(signal.SIGINT)
+        # Killed: a clean stop saves the snapshot and LanceDB tables (seconds), which this
+        # test does not look at; the projection's checkpoints make a kill safe anyway.
+        proc.kill()
         proc.wait(timeout=20)
-    assert after[("aqe_events_folded_total", key)] - before[("aqe_events_folded_total", key)] == 4
+    assert before[("aqe_events_folded_total", key)] == 3
+    assert after[("aqe_events_folded_total", key)] == 7
     assert after[("aqe_consumer_lag_events", key)] == 0
     assert ("aqe_projection_checkpoint_age_seconds", key) in after
     assert after[("aqe_dead_letters_total", ())] == 0
