@@ -54,6 +54,8 @@ bench:
     {{py}} tests/benchmarks/bench_replay.py
     {{py}} tests/benchmarks/bench_ingest.py
     {{py}} tests/benchmarks/bench_search.py
+    {{py}} tests/benchmarks/bench_embed.py
+    {{py}} tests/benchmarks/bench_ann.py
     {{py}} tests/benchmarks/bench_learning.py
     {{py}} tests/benchmarks/bench_membership.py
     {{py}} tests/benchmarks/bench_election.py
@@ -65,6 +67,7 @@ bench:
     {{py}} tests/benchmarks/bench_cli.py
     {{py}} tests/benchmarks/bench_sandbox.py
     {{py}} tests/benchmarks/bench_flaky.py
+    {{py}} tests/benchmarks/bench_flakemodel.py
     {{py}} tests/benchmarks/bench_perf.py
     {{py}} tests/benchmarks/bench_coverage.py
 

@@ -426,7 +426,9 @@ def bench_embed(
 
     data = load_dataset(dataset)
     query_texts = [data.queries[q] for q in data.judged()[:queries]]
-    snippet_texts = [doc.code or doc.description for doc in data.corpus.values()][:snippets]
+    corpus = [doc.code or doc.description for doc in data.corpus.values()]
+    # Spread over the corpus: a data set's first documents are rarely typical in length.
+    snippet_texts = corpus[:: max(1, len(corpus) // snippets)][:snippets]
     picked = [tuple(c.split("-", 1)) for c in choices] or list(DEFAULT_CHOICES)
     show = not (quiet or as_json)
     err = console(stderr=True)
