@@ -61,12 +61,6 @@ function verifyInclusion(leafHash, index, size, path, root) {
 }
 
 function sealBytes(s) {
-  const detail = [
-    (s.consistency ?? []).join(","),
-    (s.frontier ?? []).join(","),
-    (s.runs ?? []).map(([a, b]) => `${a}-${b}`).join(";"),
-    s.digests ?? "",
-  ].join("\n");
   const lines = [
     "aqe.audit.seal.v1",
     s.stream,
@@ -78,7 +72,7 @@ function sealBytes(s) {
     String(s.prev_last_seq ?? 0),
     s.sealed_at ?? "",
     s.signer ?? "",
-    createHash("sha256").update(detail, "utf8").digest("hex"),
+    s.detail_sha256,
   ];
   return Buffer.from(lines.join("\n"), "utf8");
 }

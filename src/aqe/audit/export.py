@@ -37,7 +37,7 @@ from aqe.audit.proof import (
     decode_proof,
     encode_proof,
 )
-from aqe.audit.seal import AuditError, TrustedKeys, seal_problem, seals_of
+from aqe.audit.seal import AuditError, TrustedKeys, head_of, seal_problem, seals_of
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import MAX_BATCH, BatchResult, EventLog
@@ -229,7 +229,7 @@ def verify_export(directory: Path, trusted: TrustedKeys) -> ExportReport:
             != proof.leaf
         ):
             problems.append(f"seq {seq}: the row is not the message its proof names")
-        if last is None or proof.seal_seq != last.seal_seq or proof.seal != last.seal:
+        if last is None or proof.seal_seq != last.seal_seq or proof.seal != head_of(last.seal):
             problems.append(f"seq {seq}: proof is against a seal that is not the export's last")
         problems += [f"seq {seq}: {p}" for p in check_proof(proof, trusted)]
     present = {row["seq"] for row in rows}

@@ -15,7 +15,15 @@ import msgspec
 
 from aqe.audit.leaf import leaf_bytes, leaf_headers, message_leaf_hash
 from aqe.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
-from aqe.audit.seal import AUDIT_STREAM, AuditError, TrustedKeys, seal_problem, seals_of
+from aqe.audit.seal import (
+    AUDIT_STREAM,
+    AuditError,
+    SealHead,
+    TrustedKeys,
+    head_of,
+    seal_problem,
+    seals_of,
+)
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import EventLog
@@ -79,7 +87,8 @@ class InclusionProof(msgspec.Struct, frozen=True, kw_only=True):
     """Hex hashes, leaf to root (RFC 9162 §2.1.3.1)."""
     seal_seq: int
     """Where the seal is stored in ``AQE_AUDIT``."""
-    seal: StreamSealed
+    seal: SealHead
+    """The seal's signed head (its detail as one hash)."""
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -219,7 +228,7 @@ class Prover:
             tree_size=self.tree.size,
             path=[h.hex() for h in self.tree.inclusion_proof(index)],
             seal_seq=self.seal_seq,
-            seal=self.seal,
+            seal=head_of(self.seal),
         )
 
     async def prove(self, log: EventLog, seq: int) -> InclusionProof:

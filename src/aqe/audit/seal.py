@@ -18,11 +18,13 @@ Signed bytes (:func:`seal_bytes`), plain text so another language can rebuild th
     <prev_last_seq>
     <sealed_at>
     <signer>
-    <hex SHA-256 of: ",".join(consistency) "\\n" ",".join(frontier) "\\n"
-                     ";".join("first-last" per run) "\\n" digests>
+    <detail_sha256: hex SHA-256 of ",".join(consistency) "\\n" ",".join(frontier)
+                    "\\n" ";".join("first-last" per run) "\\n" digests>
 
 joined by ``\\n`` with no newline at the end; the signature is Ed25519 over those
-UTF-8 bytes, base64 in ``signature``.
+UTF-8 bytes, base64 in ``signature``. Hashing the detail lets an inclusion proof
+carry only the seal's head (:class:`SealHead`, a few hundred bytes) instead of its
+digests (up to about 350 KB).
 """
 
 from __future__ import annotations
@@ -58,7 +60,10 @@ __all__ = [
     "MAX_LEAVES_PER_SEAL",
     "SEALER_ID",
     "AuditError",
+    "SealHead",
     "TrustedKeys",
+    "head_bytes",
+    "head_of",
     "key_id",
     "runs_of",
     "seal_bytes",
@@ -112,8 +117,26 @@ def seal_subject(stream: str) -> str:
     return f"aqe.audit.seal.{encode_token(stream)}.sealed"
 
 
-def seal_bytes(seal: StreamSealed) -> bytes:
-    """The bytes a seal's signature covers (module docstring)."""
+class SealHead(msgspec.Struct, frozen=True, kw_only=True):
+    """What a seal's signature covers, with its detail (proofs, frontier, runs, digests)
+    reduced to one hash: the part of a seal an inclusion proof carries."""
+
+    stream: str
+    tree_size: int
+    root: str
+    last_seq: int
+    prev_size: int = 0
+    prev_root: str = ""
+    prev_last_seq: int = 0
+    sealed_at: str = ""
+    signer: str = ""
+    public_key: str = ""
+    detail_sha256: str
+    signature: str | None = None
+
+
+def head_of(seal: StreamSealed) -> SealHead:
+    """A seal's signed head (module docstring: the detail hash is the last line)."""
     detail = "\n".join(
         [
             ",".join(seal.consistency),
@@ -122,20 +145,43 @@ def seal_bytes(seal: StreamSealed) -> bytes:
             seal.digests,
         ]
     )
+    return SealHead(
+        stream=seal.stream,
+        tree_size=seal.tree_size,
+        root=seal.root,
+        last_seq=seal.last_seq,
+        prev_size=seal.prev_size,
+        prev_root=seal.prev_root,
+        prev_last_seq=seal.prev_last_seq,
+        sealed_at=seal.sealed_at,
+        signer=seal.signer,
+        public_key=seal.public_key,
+        detail_sha256=hashlib.sha256(detail.encode("utf-8")).hexdigest(),
+        signature=seal.signature,
+    )
+
+
+def head_bytes(head: SealHead) -> bytes:
+    """The bytes a seal's signature covers (module docstring)."""
     lines = [
         _DOMAIN,
-        seal.stream,
-        str(seal.tree_size),
-        seal.root,
-        str(seal.last_seq),
-        str(seal.prev_size),
-        seal.prev_root,
-        str(seal.prev_last_seq),
-        seal.sealed_at,
-        seal.signer,
-        hashlib.sha256(detail.encode("utf-8")).hexdigest(),
+        head.stream,
+        str(head.tree_size),
+        head.root,
+        str(head.last_seq),
+        str(head.prev_size),
+        head.prev_root,
+        str(head.prev_last_seq),
+        head.sealed_at,
+        head.signer,
+        head.detail_sha256,
     ]
     return "\n".join(lines).encode("utf-8")
+
+
+def seal_bytes(seal: StreamSealed) -> bytes:
+    """The bytes a seal's signature covers: :func:`head_bytes` of its head."""
+    return head_bytes(head_of(seal))
 
 
 def sign_seal(seal: StreamSealed, private_key: Ed25519PrivateKey) -> StreamSealed:
@@ -146,20 +192,21 @@ def sign_seal(seal: StreamSealed, private_key: Ed25519PrivateKey) -> StreamSeale
     return msgspec.structs.replace(keyed, signature=base64.b64encode(signature).decode("ascii"))
 
 
-def seal_problem(seal: StreamSealed, trusted: TrustedKeys) -> str | None:
-    """Why a seal's signature does not stand (None: signed by a trusted key)."""
-    if not seal.signature:
+def seal_problem(seal: StreamSealed | SealHead, trusted: TrustedKeys) -> str | None:
+    """Why a seal's (or a seal head's) signature does not stand (None: a trusted key's)."""
+    head = seal if isinstance(seal, SealHead) else head_of(seal)
+    if not head.signature:
         return "unsigned seal"
-    key = trusted.get(seal.signer)
+    key = trusted.get(head.signer)
     if key is None:
-        return f"signer {seal.signer or '?'} is not a trusted key"
-    if seal.public_key and seal.public_key != key:
-        return f"public key does not match the trusted key {seal.signer}"
+        return f"signer {head.signer or '?'} is not a trusted key"
+    if head.public_key and head.public_key != key:
+        return f"public key does not match the trusted key {head.signer}"
     try:
-        signature = base64.b64decode(seal.signature, validate=True)
-        load_public_key(key).verify(signature, seal_bytes(seal))
+        signature = base64.b64decode(head.signature, validate=True)
+        load_public_key(key).verify(signature, head_bytes(head))
     except (binascii.Error, ValueError, ConfigError, InvalidSignature):
-        return f"signature does not verify with trusted key {seal.signer}"
+        return f"signature does not verify with trusted key {head.signer}"
     return None
 
 
