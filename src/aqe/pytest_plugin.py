@@ -171,6 +171,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Let tests in aqe's quarantine fail the session like any other.",
     )
     group.addoption(
+        "--aqe-changed-since",
+        metavar="REF",
+        default=None,
+        help="Test impact analysis: run only the tests whose coverage (in aqe's log) meets "
+        "`git diff REF`, plus new and stale ones, ranked as --aqe-subset ranks them "
+        "(budget 100%% unless --aqe-subset gives one). Implies --aqe.",
+    )
+    group.addoption(
         "--aqe-coverage-contexts",
         action="store_true",
         default=False,
@@ -186,6 +194,8 @@ def pytest_configure(config: pytest.Config) -> None:
         from aqe.coverage.contexts import register_contexts
 
         register_contexts(config)
+    if config.getoption("aqe_changed_since") and config.getoption("aqe_subset") is None:
+        config.option.aqe_subset = "100%"
     selecting = config.getoption("aqe_subset") is not None or config.getoption("aqe_order")
     if not (config.getoption("aqe") or config.getini("aqe") or selecting):
         return
@@ -445,8 +455,9 @@ class _Publisher:
                 self.acked += len(results)
 
 
-def _read_log(settings: Settings, *, history: bool) -> list[Event]:
-    """The tests stream's events (``history``), else only its quarantine events.
+def _read_log(settings: Settings, *, history: bool, coverage: bool = False) -> list[Event]:
+    """The tests stream's events (``history``), else only its quarantine events; with
+    ``coverage`` the coverage stream's events after them.
 
     Runs on a thread of its own with its own event loop, so the session's loop state
     (pytest-asyncio's) is left alone; bounded by ``_READ_TIMEOUT_S``.
@@ -463,6 +474,9 @@ def _read_log(settings: Settings, *, history: bool) -> list[Event]:
             await create_missing_streams(log.connection, log.specs)
             if history:
                 events, _ = await read_test_events(log)
+                if coverage:
+                    async for env in log.read("AQE_COVERAGE"):
+                        events.append(REGISTRY.decode(env.data, subject=env.subject, seq=env.seq))
                 return events
             envelopes = []
             for action in ("quarantined", "unquarantined"):
@@ -684,7 +698,11 @@ class AqeRecorder:
                     self._lines.append(f"aqe: every test runs: no history ({self._config_problem})")
                 return
             try:
-                events = _read_log(self._settings, history=selecting)
+                events = _read_log(
+                    self._settings,
+                    history=selecting,
+                    coverage=bool(config.getoption("aqe_changed_since")),
+                )
             except Exception as exc:  # the session goes on without the log
                 what = "no quarantine applied" + ("; every test runs" if selecting else "")
                 self._lines.append(f"aqe: could not read the log ({_describe(exc)}): {what}")
@@ -721,6 +739,15 @@ class AqeRecorder:
         policy, replay, label = resolve_policy(self.policy, data_dir)
         order = prioritise(policy, cycles, pending, replay=replay, also=names)
         new = len(order) - sum(1 for r in order if r.test_id in known)
+        changed_since = config.getoption("aqe_changed_since")
+        if changed_since:
+            from aqe.coverage.tia import impacted_by_diff
+
+            impact = impacted_by_diff(
+                events, changed_since, config.rootpath, pending.test_ids, nodeids=pending.nodeids
+            )
+            order = [r for r in order if r.test_id in impact.reasons]
+            label = f"{label}, tests impacted since {changed_since}"
         chosen = order
         if self.subset is not None:
             total = sum(r.expected_duration_s for r in order)

@@ -88,8 +88,9 @@ def aqe_in(project: Path, env: dict[str, str], *args: str) -> Result:
 
 def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[str, str]) -> None:
     project = make_project(tmp_path)
-    env = {**aqe_env, "PYTHONPATH": str(project)}
-    pytest_args = ["-q", "-p", "no:randomly", "-p", "no:cacheprovider", "tests"]
+    # Only aqe's plugin in the measured pytest: the others cost seconds of start-up.
+    env = {**aqe_env, "PYTHONPATH": str(project), "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    pytest_args = ["-q", "-p", "aqe.pytest_plugin", "-p", "no:cacheprovider", "tests"]
     done = aqe_in(
         project, env, "coverage", "collect", "--source", "pkg", "--json", "--", *pytest_args
     )
@@ -98,7 +99,9 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
     assert collected["files"] == 2
     assert collected["exit_code"] == 0
 
-    shown = aqe_in(project, env, "coverage", "--json").json()
+    shown_run = aqe_in(project, env, "coverage", "--json")
+    assert shown_run.code == 0, shown_run.err
+    shown = shown_run.json()
     by_path = {f["path"]: f for f in shown["files"]}
     core = by_path["pkg/core.py"]
     # 10 statements; sign(0) (line 6) and unused()'s body (line 14) never run.
@@ -125,7 +128,7 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
         project, env, "subset", "--changed-since", "HEAD", "--format", "pytest", "--rest", str(rest)
     )
     assert chosen.code == 0, chosen.err
-    assert chosen.out.split() == ["tests/test_core.py::test_negative"]
+    assert chosen.out.split() == ["tests/test_core.py::test_negative"], chosen.err
     assert sorted(rest.read_text().split()) == [
         "tests/test_core.py::test_double",
         "tests/test_core.py::test_positive",
@@ -135,14 +138,14 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
     (project / "pkg" / "core.py").write_text(CORE.replace("return x - 1", "return x - 2"))
     none = aqe_in(project, env, "subset", "--changed-since", "HEAD", "--format", "ids")
     assert none.code == 0, none.err
-    assert none.out.split() == []
+    assert none.out.split() == [], none.err
     assert "pkg/core.py: changed lines no test runs: 14" in none.err
     # The subset feeds pytest directly.
     (project / "pkg" / "core.py").write_text(CORE.replace("return -1", "return -2"))
     selected = tmp_path / "subset.txt"
     selected.write_text(chosen.out)
     ran = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", *selected.read_text().split()],
+        [sys.executable, "-m", "pytest", "-q", *selected.read_text().split()],
         cwd=project,
         env=env,
         capture_output=True,
@@ -150,10 +153,40 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
         timeout=120,
         check=False,
     )
-    assert ran.returncode == 1  # the selected test catches the change
-    assert "1 failed" in ran.stdout
+    assert ran.returncode == 1, ran.stdout + ran.stderr  # the selected test catches it
+    assert "1 failed" in ran.stdout, ran.stdout
+    # The plugin selects the same way: pytest --aqe-changed-since REF.
+    plugin = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "aqe.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-v",
+            "--aqe-changed-since",
+            "HEAD",
+            "tests",
+        ],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert plugin.returncode == 1, plugin.stdout + plugin.stderr
+    assert "test_negative FAILED" in plugin.stdout, plugin.stdout
+    assert "test_positive" not in plugin.stdout, plugin.stdout
+    assert "2 deselected" in plugin.stdout, plugin.stdout
+    assert "tests impacted since HEAD" in plugin.stdout, plugin.stdout
 
-    # The coverage projection rebuilt from the log equals the live one.
+    # The coverage projection rebuilt from the log equals the live one (after folding the
+    # plugin's run: it recorded its results).
+    consumed = aqe_in(project, env, "consume", "coverage", "-q")
+    assert consumed.code == 0, consumed.out + consumed.err
     verify = aqe_in(project, env, "replay", "coverage", "--verify", "--json")
     assert verify.code == 0, verify.out + verify.err
     assert verify.json()["equal"]

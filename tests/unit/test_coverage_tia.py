@@ -5,9 +5,10 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from aqe.coverage.audit import fold_measured, score_strategies
+from aqe.coverage.audit import score_strategies
 from aqe.coverage.measured import MeasuredFile, coverage_events
 from aqe.coverage.mutants import apply_mutant, find_mutants, sample_mutants
+from aqe.coverage.projection import fold_events
 from aqe.coverage.tia import ChangedFile, changed_lines, impacted_tests
 from aqe.events import Event, TestRunFinished
 
@@ -61,7 +62,7 @@ def state_of(*runs: list[MeasuredFile]):  # type: ignore[no-untyped-def]
     for index, files in enumerate(runs):
         events += coverage_events(files, run_id=f"r{index}")
         events.append(TestRunFinished(run_id=f"r{index}", total=1, passed=1, failed=0))
-    return fold_measured(events)
+    return fold_events(events)
 
 
 CORE = MeasuredFile(

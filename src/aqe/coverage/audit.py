@@ -44,16 +44,15 @@ import msgspec
 from aqe.coverage.collect import read_coverage_data, run_pytest
 from aqe.coverage.measured import coverage_events
 from aqe.coverage.mutants import Mutant, apply_mutant, find_mutants, sample_mutants
-from aqe.coverage.projection import CoverageProjection, CoverageState
+from aqe.coverage.projection import CoverageState, fold_events
 from aqe.coverage.tia import ChangedFile, impacted_tests
 from aqe.errors import ConfigError
-from aqe.events import Envelope, Event, TestRunFinished
+from aqe.events import Event, TestRunFinished
 
 __all__ = [
     "AuditReport",
     "MutantResult",
     "StrategyRow",
-    "fold_measured",
     "prepare_project",
     "run_audit",
     "score_strategies",
@@ -175,25 +174,6 @@ def _run_suite(root: Path, tests: str, junit: Path, timeout_s: float) -> dict[st
     except subprocess.TimeoutExpired:
         return {}
     return _outcomes(junit)
-
-
-def fold_measured(events: Sequence[Event]) -> CoverageState:
-    """Fold events in order with the coverage projection, in memory."""
-    projection = CoverageProjection()
-    state = projection.initial()
-    for seq, event in enumerate(events, start=1):
-        stream = "AQE_TESTS" if isinstance(event, TestRunFinished) else "AQE_COVERAGE"
-        envelope = Envelope(
-            stream=stream,
-            seq=seq,
-            subject="",
-            event_id=str(seq),
-            event_type=type(event).type_tag(),
-            recorded_at_ns=0,
-            data=b"",
-        )
-        state = projection.apply(state, envelope, event)
-    return state
 
 
 def _history_rank(
@@ -319,7 +299,7 @@ def run_audit(
             *coverage_events(read_coverage_data(data_file, root=root), run_id="baseline"),
             TestRunFinished(run_id="baseline", total=len(suite), passed=len(suite), failed=0),
         ]
-        state = fold_measured(events)
+        state = fold_events(events)
         baseline_s = time.monotonic() - started
 
         killers: list[tuple[str, ...]] = []

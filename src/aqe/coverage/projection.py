@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Iterable
 
 import msgspec
 
@@ -41,6 +42,7 @@ __all__ = [
     "PendingRun",
     "RunCoverage",
     "TestCoverage",
+    "fold_events",
 ]
 
 FINGERPRINTS = 20
@@ -279,3 +281,26 @@ def _apply_run(state: CoverageState, run_id: str, pending: PendingRun) -> None:
             state.files[path].tests[test_id] = encoded
         state.tests[test_id] = TestCoverage(seq=seq, run_id=run_id, files=sorted(per_file))
     state.runs[run_id] = totals
+
+
+def fold_events(events: Iterable[Event]) -> CoverageState:
+    """Fold decoded events (coverage chunks and run markers; others are skipped) in
+    order, in memory: for readers that hold the events already (the pytest plugin, the
+    escape audit). Sequences are positions in ``events``."""
+    projection = CoverageProjection()
+    state = projection.initial()
+    for seq, event in enumerate(events, start=1):
+        if not isinstance(event, CoverageRecorded | TestRunFinished):
+            continue
+        stream = "AQE_TESTS" if isinstance(event, TestRunFinished) else "AQE_COVERAGE"
+        envelope = Envelope(
+            stream=stream,
+            seq=seq,
+            subject="",
+            event_id=str(seq),
+            event_type=type(event).type_tag(),
+            recorded_at_ns=0,
+            data=b"",
+        )
+        state = projection.apply(state, envelope, event)
+    return state

@@ -29,11 +29,19 @@ from pathlib import Path
 
 import msgspec
 
-from aqe.coverage.projection import CoverageState
+from aqe.coverage.projection import CoverageState, fold_events
 from aqe.errors import ConfigError
+from aqe.events import Event
 from aqe.events.coverage import delta_decode
 
-__all__ = ["ChangedFile", "Impact", "changed_lines", "git_diff", "impacted_tests"]
+__all__ = [
+    "ChangedFile",
+    "Impact",
+    "changed_lines",
+    "git_diff",
+    "impacted_by_diff",
+    "impacted_tests",
+]
 
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
@@ -178,3 +186,30 @@ def impacted_tests(
         elif cutoff is not None and known.seq < cutoff:
             reasons.setdefault(test_id, "stale")
     return Impact(reasons=reasons, uncovered=uncovered, unknown_files=unknown)
+
+
+def impacted_by_diff(
+    events: Iterable[Event],
+    ref: str,
+    root: Path,
+    pending: Iterable[str],
+    *,
+    nodeids: Mapping[str, str] | None = None,
+    stale_runs: int | None = 20,
+) -> Impact:
+    """:func:`impacted_tests` for ``git diff REF`` in ``root``, the coverage folded from
+    ``events`` (the log's coverage chunks and run markers, in log order).
+
+    Tests whose node id (``nodeids``: test id -> node id) lies in a changed file are
+    selected too (``changed-file``).
+
+    Raises:
+        ConfigError: git failed (see :func:`git_diff`).
+    """
+    changes = changed_lines(git_diff(ref, root))
+    pending = list(pending)
+    impact = impacted_tests(fold_events(events), changes, pending=pending, stale_runs=stale_runs)
+    for test_id, nodeid in (nodeids or {}).items():
+        if nodeid.partition("::")[0] in changes:
+            impact.reasons.setdefault(test_id, "changed-file")
+    return impact
