@@ -24,7 +24,10 @@ pytest-randomly or pytest-random-order seed is recorded with the run's start.
 
 Options: ``--aqe``, ``--aqe-url``, ``--aqe-run-id``, ``--aqe-commit``, ``--aqe-branch``,
 ``--aqe-suite``, ``--aqe-spool``, ``--aqe-subset``, ``--aqe-order``, ``--aqe-policy``,
-``--aqe-no-quarantine``. Commit, branch and CI job URL default to what common
+``--aqe-no-quarantine``, ``--aqe-changed-since`` (test impact analysis from the
+coverage in the log, :mod:`aqe.coverage.tia`) and ``--aqe-coverage-contexts`` (one
+coverage.py context per test, under ``coverage run``; :mod:`aqe.coverage.collect`).
+Commit, branch and CI job URL default to what common
 CI systems put in the environment (``GITHUB_SHA``, ``CI_COMMIT_SHA``, ``GIT_COMMIT``...).
 Under pytest-xdist only the controller publishes; it sees every worker's reports.
 """
