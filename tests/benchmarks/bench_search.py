@@ -167,6 +167,7 @@ def bench_size(
     args: argparse.Namespace,
     cold: Embedder,
     warm: Embedder,
+    baseline: Embedder | None,
 ) -> dict[str, Any]:
     matrix, source = grow(real, n, args.seed)
     ids = [f"p{i:06d}" for i in range(n)]
@@ -232,6 +233,12 @@ def bench_size(
     cold_times: dict[str, list[float]] = {s: [] for s in warm_times}
     fresh = [f"{q} ({n})" for q in queries[: args.cold]]  # never embedded before
     cold_s = run_queries(fresh, cold, keyword, vectors, rrf, cold_times)
+    base_times: dict[str, list[float]] = {s: [] for s in warm_times}
+    base_s = (
+        run_queries([f"{q} [{n}]" for q in fresh], baseline, keyword, vectors, rrf, base_times)
+        if baseline is not None
+        else None
+    )
 
     print(f"{'stage (warm)':<22}{'p50 ms':>10}{'p99 ms':>10}")
     for stage in ("embed", "keyword", "vector", "fuse", "total"):
@@ -241,6 +248,9 @@ def bench_size(
         print(f"{stage:<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
     cold_embed = cold_times["embed"]
     print(f"{'cold embed (model)':<22}{pct(cold_embed, 50):>10.3f}{pct(cold_embed, 99):>10.3f}")
+    if base_times["embed"]:
+        ts = base_times["embed"]
+        print(f"{'cold embed torch fp32':<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
     print(f"{'vector, filter 1/8':<22}{pct(masked_s, 50):>10.3f}{pct(masked_s, 99):>10.3f}")
     print(f"{'numpy exact baseline':<22}{pct(numpy_s, 50):>10.3f}{pct(numpy_s, 99):>10.3f}")
     ratio = statistics.median(index_s) / statistics.median(numpy_s)
@@ -254,8 +264,15 @@ def bench_size(
     )
     warm_qps = len(warm_times["total"]) / warm_s
     cold_qps = len(fresh) / cold_s
+    base_qps = len(fresh) / base_s if base_s else None
     print(
-        f"QPS end to end: warm {warm_qps:,.0f}, cold {cold_qps:,.1f} ({len(fresh)} unseen queries)"
+        f"QPS end to end: warm {warm_qps:,.0f}, cold {cold_qps:,.1f} with {cold.model_version}"
+        + (
+            f", cold {base_qps:,.1f} with torch fp32 (x{cold_qps / base_qps:.2f})"
+            if base_qps
+            else ""
+        )
+        + f" ({len(fresh)} unseen queries)"
     )
     return {
         "size": n,
@@ -268,6 +285,8 @@ def bench_size(
         "warm_total_p50_ms": pct(warm_times["total"], 50),
         "warm_qps": warm_qps,
         "cold_qps": cold_qps,
+        "cold_qps_torch_fp32": base_qps,
+        "embedder": cold.model_version,
     }
 
 
@@ -280,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".aqe" / "bench" / "embeddings")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
+    parser.add_argument(
+        "--no-torch-baseline", action="store_true", help="skip cold QPS with torch fp32"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
 
@@ -295,11 +317,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cache {args.cache_dir})"
         )
 
-    cold = Embedder()  # in memory: every new text runs the model
+    cold = Embedder()  # in memory: every new text runs the model (the default backend)
     cold.embed_query("load the model before timing")
+    baseline = None
+    if not args.no_torch_baseline and cold.model_version != Embedder(backend="torch").model_version:
+        baseline = Embedder(backend="torch", precision="fp32")
+        baseline.embed_query("load the model before timing")
     warm = Embedder(args.cache_dir)
     summary = [
-        bench_size(n, real, snippets, queries, query_vectors, args, cold, warm) for n in sizes
+        bench_size(n, real, snippets, queries, query_vectors, args, cold, warm, baseline)
+        for n in sizes
     ]
     warm.close()
     if args.json:
