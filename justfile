@@ -70,6 +70,7 @@ bench:
     {{py}} tests/benchmarks/bench_flakemodel.py
     {{py}} tests/benchmarks/bench_perf.py
     {{py}} tests/benchmarks/bench_coverage.py
+    {{py}} tests/benchmarks/bench_audit.py
     {{py}} tests/benchmarks/bench_report.py
 
 # Regenerate schemas/ from the event Structs.

@@ -21,47 +21,70 @@ keeps every byte of its leaf except the time it was stored again.
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Mapping
 
 from aqe.events import Envelope, Headers
+
+_sha256 = hashlib.sha256
 
 __all__ = ["LEAF_DOMAIN", "envelope_leaf", "leaf_bytes", "leaf_headers", "message_leaf_hash"]
 
 LEAF_DOMAIN = b"aqe.audit.leaf.v1\x00"
 _MSG_ID_LOWER = Headers.MSG_ID.lower()
+_U32 = struct.Struct(">I").pack
+_U64 = struct.Struct(">Q").pack
+# The leaf starts with the domain and the stream's name: the same bytes for every
+# message of a stream, built once per stream.
+_PREFIXES: dict[str, bytes] = {}
+_PREFIXES_MAX = 1024
+# Header name -> its length-prefixed bytes in a leaf, or b"" when a leaf leaves it out
+# (a handful of names recur on every message).
+_NAMES: dict[str, bytes] = {}
+_NAMES_MAX = 4096
+
+
+def _name_entry(name: str) -> bytes:
+    entry = _NAMES.get(name)
+    if entry is None:
+        lower = name.lower()
+        kept = not lower.startswith("nats-") or lower == _MSG_ID_LOWER
+        raw = name.encode("utf-8")
+        entry = _U32(len(raw)) + raw if kept else b""
+        if len(_NAMES) < _NAMES_MAX:
+            _NAMES[name] = entry
+    return entry
 
 
 def leaf_headers(headers: Mapping[str, str]) -> list[tuple[str, str]]:
-    """The headers a leaf covers, sorted by name."""
-    kept = [
-        (k, v)
-        for k, v in headers.items()
-        if not k.lower().startswith("nats-") or k.lower() == _MSG_ID_LOWER
-    ]
-    kept.sort(key=lambda kv: kv[0].encode("utf-8"))
-    return kept
-
-
-def _put(out: bytearray, value: bytes) -> None:
-    out += len(value).to_bytes(4, "big")
-    out += value
+    """The headers a leaf covers, sorted by name (header names are ASCII tokens)."""
+    return sorted((k, v) for k, v in headers.items() if _name_entry(k))
 
 
 def leaf_bytes(
     stream: str, seq: int, subject: str, headers: Mapping[str, str], data: bytes
 ) -> bytes:
     """The canonical leaf of one message (module docstring)."""
-    out = bytearray(LEAF_DOMAIN)
-    _put(out, stream.encode("utf-8"))
-    out += seq.to_bytes(8, "big")
-    _put(out, subject.encode("utf-8"))
-    kept = leaf_headers(headers)
-    out += len(kept).to_bytes(4, "big")
-    for name, value in kept:
-        _put(out, name.encode("utf-8"))
-        _put(out, value.encode("utf-8"))
-    _put(out, data)
-    return bytes(out)
+    prefix = _PREFIXES.get(stream)
+    if prefix is None:
+        name = stream.encode("utf-8")
+        prefix = LEAF_DOMAIN + _U32(len(name)) + name
+        if len(_PREFIXES) < _PREFIXES_MAX:
+            _PREFIXES[stream] = prefix
+    subj = subject.encode("utf-8")
+    parts = [prefix, _U64(seq), _U32(len(subj)), subj, b""]
+    count = 0
+    for name, value in sorted(headers.items()):
+        entry = _NAMES.get(name)
+        if entry is None:
+            entry = _name_entry(name)
+        if entry:
+            v = value.encode("utf-8")
+            parts += (entry, _U32(len(v)), v)
+            count += 1
+    parts[4] = _U32(count)
+    parts += (_U32(len(data)), data)
+    return b"".join(parts)
 
 
 def envelope_leaf(env: Envelope) -> bytes:
@@ -71,6 +94,6 @@ def envelope_leaf(env: Envelope) -> bytes:
 
 def message_leaf_hash(env: Envelope) -> bytes:
     """``SHA-256(0x00 || leaf)`` of a stored message (the Merkle leaf hash)."""
-    h = hashlib.sha256(b"\x00")
-    h.update(envelope_leaf(env))
-    return h.digest()
+    return _sha256(
+        b"\x00" + leaf_bytes(env.stream, env.seq, env.subject, env.headers, env.data)
+    ).digest()
