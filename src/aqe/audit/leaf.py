@@ -67,8 +67,8 @@ def leaf_bytes(
     """The canonical leaf of one message (module docstring)."""
     prefix = _PREFIXES.get(stream)
     if prefix is None:
-        name = stream.encode("utf-8")
-        prefix = LEAF_DOMAIN + _U32(len(name)) + name
+        raw = stream.encode("utf-8")
+        prefix = LEAF_DOMAIN + _U32(len(raw)) + raw
         if len(_PREFIXES) < _PREFIXES_MAX:
             _PREFIXES[stream] = prefix
     subj = subject.encode("utf-8")
