@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
 from aqe.cli._projections import catch_up, projections_root
 from aqe.cli._tests import parse_since
+
+if TYPE_CHECKING:
+    from aqe.log.jetstream import JetStreamEventLog
+    from aqe.projections import Projection
 
 
 @click.command()
@@ -50,7 +55,7 @@ def report(
     up to date first.
     """
     from aqe.learning.experience import ExperienceProjection
-    from aqe.projections import HistoryProjection
+    from aqe.projections import HistoryProjection, get_projection
     from aqe.report import gather, write_report
 
     since_ns = parse_since(since)
@@ -59,7 +64,13 @@ def report(
     async def go() -> Path:
         async with open_log(app) as log:
             root = projections_root(app)
-            for projection in (HistoryProjection(), ExperienceProjection()):
+            projections: list[Projection[Any]] = [HistoryProjection(), ExperienceProjection()]
+            for name, stream in (("coverage", "AQE_COVERAGE"), ("perf", "AQE_PERF")):
+                if await _has_events(
+                    log, stream
+                ):  # else their fold would read AQE_TESTS for nothing
+                    projections.append(get_projection(name))
+            for projection in projections:
                 skipped = await catch_up(
                     log, app, projection, quiet=quiet or as_json, materialize=False
                 )
@@ -77,3 +88,12 @@ def report(
         return
     size_mb = path.stat().st_size / 1e6
     console().print(f"wrote {path} ({size_mb:.1f} MB) in {elapsed:.1f} s", markup=False)
+
+
+async def _has_events(log: JetStreamEventLog, stream: str) -> bool:
+    from aqe.errors import AqeError
+
+    try:
+        return await log.last_seq(stream) > 0
+    except AqeError:  # no such stream on this server
+        return False

@@ -3,10 +3,10 @@
 The history and experience views read the projections' snapshots (the caller folds
 them up to date first, as every question command does); the heatmap and the
 quarantine savings read the newest runs' events and every run marker from
-``AQE_TESTS``; workflow instances are folded from ``AQE_WORKFLOWS``. Sections of
-capabilities that are not installed are left out: a package ``aqe.<name>`` that
-offers ``report_sections(projections_root) -> list[Section]`` in a module
-``aqe.<name>.report_views`` (coverage, perf) gets its sections appended.
+``AQE_TESTS``; workflow instances are folded from ``AQE_WORKFLOWS``. The coverage
+and perf sections come from those projections' snapshots when they exist. Other
+capabilities can add sections: a module in :data:`OPTIONAL_SECTIONS` that can be
+imported and offers ``report_sections(projections_root) -> list[Section]``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ __all__ = [
     "write_report",
 ]
 
-OPTIONAL_SECTIONS = ("aqe.coverage.report_views", "aqe.perf.report_views")
+OPTIONAL_SECTIONS: tuple[str, ...] = ()
 """Modules asked for ``report_sections(projections_root)`` when they can be imported."""
 
 HEATMAP_RUNS = 40
@@ -60,6 +60,12 @@ class ReportInputs(msgspec.Struct, kw_only=True):
     experience_seq: int = 0
     workflows: dict[str, Any] = msgspec.field(default_factory=dict)
     workflows_seqs: tuple[int, int] = (0, 0)
+    coverage: Any = None
+    """The coverage projection's state, None when it has never been folded."""
+    coverage_seqs: dict[str, int] = msgspec.field(default_factory=dict)
+    perf: Any = None
+    """The perf projection's state, None when it has never been folded."""
+    perf_seq: int = 0
     extra: list[Section] = msgspec.field(default_factory=list)
     since_ns: int | None = None
 
@@ -104,7 +110,7 @@ async def gather(
     heatmap_runs: int = HEATMAP_RUNS,
 ) -> ReportInputs:
     """Load the projections' snapshots and read what the heatmap and workflows need."""
-    from aqe.projections import HistoryProjection, SnapshotStore
+    from aqe.projections import HistoryProjection, SnapshotStore, get_projection
     from aqe.workflows._store import read_instances
 
     snap = SnapshotStore(HistoryProjection(), projections_root / "history").load()
@@ -117,6 +123,13 @@ async def gather(
         exp = SnapshotStore(ExperienceProjection(), projections_root / "experience").load()
         inputs.experience = exp.state
         inputs.experience_seq = exp.checkpoints.get("AQE_LEARNING", 0)
+    for name in ("coverage", "perf"):
+        if (projections_root / name).exists():
+            snap_ = SnapshotStore(get_projection(name), projections_root / name).load()
+            if name == "coverage":
+                inputs.coverage, inputs.coverage_seqs = snap_.state, dict(snap_.checkpoints)
+            else:
+                inputs.perf, inputs.perf_seq = snap_.state, snap_.checkpoints.get("AQE_PERF", 0)
     inputs.workflows = await read_instances(log)
     if inputs.workflows:
         seqs = [i.last_seq for i in inputs.workflows.values()]
@@ -151,6 +164,18 @@ def build_sections(inputs: ReportInputs) -> list[Section]:
     flows = workflows_section(inputs.workflows, *inputs.workflows_seqs)
     if flows is not None:
         sections.append(flows)
+    if inputs.coverage is not None:
+        from aqe.report.quality_views import coverage_section
+
+        covered = coverage_section(inputs.coverage, inputs.coverage_seqs)
+        if covered is not None:
+            sections.append(covered)
+    if inputs.perf is not None:
+        from aqe.report.quality_views import perf_section
+
+        perf = perf_section(inputs.perf, inputs.perf_seq)
+        if perf is not None:
+            sections.append(perf)
     sections.extend(inputs.extra)
     return sections
 
