@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from aqe.events.coverage import (
     CoverageRecorded,
     FileCoverage,
@@ -27,6 +29,7 @@ __all__ = [
     "decode_branches",
     "encode_branches",
     "measured_from_events",
+    "merge_entries",
 ]
 
 CHUNK_BYTES = 256 * 1024
@@ -107,32 +110,14 @@ def _entries(measured: MeasuredFile, budget: int) -> Iterator[tuple[FileCoverage
         lines = TestLines(test_id=test_id, lines=delta_encode(measured.tests[test_id]))
         cost = 8 + len(test_id) + _NUMBER_BYTES * len(lines.lines)
         if tests and size + cost > budget:
-            yield (
-                FileCoverage(
-                    path=head.path,
-                    statements=head.statements,
-                    executed=head.executed,
-                    branches=head.branches,
-                    tests=tuple(tests),
-                ),
-                size,
-            )
+            yield msgspec.structs.replace(head, tests=tuple(tests)), size
             # Continuation entries carry only the path and more tests (merged by union).
             head = FileCoverage(path=measured.path)
             size = 64 + len(measured.path)
             tests = []
         tests.append(lines)
         size += cost
-    yield (
-        FileCoverage(
-            path=head.path,
-            statements=head.statements,
-            executed=head.executed,
-            branches=head.branches,
-            tests=tuple(tests),
-        ),
-        size,
-    )
+    yield msgspec.structs.replace(head, tests=tuple(tests)), size
 
 
 def coverage_events(
@@ -183,21 +168,25 @@ def coverage_events(
     ]
 
 
+def merge_entries(entries: Iterable[FileCoverage]) -> list[MeasuredFile]:
+    """File entries (of one run's chunks) merged per path, in path order."""
+    merged: dict[str, MeasuredFile] = {}
+    for entry in entries:
+        part = MeasuredFile(
+            path=entry.path,
+            statements=set(delta_decode(entry.statements)),
+            executed=set(delta_decode(entry.executed)),
+            branches=decode_branches(entry.branches),
+            tests={t.test_id: set(delta_decode(t.lines)) for t in entry.tests},
+        )
+        old = merged.get(entry.path)
+        if old is None:
+            merged[entry.path] = part
+        else:
+            old.merge(part)
+    return [merged[path] for path in sorted(merged)]
+
+
 def measured_from_events(events: Iterable[CoverageRecorded]) -> list[MeasuredFile]:
     """The files of a run's chunks, merged per path, in path order."""
-    merged: dict[str, MeasuredFile] = {}
-    for event in events:
-        for entry in event.files:
-            part = MeasuredFile(
-                path=entry.path,
-                statements=set(delta_decode(entry.statements)),
-                executed=set(delta_decode(entry.executed)),
-                branches=decode_branches(entry.branches),
-                tests={t.test_id: set(delta_decode(t.lines)) for t in entry.tests},
-            )
-            old = merged.get(entry.path)
-            if old is None:
-                merged[entry.path] = part
-            else:
-                old.merge(part)
-    return [merged[path] for path in sorted(merged)]
+    return merge_entries(entry for event in events for entry in event.files)

@@ -30,9 +30,9 @@ from collections.abc import Iterable
 
 import msgspec
 
-from aqe.coverage.measured import MeasuredFile, decode_branches, encode_branches
+from aqe.coverage.measured import MeasuredFile, encode_branches, merge_entries
 from aqe.events import Envelope, Event, TestRunFinished
-from aqe.events.coverage import CoverageRecorded, FileCoverage, delta_decode, delta_encode
+from aqe.events.coverage import CoverageRecorded, FileCoverage, delta_encode
 
 __all__ = [
     "FINGERPRINTS",
@@ -205,22 +205,9 @@ def _try_release(state: CoverageState, run_id: str) -> None:
 
 
 def _merged(pending: PendingRun) -> list[MeasuredFile]:
-    merged: dict[str, MeasuredFile] = {}
-    for index in sorted(pending.parts, key=int):
-        for entry in pending.parts[index][1]:
-            part = MeasuredFile(
-                path=entry.path,
-                statements=set(delta_decode(entry.statements)),
-                executed=set(delta_decode(entry.executed)),
-                branches=decode_branches(entry.branches),
-                tests={t.test_id: set(delta_decode(t.lines)) for t in entry.tests},
-            )
-            old = merged.get(entry.path)
-            if old is None:
-                merged[entry.path] = part
-            else:
-                old.merge(part)
-    return [merged[path] for path in sorted(merged)]
+    return merge_entries(
+        entry for index in sorted(pending.parts, key=int) for entry in pending.parts[index][1]
+    )
 
 
 def _digest(statements: tuple[int, ...]) -> str:
