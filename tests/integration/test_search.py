@@ -144,3 +144,13 @@ def test_an_index_of_another_embedding_backend_is_never_searched(tmp_path: Path)
     assert switched.vectors.params["model"] == fp32.model_version
     assert fp32.misses == 2  # re-embedded in fp32, not read from the int8 rows
     assert _top(switched, "freeze the clock", "semantic")[0] == "a"
+    # The rebuilt search set was saved: the next open reads it, embedding nothing.
+    progress: list[tuple[int, int]] = []
+    again = Embedder(cache_dir_for(directory), backend="onnx", precision="fp32")
+    reopened = PatternSearch.open(directory, again, on_reembed=lambda *p: progress.append(p))
+    assert reopened.vectors.params["model"] == fp32.model_version
+    assert (again.hits, again.misses, progress) == (0, 0, [])
+    back = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
+    PatternSearch.open(directory, back, on_reembed=lambda *p: progress.append(p))
+    assert progress[-1] == (2, 2)
+    assert (back.hits, back.misses) == (2, 0)  # switching back: the int8 rows are cached

@@ -195,7 +195,17 @@ def search(
         skipped = run(refresh())
         if skipped:
             console(stderr=True).print(f"[dim]not refreshed: {skipped}[/dim]")
-    searcher = PatternSearch.open(projections_root(app) / "patterns")
+    with contextlib.ExitStack() as stack:
+        bars: list[Callable[[int], None]] = []
+
+        def reembed(done: int, total: int) -> None:
+            # Only when the index was built by another embedding backend or precision.
+            if not bars:
+                label = "re-embed (embedding backend changed)"
+                bars.append(stack.enter_context(progress_bar(total, label, not as_json)))
+            bars[0](done)
+
+        searcher = PatternSearch.open(projections_root(app) / "patterns", on_reembed=reembed)
     result = searcher.search(
         query,
         mode=mode,

@@ -10,7 +10,7 @@ vector / fuse.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,6 +23,7 @@ from aqe.search.projection import (
     PatternDoc,
     PatternsProjection,
     active_ids,
+    build_search_set,
     embed_library,
     keyword_doc,
     search_set_current,
@@ -133,8 +134,19 @@ class PatternSearch:
         return cls(state.patterns, ids, vectors, keyword, embedder)
 
     @classmethod
-    def open(cls, directory: Path, embedder: Embedder | None = None) -> PatternSearch:
+    def open(
+        cls,
+        directory: Path,
+        embedder: Embedder | None = None,
+        *,
+        on_reembed: Callable[[int, int], None] | None = None,
+    ) -> PatternSearch:
         """Load the projection in ``directory`` (its search set, or build from its state).
+
+        A search set built by another embedding backend or precision is rebuilt with
+        this embedder and saved (its vectors never meet this embedder's queries);
+        ``on_reembed(done, total)`` reports the re-embedding (finished batches stay in
+        the cache, so an interrupted switch resumes where it stopped).
 
         Raises:
             ProjectionError: the projection was never run.
@@ -158,9 +170,14 @@ class PatternSearch:
         root = directory / SEARCH_DIR
         vectors = VectorIndex.load(root / "vectors")
         if vectors.params.get("model") != embedder.model_version:
-            # Built by another backend or precision: its vectors must not meet this
-            # embedder's queries. Re-embed (the cache keeps each finished batch).
-            return cls.from_state(snapshot.state, embedder)
+            total = len(active_ids(snapshot.state))
+
+            def progress(done: int) -> None:
+                if on_reembed is not None:
+                    on_reembed(done, total)
+
+            build_search_set(snapshot.state, directory, checkpoints, embedder, progress)
+            vectors = VectorIndex.load(root / "vectors")
         return cls(
             snapshot.state.patterns,
             active_ids(snapshot.state),

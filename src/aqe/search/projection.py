@@ -198,13 +198,19 @@ def active_ids(state: LibraryState) -> list[str]:
     return sorted(pid for pid, doc in state.patterns.items() if not doc.deprecated)
 
 
-def embed_library(state: LibraryState, ids: list[str], embedder: Embedder) -> np.ndarray:
-    """Vectors of ``ids`` in order (through the embedder's cache)."""
+def embed_library(
+    state: LibraryState,
+    ids: list[str],
+    embedder: Embedder,
+    on_progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """Vectors of ``ids`` in order (through the embedder's cache; progress as it says)."""
     import numpy as np
 
     if not ids:
         return np.zeros((0, 384), dtype=np.float32)
-    return embedder.embed([embedding_text(state.patterns[pid]) for pid in ids])
+    texts = [embedding_text(state.patterns[pid]) for pid in ids]
+    return embedder.embed(texts, on_progress=on_progress)
 
 
 def build_search_set(
@@ -212,8 +218,13 @@ def build_search_set(
     directory: Path,
     checkpoints: dict[str, int],
     embedder: Embedder,
+    on_progress: Callable[[int], None] | None = None,
 ) -> Path:
-    """Write ``directory/search`` for ``state``: Lance table, vector and keyword indexes."""
+    """Write ``directory/search`` for ``state``: Lance table, vector and keyword indexes.
+
+    ``on_progress`` gets the number of patterns embedded so far (see
+    :meth:`aqe.search.embed.Embedder.embed`).
+    """
     import lancedb
     import pyarrow as pa
 
@@ -222,7 +233,7 @@ def build_search_set(
     from aqe.search.vector import VectorIndex
 
     ids = active_ids(state)
-    vectors = embed_library(state, ids, embedder)
+    vectors = embed_library(state, ids, embedder, on_progress)
 
     def fill(fresh: Path) -> None:
         rows = [_row(pid, state.patterns[pid], vectors[i]) for i, pid in enumerate(ids)]
