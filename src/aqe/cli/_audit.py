@@ -161,9 +161,11 @@ def seal(
 
     def render(rows: list[dict[str, Any]]) -> None:
         if as_json:
-            print_json(rows)
+            if rows or interval is None:
+                print_json(rows)
         elif not rows:
-            console().print("nothing new to seal")
+            if interval is None:
+                console().print("nothing new to seal")
         else:
             for r in rows:
                 console().print(
