@@ -72,6 +72,7 @@ bench:
     {{py}} tests/benchmarks/bench_coverage.py
     {{py}} tests/benchmarks/bench_audit.py
     {{py}} tests/benchmarks/bench_report.py
+    {{py}} tests/benchmarks/bench_skills.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

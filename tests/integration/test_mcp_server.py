@@ -106,6 +106,34 @@ async def test_every_tool_answers_like_the_cli(fleet_env: dict[str, str], tmp_pa
         assert FLAKY in [r["test_id"] for r in flaky]
         assert [r["status"] for r in await _call(session, "broken_tests", {})] == ["broken"]
 
+        # Search: the starter pattern library and the skills, with the real model.
+        _cli(env, "patterns", "import", "-q")
+        wait, flaky = "wait for a condition without sleep", "flaky network call"
+        for args, argv in [
+            ({"query": wait}, [wait]),
+            ({"query": flaky, "k": 3, "mode": "keyword"}, [flaky, "-k", "3", "--mode", "keyword"]),
+        ]:
+            mcp_hits = await _call(session, "search_patterns", args)
+            cli_hits = _cli_json(env, "patterns", "search", *argv, "--json")
+            assert mcp_hits["hits"] == cli_hits["hits"]
+            assert len(mcp_hits["hits"]) >= 1
+        skills = await _call(
+            session,
+            "search_skills",
+            {"query": "quarantine a flaky test so its failures do not fail the build", "k": 3},
+        )
+        cli_skills = _cli_json(
+            env,
+            "skills",
+            "search",
+            "quarantine a flaky test so its failures do not fail the build",
+            "-k",
+            "3",
+            "--json",
+        )
+        assert skills == cli_skills
+        assert "quarantine-policy" in [s["name"] for s in skills]
+
         # Acting: an event the CLI then finds already stored, a workflow instance.
         payload = {"agent_id": "mcp-agent", "role": "analyzer"}
         stored = await _call(
