@@ -71,6 +71,7 @@ def test_each_skill_is_found_in_the_top_3_by_a_query_from_its_level_1(tmp_path: 
     assert misses == []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_the_cli_search_prints_the_same_hits(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AQE_")}

@@ -71,9 +71,13 @@ def test_levels_disclose_progressively(tmp_path: Path) -> None:
     root = _library(tmp_path, {"a-skill": GOOD.format(name="a-skill", related="")})
     (skill,) = load_library(root)
     one, two, three = (skill.text(n) for n in (1, 2, 3))
-    assert "Overview." in one and "echo one" in one and "Level 2" not in one
-    assert one.rstrip() in two and "Level 3" not in two
-    assert two.rstrip() in three and "echo three" in three
+    assert "Overview." in one
+    assert "echo one" in one
+    assert "Level 2" not in one
+    assert one.rstrip() in two
+    assert "Level 3" not in two
+    assert two.rstrip() in three
+    assert "echo three" in three
     with pytest.raises(SkillError, match="no level 4"):
         skill.text(4)
 
@@ -130,3 +134,23 @@ def test_library_location_env_and_error(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("AQE_SKILLS_DIR", str(tmp_path / "nowhere"))
     with pytest.raises(SkillError, match="not a skill library"):
         skills_root()
+
+
+def test_install_copies_folders_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    from aqe.skills.install import install_skills
+
+    root = _library(tmp_path, {"a-skill": GOOD.format(name="a-skill", related="")})
+    (root / "a-skill" / "scripts").mkdir()
+    (root / "a-skill" / "scripts" / "run.py").write_text("print(1)\n")
+    skills = load_library(root)
+    target = tmp_path / "agent" / "skills"
+    assert install_skills(skills, target) == [target / "a-skill"]
+    assert (target / "a-skill" / "SKILL.md").read_text() == (
+        root / "a-skill" / "SKILL.md"
+    ).read_text()
+    assert (target / "a-skill" / "scripts" / "run.py").is_file()
+    (target / "a-skill" / "stale.txt").write_text("old")
+    with pytest.raises(SkillError, match="already installed there \\(a-skill\\); --force"):
+        install_skills(skills, target)
+    install_skills(skills, target, force=True)
+    assert not (target / "a-skill" / "stale.txt").exists()

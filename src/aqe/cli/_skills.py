@@ -175,6 +175,11 @@ def test(names: tuple[str, ...], workdir: Path | None, timeout: float, as_json: 
         print_json({"skills": summaries, "totals": totals})
     else:
         _render_runs(summaries, totals)
+        err.print(
+            f"{len(summaries)} skills: {totals['executed']} examples executed "
+            f"({totals['passed']} passed, {totals['failed']} failed, {totals['not_run']} not run "
+            f"after a failure), {totals['marked']} marked not runnable here"
+        )
     if totals["failed"] or totals["not_run"]:
         raise SystemExit(1)
 
