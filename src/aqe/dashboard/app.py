@@ -5,8 +5,9 @@ Routes:
 * ``GET /`` the page (Plotly.js from ``/static/plotly.min.js``, served from the
   ``plotly`` package: nothing is fetched from outside);
 * ``GET /events`` a ``text/event-stream``: one ``update`` event with every view at
-  once, then one each time the log moves (coalesced to at most one per ``min_gap_s``),
-  and a comment every 15 s to keep proxies from closing it;
+  once, then one each time the log moves (coalesced to at most one per ``min_gap_s``)
+  carrying the views that changed, and a comment every 15 s to keep proxies from
+  closing it;
 * ``GET /api/state`` the same payload once, as JSON;
 * ``GET /metrics`` Prometheus metrics (:mod:`aqe.metrics`);
 * ``GET /healthz``.
@@ -134,13 +135,14 @@ def create_app(
     async def events(request: Request) -> Response:
         async def stream() -> AsyncIterator[bytes]:
             seen = -1
+            sent: dict[str, bytes] = {}  # this page's items as last sent
             while not await request.is_disconnected():
                 version = await live.wait_change(seen, keepalive_s)
                 if version == seen:
                     yield b": keepalive\n\n"
                     continue
                 seen = version
-                yield b"event: update\ndata: " + live.payload() + b"\n\n"
+                yield b"event: update\ndata: " + live.payload(sent) + b"\n\n"
                 await asyncio.sleep(min_gap_s)  # coalesce bursts: one update per gap
 
         return StreamingResponse(

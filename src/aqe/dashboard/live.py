@@ -1,11 +1,13 @@
 """The dashboard's live state: projections folded in memory while following the log.
 
-:class:`LiveView` starts from the history and membership projections' saved snapshots
-(read, never written: the dashboard is a reader) and follows ``AQE_TESTS``,
-``AQE_AGENTS`` and ``AQE_WORKFLOWS`` with ordered consumers from each checkpoint + 1,
-folding every event with the projections' own pure ``apply``. Other streams are
-followed for their counts only. Each applied event bumps :attr:`LiveView.version` and
-wakes the server-sent-event streams, which send the views computed from the new state.
+:class:`LiveView` starts the projections of :data:`FOLDED` (history, membership,
+experience, coverage, perf: those installed) from their saved snapshots (read, never
+written: the dashboard is a reader), follows their streams and ``AQE_WORKFLOWS`` with
+ordered consumers from the earliest checkpoint + 1, and folds every event with the
+projections' own pure ``apply``; workflow instances are folded by the engine's
+``apply_instance``. ``AQE_COORD`` is followed for its counts only. Each event bumps
+:attr:`LiveView.version` and wakes the server-sent-event streams, which send the views
+computed from the new state.
 """
 
 from __future__ import annotations
@@ -29,13 +31,50 @@ if TYPE_CHECKING:
     from aqe.projections.base import Projection
     from aqe.workflows.engine import Instance
 
-__all__ = ["FOLLOWED", "LiveView"]
+__all__ = ["FOLDED", "FOLLOWED", "LiveView"]
 
-FOLLOWED = ("AQE_TESTS", "AQE_AGENTS", "AQE_WORKFLOWS", "AQE_COORD", "AQE_LEARNING")
-"""Streams the dashboard follows (the first three are folded, the rest counted)."""
+FOLDED = ("history", "membership", "experience", "coverage", "perf")
+"""Projections the dashboard folds in memory (each from its saved snapshot, if any)."""
+
+FOLLOWED = (
+    "AQE_TESTS",
+    "AQE_AGENTS",
+    "AQE_WORKFLOWS",
+    "AQE_COORD",
+    "AQE_LEARNING",
+    "AQE_COVERAGE",
+    "AQE_PERF",
+)
+"""Streams the dashboard follows: the folded projections', the workflows', and
+``AQE_COORD`` (counted only)."""
 
 _PROJECTION = "dashboard"
 """The projection label of the dashboard's own folds in the metrics."""
+
+
+class _Fold:
+    """One projection folded in memory: its state and, per stream, the last sequence in it."""
+
+    def __init__(self, projection: Projection[Any], root: Path | None) -> None:
+        from aqe.projections import SnapshotStore
+
+        self.projection = projection
+        self.checkpoints = dict.fromkeys(projection.streams, 0)
+        if root is not None and (root / projection.name).exists():
+            snap = SnapshotStore(projection, root / projection.name).load()
+            self.state: Any = snap.state
+            self.checkpoints.update({s: snap.checkpoints.get(s, 0) for s in projection.streams})
+        else:
+            self.state = projection.initial()
+
+    def apply(self, env: Any, event: Any) -> None:
+        if env.seq <= self.checkpoints.get(env.stream, env.seq):
+            return  # in the snapshot already (another fold's start is further back)
+        # An event the fold refuses is parked by the projections' runner; the view keeps
+        # the state as it was (a fold validates before it mutates).
+        with contextlib.suppress(Exception):
+            self.state = self.projection.apply(self.state, env, event)
+        self.checkpoints[env.stream] = env.seq
 
 
 class LiveView:
@@ -49,20 +88,24 @@ class LiveView:
         *,
         bridge_status: Path | None = None,
     ) -> None:
-        from aqe.coordination.membership import MembershipProjection
-        from aqe.projections.history import HistoryProjection
+        from aqe.projections import get_projection
 
         self._log = log
         self._metrics = metrics
         self._bridge_status = bridge_status
-        self.history = HistoryProjection()
-        self.membership = MembershipProjection()
-        self._starts: dict[str, int] = {}
-        self.history_state: Any = self._load(self.history, projections_root)
-        self.membership_state: Any = self._load(self.membership, projections_root)
+        self.folds: dict[str, _Fold] = {}
+        for name in FOLDED:
+            try:
+                projection = get_projection(name)
+            except (AqeError, ImportError):
+                continue  # a capability this installation does not have
+            self.folds[name] = _Fold(projection, projections_root)
         self.instances: dict[str, Instance] = {}
-        self.last_seq: dict[str, int] = dict.fromkeys(FOLLOWED, 0)
-        self.last_seq.update(self._starts)
+        # Each stream is read from the earliest start of the folds that read it.
+        self.last_seq: dict[str, int] = {}
+        for stream in FOLLOWED:
+            starts = [f.checkpoints[stream] for f in self.folds.values() if stream in f.checkpoints]
+            self.last_seq[stream] = min(starts, default=0)
         self.events_seen = 0
         self.last_event = ""
         self.last_event_at = 0.0
@@ -70,17 +113,17 @@ class LiveView:
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
-    # -- loading and following -------------------------------------------------------
+    def state(self, name: str) -> Any:
+        """A folded projection's state (None when it is not folded here)."""
+        fold = self.folds.get(name)
+        return None if fold is None else fold.state
 
-    def _load(self, projection: Projection[Any], root: Path | None) -> Any:
-        from aqe.projections import SnapshotStore
+    def checkpoint(self, name: str, stream: str) -> int:
+        """The last sequence of ``stream`` in projection ``name``'s state."""
+        fold = self.folds.get(name)
+        return 0 if fold is None else fold.checkpoints.get(stream, 0)
 
-        if root is None or not (root / projection.name).exists():
-            return projection.initial()
-        snap = SnapshotStore(projection, root / projection.name).load()
-        for stream in projection.streams:
-            self._starts[stream] = snap.checkpoints.get(stream, 0)
-        return snap.state
+    # -- following -------------------------------------------------------------------
 
     def start(self) -> None:
         """Start following every stream (tasks end with :meth:`stop`)."""
@@ -118,18 +161,16 @@ class LiveView:
         except EventDecodeError:
             event = None  # the projections' runner parks it; the dashboard only counts it
         if event is not None:
-            with contextlib.suppress(Exception):  # a bad event leaves the view as it was
-                if stream == "AQE_TESTS":
-                    self.history_state = self.history.apply(self.history_state, env, event)
-                elif stream == "AQE_AGENTS":
-                    self.membership_state = self.membership.apply(self.membership_state, env, event)
-                elif stream == "AQE_WORKFLOWS":
-                    fact = fact_of(env)
-                    instance_id = getattr(event, "instance_id", None)
-                    if fact is not None and isinstance(instance_id, str):
-                        folded = apply_instance(self.instances.get(instance_id), fact)
-                        if folded is not None:
-                            self.instances[instance_id] = folded
+            for fold in self.folds.values():
+                if stream in fold.checkpoints:
+                    fold.apply(env, event)
+            if stream == "AQE_WORKFLOWS":
+                fact = fact_of(env)
+                instance_id = getattr(event, "instance_id", None)
+                if fact is not None and isinstance(instance_id, str):
+                    folded = apply_instance(self.instances.get(instance_id), fact)
+                    if folded is not None:
+                        self.instances[instance_id] = folded
         self.last_seq[stream] = env.seq
         self.events_seen += 1
         self.last_event = f"{env.event_type} at {stream} seq {env.seq}"
@@ -159,17 +200,37 @@ class LiveView:
 
     def sections(self) -> list[Section]:
         """The dashboard's views of the current state (the report's, plus the fleet)."""
-        from aqe.report.fleet_views import fleet_section, workflows_section
+        from aqe.report.fleet_views import fleet_section, learning_section, workflows_section
+        from aqe.report.quality_views import coverage_section, perf_section
         from aqe.report.tests_views import history_sections
 
-        sections = history_sections(self.history_state, self.last_seq["AQE_TESTS"], None)
-        flows = workflows_section(
-            self.instances, 1 if self.instances else 0, self.last_seq["AQE_WORKFLOWS"]
+        sections = history_sections(
+            self.state("history"), self.checkpoint("history", "AQE_TESTS"), None
         )
-        if flows is not None:
-            sections.append(flows)
+        optional = [
+            workflows_section(
+                self.instances, 1 if self.instances else 0, self.last_seq["AQE_WORKFLOWS"]
+            ),
+        ]
+        if self.state("experience") is not None:
+            optional.append(
+                learning_section(
+                    self.state("experience"), self.checkpoint("experience", "AQE_LEARNING")
+                )
+            )
+        if self.state("coverage") is not None:
+            optional.append(
+                coverage_section(self.state("coverage"), dict(self.folds["coverage"].checkpoints))
+            )
+        if self.state("perf") is not None:
+            optional.append(perf_section(self.state("perf"), self.checkpoint("perf", "AQE_PERF")))
+        sections.extend(s for s in optional if s is not None)
         sections.append(
-            fleet_section(self.membership_state, self.last_seq["AQE_AGENTS"], self._bridge_tables())
+            fleet_section(
+                self.state("membership"),
+                self.checkpoint("membership", "AQE_AGENTS"),
+                self._bridge_tables(),
+            )
         )
         return sections
 
@@ -241,8 +302,14 @@ class LiveView:
             )
         ]
 
-    def payload(self) -> bytes:
-        """One update for the page: counters and every section's cards and figures."""
+    def payload(self, sent: dict[str, bytes] | None = None) -> bytes:
+        """One update for the page: counters and every section's cards and figures.
+
+        Args:
+            sent: What this page was sent before, by item key (updated in place): items
+                whose encoding did not change since are left out, so the page redraws
+                only what moved.
+        """
         sections = []
         for section in self.sections():
             items = []
@@ -255,7 +322,12 @@ class LiveView:
                 if isinstance(item, Figure):
                     entry["data"] = item.data
                     entry["layout"] = item.layout
-                items.append(entry)
+                encoded = msgspec.json.encode(entry)
+                if sent is not None:
+                    if sent.get(item.key) == encoded:
+                        continue
+                    sent[item.key] = encoded
+                items.append(msgspec.Raw(encoded))
             sections.append({"key": section.key, "title": section.title, "items": items})
         return msgspec.json.encode(
             {
