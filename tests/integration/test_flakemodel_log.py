@@ -19,6 +19,7 @@ from aqe.flakemodel.data import TestCode, load_tests
 from aqe.flakemodel.model import FlakeModel, HeadConfig
 from aqe.flakemodel.projection import PredictionsProjection, PredictionsState
 from aqe.flakemodel.service import (
+    embedder_for,
     fetch_model,
     record_predictions,
     resolve_model,
@@ -30,7 +31,6 @@ from aqe.log import load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.projections import MemoryDeadLetters, ProjectionRunner, SnapshotStore, rebuild
-from aqe.search.embed import Embedder
 from support.flakecode import write_tiny_set
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(300)]
@@ -69,7 +69,7 @@ async def test_prediction_before_rebuild_equals_prediction_after(
         specs = load_stream_specs()
         await apply_streams(nc, specs)
         log = JetStreamEventLog(nc, specs)
-        with Embedder(tmp_path / "cache") as embedder:
+        with embedder_for(tmp_path / "cache") as embedder:
             model, trained = await train_model(
                 log, tests, embedder=embedder, trained_on="tiny", config=SMALL
             )
@@ -106,10 +106,10 @@ async def test_prediction_before_rebuild_equals_prediction_after(
         # the replayed log names, and scores the same input the same way.
         again = await fetch_model(log, resolve_model(rebuilt, "latest"))
         assert again.digest == model.digest
-        with Embedder(tmp_path / "cache") as embedder:
+        with embedder_for(tmp_path / "cache") as embedder:
             after = score(again, unseen, embedder)
         assert after == before
-        with Embedder(tmp_path / "fresh-cache") as embedder:  # embeddings computed again
+        with embedder_for(tmp_path / "fresh-cache", model.embedder) as embedder:  # computed again
             fresh = score(again, unseen, embedder)
         assert [p.flaky for p in fresh] == [p.flaky for p in before]
         assert np.allclose(

@@ -36,10 +36,10 @@ def embeddings_dir(app: AppContext) -> Path:
     return app.settings.data_dir / "flakemodel" / "embeddings"
 
 
-def _embedder(app: AppContext) -> Embedder:
-    from aqe.search.embed import Embedder
+def _embedder(app: AppContext, version: str | None = None) -> Embedder:
+    from aqe.flakemodel.service import embedder_for
 
-    return Embedder(embeddings_dir(app))
+    return embedder_for(embeddings_dir(app), version)
 
 
 def _data_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -278,7 +278,10 @@ def _predict(
     async def go() -> tuple[list[Prediction], int]:
         async with open_log(app) as log:
             model = await fetch_model(log, trained)
-            with _embedder(app) as embedder, progress_bar(len(tests), "score", show) as tick:
+            with (
+                _embedder(app, model.embedder) as embedder,
+                progress_bar(len(tests), "score", show) as tick,
+            ):
                 preds = score(
                     model, tests, embedder, on_progress=lambda n, t: tick(n * len(tests) // t)
                 )

@@ -19,6 +19,7 @@ is cheap.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -120,16 +121,20 @@ def _fit_head(
         torch.set_num_threads(before)
 
 
-def _forward(weights: Sequence[tuple[str, NDArray[np.float32]]], x: NDArray[np.float32]) -> Any:
-    """The head's forward pass (eval mode: no dropout); returns float64 probabilities."""
-    import torch
-    from torch.nn import functional
+_ERF = np.vectorize(math.erf, otypes=[np.float64])
 
-    w = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights}
-    with torch.inference_mode():
-        h = functional.gelu(functional.linear(torch.from_numpy(x), w["0.weight"], w["0.bias"]))
-        z = functional.linear(h, w["3.weight"], w["3.bias"])[:, 0].double()
-        return torch.sigmoid(z).numpy()
+
+def _forward(weights: Sequence[tuple[str, NDArray[np.float32]]], x: NDArray[np.float32]) -> Any:
+    """The head's forward pass in NumPy (eval mode: no dropout); float64 probabilities.
+
+    NumPy, not torch: scoring (``aqe flaky-model predict``) then never imports torch,
+    which costs seconds per command. GELU is the exact (erf) form torch trains with.
+    """
+    w = dict(weights)
+    h = (x @ w["0.weight"].T + w["0.bias"]).astype(np.float64)
+    h = 0.5 * h * (1.0 + _ERF(h / math.sqrt(2.0)))
+    z = h @ w["3.weight"].T.astype(np.float64) + w["3.bias"].astype(np.float64)
+    return 1.0 / (1.0 + np.exp(-z[:, 0]))
 
 
 def inner_folds(
