@@ -7,7 +7,7 @@ import click
 from aqe.cli._context import AppContext, pass_app
 
 
-@click.command()
+@click.command(short_help="Serve the fleet and the skills to AI agents over MCP.")
 @click.option(
     "--transport",
     type=click.Choice(["stdio", "http"]),

@@ -22,7 +22,7 @@ def _library() -> list[Skill]:
     return load_library()
 
 
-@click.group()
+@click.group(short_help="Agent skills: list, read by level, search, check, test.")
 def skills() -> None:
     """Agent skills: list, read by level, search, check, run their examples, install."""
 
@@ -78,7 +78,7 @@ def show(name: str, level: int, as_json: bool) -> None:
         out.print(f"[dim]related: {', '.join(skill.related)}[/dim]")
 
 
-@skills.command()
+@skills.command(short_help="Print a skill's folder (its scripts/ and references/).")
 @click.argument("name", required=False)
 def path(name: str | None) -> None:
     """Print the folder of skill NAME (or of the library), for its scripts and references."""
@@ -87,7 +87,7 @@ def path(name: str | None) -> None:
     click.echo(str(find_skill(name, _library()).path if name else skills_root()))
 
 
-@skills.command()
+@skills.command(short_help="Validate schema, levels, cross-references, links, index.")
 @json_option
 def check(as_json: bool) -> None:
     """Validate the library: frontmatter schema, levels, cross-references, links, index.
@@ -120,7 +120,7 @@ def check(as_json: bool) -> None:
         raise SystemExit(1)
 
 
-@skills.command()
+@skills.command(short_help="Run every example of the skills (or of NAMES).")
 @click.argument("names", nargs=-1)
 @click.option(
     "--workdir",
@@ -219,7 +219,7 @@ def _render_runs(summaries: list[dict[str, Any]], totals: dict[str, int]) -> Non
     )
 
 
-@skills.command()
+@skills.command(short_help="Find skills for QUERY (hybrid MiniLM + BM25).")
 @click.argument("query")
 @click.option("-k", "limit", default=5, show_default=True, type=click.IntRange(1, 50))
 @click.option(
@@ -257,7 +257,7 @@ def search(app: AppContext, query: str, limit: int, mode: str, as_json: bool) ->
     )
 
 
-@skills.command()
+@skills.command(short_help="Copy skills into a folder an agent runtime reads.")
 @click.option(
     "--into",
     "target",
