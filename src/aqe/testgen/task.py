@@ -154,7 +154,7 @@ class TestgenHandler:
             if not Path(job.python).exists():  # submitted from another machine
                 job = msgspec.structs.replace(job, python=sys.executable)
             if task.mode == "gaps":
-                summary = await self._gaps(job, sandbox_for(job.backend), task.gaps)
+                summary = await self._gaps(job, sandbox_for, task.gaps)
             elif task.mode == "generate":
                 summary = await self._generate(job, sandbox_for(job.backend))
             else:
@@ -163,13 +163,13 @@ class TestgenHandler:
             return TaskOutcome(error=f"{type(exc).__name__}: {exc}")
         return _outcome(summary, began)
 
-    async def _gaps(self, job: GenerationJob, sandbox: Sandbox, limit: int) -> StepSummary:
+    async def _gaps(self, job: GenerationJob, sandbox_for: SandboxFor, limit: int) -> StepSummary:
         from_projection = await self._projection_gaps(job.package, limit)
         if from_projection:
             return StepSummary(targets=tuple(from_projection), gaps_from="coverage-projection")
         from aqe.testgen.pipeline import measure_suite
 
-        files = await measure_suite(job, sandbox)
+        files = await measure_suite(job, sandbox_for(job.backend))
         return StepSummary(targets=tuple(gaps_from_files(files, limit=limit)), gaps_from="baseline")
 
     async def _projection_gaps(self, package: str, limit: int) -> list[str]:
