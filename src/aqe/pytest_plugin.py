@@ -750,7 +750,7 @@ class AqeRecorder:
                 events, changed_since, config.rootpath, pending.test_ids, nodeids=pending.nodeids
             )
             order = [r for r in order if r.test_id in impact.reasons]
-            label = f"{label}, tests impacted since {changed_since}"
+            label = f"{label}, tests impacted since {changed_since} ({impact.describe()})"
         chosen = order
         if self.subset is not None:
             total = sum(r.expected_duration_s for r in order)

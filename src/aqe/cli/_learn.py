@@ -566,13 +566,9 @@ def _impacted(
     always = plan.always | in_files
     wanted = set(impact.reasons) | always
     err = console(stderr=True)
-    counts: dict[str, int] = {}
-    for reason in impact.reasons.values():
-        counts[reason] = counts.get(reason, 0) + 1
     err.print(
-        f"aqe: {len(changes)} files changed since {ref}; impacted: "
-        + (", ".join(f"{n} {why}" for why, n in sorted(counts.items())) or "none")
-        + (f", {len(in_files)} in changed test files" if in_files else ""),
+        f"aqe: since {ref}: {impact.describe()}"
+        + (f"; {len(in_files)} in changed test files" if in_files else ""),
         soft_wrap=True,
     )
     for path, lines in impact.uncovered.items():

@@ -66,6 +66,15 @@ class Impact(msgspec.Struct, kw_only=True):
     """Per known file, touched statements no test or import ran."""
     unknown_files: list[str]
     """Changed files the coverage does not know (new files, tests, data, other languages)."""
+    changed_files: int = 0
+
+    def describe(self) -> str:
+        """``3 files changed; impacted: 2 covers, 1 unknown`` (for a status line)."""
+        counts: dict[str, int] = {}
+        for reason in self.reasons.values():
+            counts[reason] = counts.get(reason, 0) + 1
+        shown = ", ".join(f"{n} {why}" for why, n in sorted(counts.items())) or "none"
+        return f"{self.changed_files} files changed; impacted: {shown}"
 
 
 def git_diff(ref: str, cwd: Path) -> str:
@@ -185,7 +194,9 @@ def impacted_tests(
             reasons.setdefault(test_id, "unknown")
         elif cutoff is not None and known.seq < cutoff:
             reasons.setdefault(test_id, "stale")
-    return Impact(reasons=reasons, uncovered=uncovered, unknown_files=unknown)
+    return Impact(
+        reasons=reasons, uncovered=uncovered, unknown_files=unknown, changed_files=len(changes)
+    )
 
 
 def impacted_by_diff(
