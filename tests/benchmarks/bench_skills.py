@@ -81,7 +81,10 @@ async def mcp_against_cli(rounds: int) -> None:
                 (reports / f"run-{number:02d}.xml").write_text(junit_report(run))
             cli = [sys.executable, "-m", "aqe.cli"]
             subprocess.run(  # noqa: ASYNC221 - set-up, before anything is timed
-                [*cli, "ingest", str(reports), "--run-per-file", "-q"], env=env, check=True
+                [*cli, "ingest", str(reports), "--run-per-file", "-q"],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
             )
             params = StdioServerParameters(command=cli[0], args=[*cli[1:], "mcp"], env=env)
             async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
