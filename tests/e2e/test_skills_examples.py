@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aqe.skills.examples import run_examples
-from aqe.skills.library import load_library, skills_root
+from aqe.skills.library import Skill, load_library, skills_root
 
 SKILLS = load_library()
 
@@ -21,11 +21,11 @@ SKILLS = load_library()
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("skill", SKILLS, ids=[s.name for s in SKILLS])
-def test_skill_examples_run(skill: object, tmp_path: Path) -> None:
-    outcome = run_examples(skill, tmp_path / "work", library=skills_root(), timeout_s=420)  # type: ignore[arg-type]
+def test_skill_examples_run(skill: Skill, tmp_path: Path) -> None:
+    outcome = run_examples(skill, tmp_path / "work", library=skills_root(), timeout_s=420)
     summary = outcome.summary()
     failure = summary["failure"]
-    assert failure is None, f"{failure['where']}: exit {failure['exit_code']}\n{failure['output']}"  # type: ignore[index]
+    assert failure is None, f"{failure['where']}: exit {failure['exit_code']}\n{failure['output']}"
     assert outcome.ok
     assert summary["executed"] >= 1
-    print(f"{skill.name}: {summary['executed']} executed, {summary['marked']} marked")  # type: ignore[attr-defined]
+    print(f"{skill.name}: {summary['executed']} executed, {summary['marked']} marked")
