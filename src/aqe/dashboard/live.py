@@ -26,9 +26,11 @@ from aqe.report.html import card_html
 from aqe.report.model import Figure, Section, Table
 
 if TYPE_CHECKING:
+    from aqe.coordination.lease import Lease
     from aqe.log.port import EventLog
     from aqe.metrics import AqeMetrics
     from aqe.projections.base import Projection
+    from aqe.report.fleet_views import Proposal
     from aqe.workflows.engine import Instance
 
 __all__ = ["FOLDED", "FOLLOWED", "LiveView"]
@@ -77,6 +79,40 @@ class _Fold:
         self.checkpoints[env.stream] = env.seq
 
 
+class _CoordFold:
+    """Leases, the task board and proposals, folded from ``AQE_COORD`` with their own folds."""
+
+    def __init__(self) -> None:
+        from aqe.coordination.tasks import TaskBoard
+
+        self.leases: dict[str, Lease] = {}
+        self.board = TaskBoard()
+        self.proposals: dict[str, Proposal] = {}
+        self.first_seq = 0
+
+    def apply(self, env: Any, event: Any) -> None:
+        from aqe.coordination.lease import LEASE_PREFIX, lease_from
+        from aqe.events import ProposalOpened, VoteCast
+        from aqe.report.fleet_views import Proposal
+
+        self.first_seq = self.first_seq or env.seq
+        with contextlib.suppress(Exception):  # an anomaly leaves the view as it was
+            if env.subject.startswith(LEASE_PREFIX + "."):
+                lease = lease_from(env)
+                if lease is not None:
+                    self.leases[lease.group] = lease
+            elif env.subject.startswith("aqe.coord.task."):
+                self.board.apply(env, event)
+            elif isinstance(event, ProposalOpened):
+                self.proposals.setdefault(
+                    event.proposal_id,
+                    Proposal(question=event.question, mode=event.mode, voters=len(event.voters)),
+                )
+            elif isinstance(event, VoteCast) and event.proposal_id in self.proposals:
+                votes = self.proposals[event.proposal_id].votes
+                votes[event.choice] = votes.get(event.choice, 0) + 1
+
+
 class LiveView:
     """Folds the followed streams in memory and tells waiters when something changed."""
 
@@ -101,6 +137,7 @@ class LiveView:
                 continue  # a capability this installation does not have
             self.folds[name] = _Fold(projection, projections_root)
         self.instances: dict[str, Instance] = {}
+        self.coord = _CoordFold()
         # Each stream is read from the earliest start of the folds that read it.
         self.last_seq: dict[str, int] = {}
         for stream in FOLLOWED:
@@ -164,6 +201,8 @@ class LiveView:
             for fold in self.folds.values():
                 if stream in fold.checkpoints:
                     fold.apply(env, event)
+            if stream == "AQE_COORD":
+                self.coord.apply(env, event)
             if stream == "AQE_WORKFLOWS":
                 fact = fact_of(env)
                 instance_id = getattr(event, "instance_id", None)
@@ -200,7 +239,12 @@ class LiveView:
 
     def sections(self) -> list[Section]:
         """The dashboard's views of the current state (the report's, plus the fleet)."""
-        from aqe.report.fleet_views import fleet_section, learning_section, workflows_section
+        from aqe.report.fleet_views import (
+            coordination_tables,
+            fleet_section,
+            learning_section,
+            workflows_section,
+        )
         from aqe.report.quality_views import coverage_section, perf_section
         from aqe.report.tests_views import history_sections
 
@@ -225,11 +269,18 @@ class LiveView:
         if self.state("perf") is not None:
             optional.append(perf_section(self.state("perf"), self.checkpoint("perf", "AQE_PERF")))
         sections.extend(s for s in optional if s is not None)
+        coord = coordination_tables(
+            self.coord.leases,
+            self.coord.board,
+            self.coord.proposals,
+            self.coord.first_seq,
+            self.last_seq["AQE_COORD"],
+        )
         sections.append(
             fleet_section(
                 self.state("membership"),
                 self.checkpoint("membership", "AQE_AGENTS"),
-                self._bridge_tables(),
+                [*coord, *self._bridge_tables()],
             )
         )
         return sections

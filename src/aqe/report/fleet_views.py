@@ -10,15 +10,26 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from aqe.report.model import Figure, Section, Source, Table
 from aqe.report.tests_views import layout
 
 if TYPE_CHECKING:
+    from aqe.coordination.lease import Lease
     from aqe.coordination.membership import MembershipState
+    from aqe.coordination.tasks import TaskBoard
     from aqe.learning.experience import ExperienceState
     from aqe.workflows.engine import Instance
 
-__all__ = ["cycle_apfd", "fleet_section", "learning_section", "workflows_section"]
+__all__ = [
+    "Proposal",
+    "coordination_tables",
+    "cycle_apfd",
+    "fleet_section",
+    "learning_section",
+    "workflows_section",
+]
 
 _UNREADABLE_REWARDS = frozenset({"failcount"})
 
@@ -225,3 +236,77 @@ def fleet_section(
         note="" if agents else "no agent has registered",
     )
     return Section(key="fleet", title="Fleet", items=[table, *(extra or [])])
+
+
+class Proposal(msgspec.Struct, kw_only=True):
+    """A proposal as its opening and the votes cast on it say (counted, not verified)."""
+
+    question: str
+    mode: str
+    voters: int
+    votes: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+def coordination_tables(
+    leases: Mapping[str, Lease],
+    board: TaskBoard,
+    proposals: Mapping[str, Proposal],
+    first_seq: int,
+    last_seq: int,
+) -> list[Table]:
+    """Leaders and terms, tasks per topology, and votes (the dashboard's fleet view)."""
+    source = Source(
+        events=("coord.lease.*", "coord.task.*", "coord.proposal.*"),
+        stream="AQE_COORD",
+        first_seq=first_seq,
+        last_seq=last_seq,
+        via="lease, task-board and vote folds",
+    )
+    per_topology: dict[str, Counter[str]] = defaultdict(Counter)
+    for task in board.tasks.values():
+        where = task.topology or ("work queue" if task.queued else "not assigned")
+        per_topology[where][task.status] += 1
+    statuses = sorted({st for counts in per_topology.values() for st in counts})
+    return [
+        Table(
+            key="leaders",
+            title=f"Leaders ({len(leases)} groups)",
+            source=source,
+            columns=["group", "holder", "term (fencing token)", "state"],
+            rows=[
+                [g, lease.holder, f"{lease.term:,}", "released" if lease.released else "held"]
+                for g, lease in sorted(leases.items())
+            ],
+            note="" if leases else "no leader elected",
+        ),
+        Table(
+            key="tasks-per-topology",
+            title=f"Tasks per topology ({len(board.tasks):,} tasks)",
+            source=source,
+            columns=["topology", *statuses],
+            rows=[
+                [t, *(f"{c.get(st, 0):,}" for st in statuses)]
+                for t, c in sorted(per_topology.items())
+            ],
+            note="" if board.tasks else "no task submitted",
+        ),
+        Table(
+            key="votes",
+            title=f"Votes ({len(proposals)} proposals)",
+            source=source,
+            columns=["proposal", "question", "mode", "voters", "votes cast"],
+            rows=[
+                [
+                    pid,
+                    p.question,
+                    p.mode,
+                    str(p.voters),
+                    ", ".join(f"{choice}: {n}" for choice, n in sorted(p.votes.items())),
+                ]
+                for pid, p in sorted(proposals.items())
+            ],
+            note="votes as cast; `aqe vote tally` checks signatures and quorum"
+            if proposals
+            else "no proposal opened",
+        ),
+    ]
