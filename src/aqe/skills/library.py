@@ -132,7 +132,7 @@ class Skill:
         )
 
     def summary(self) -> dict[str, Any]:
-        """Name, version, category, description, tags and related: what `list` shows."""
+        """Name, version, category, description, tags, related, levels and other files."""
         return {
             "name": self.name,
             "version": str(self.meta.get("version", "")),
@@ -141,6 +141,7 @@ class Skill:
             "tags": list(self.tags),
             "related": list(self.related),
             "levels": sorted(self.levels),
+            "files": [str(p) for p in self.files()],
             "path": str(self.path),
         }
 
