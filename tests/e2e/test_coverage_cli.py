@@ -113,6 +113,13 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
     assert detail["lines"]["5"] == ["tests.test_core.test_negative"]
     assert detail["lines"]["10"] == ["tests.test_core.test_double"]
     assert detail["missing"] == [6, 14]
+    covered = aqe_in(project, env, "coverage", "test", "tests/test_core.py::test_neg", "--json")
+    assert covered.code == 2, covered.out
+    covered = aqe_in(
+        project, env, "coverage", "test", "tests/test_core.py::test_negative", "--json"
+    ).json()
+    assert covered["test_id"] == "tests.test_core.test_negative"
+    assert covered["files"] == {"pkg/core.py": [2, 4, 5]}
     table = aqe_in(project, env, "coverage", "pkg/core.py")
     assert table.code == 0
     assert "missing: 6, 14" in table.out

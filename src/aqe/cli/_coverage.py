@@ -147,6 +147,39 @@ def show(app: AppContext, file: str | None, as_json: bool) -> None:
     )
 
 
+@coverage.command(name="test")
+@click.argument("test_id")
+@output_options
+@pass_app
+def test_(app: AppContext, test_id: str, as_json: bool) -> None:
+    """What one test covers (its newest covered run): files and lines."""
+    from aqe.coverage.queries import line_ranges, test_files
+    from aqe.ingest.identity import split_pytest_nodeid, test_identity
+
+    state = coverage_state(app)
+    if "::" in test_id:  # a pytest node id: aqe's identity of it
+        test_id = test_identity(*split_pytest_nodeid(test_id))
+    files = test_files(state, test_id)
+    if not files:
+        raise click.BadParameter(f"{test_id!r}: no coverage recorded for it", param_hint="TEST_ID")
+    run_id = state.tests[test_id].run_id
+    if as_json:
+        print_json({"test_id": test_id, "run_id": run_id, "files": files})
+        return
+    emit_table(
+        ["file", "lines", "ranges"],
+        [
+            [
+                path,
+                len(lines),
+                ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in line_ranges(lines)),
+            ]
+            for path, lines in files.items()
+        ],
+        title=f"{test_id}: run {run_id}",
+    )
+
+
 def _failures(app: AppContext) -> dict[str, int]:
     """Per test id, its failures and errors in the history (0 when there is none)."""
     from aqe.cli._projections import projections_root
