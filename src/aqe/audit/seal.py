@@ -281,8 +281,8 @@ async def seal_stream(
     leaves: list[bytes] = []
     done = 0
 
-    async def flush() -> None:
-        nonlocal size, last_seq, root, frontier, expected
+    def close_seal() -> None:
+        nonlocal size, last_seq, root, frontier
         new_frontier = extend_frontier(frontier, size, leaves)
         new_root = frontier_root(new_frontier)
         seal = StreamSealed(
@@ -299,28 +299,30 @@ async def seal_stream(
             digests=base64.b64encode(b"".join(h[:DIGEST_BYTES] for h in leaves)).decode(),
             sealed_at=clock(),
         )
-        seal = sign_seal(seal, private_key)
-        result = await log.append(
-            seal,
-            event_id=f"seal-{stream}-{seal.tree_size}-{seal.root[:16]}",
-            expected_last_seq=expected,
-        )
-        sealed.append(seal)
+        sealed.append(sign_seal(seal, private_key))
         size, last_seq, root, frontier = seal.tree_size, seal.last_seq, new_root, new_frontier
-        expected = result.seq
         seqs.clear()
         leaves.clear()
 
+    # Seals are appended once the read is over: a publish waiting for its ack while a
+    # large read floods the same connection can time out.
     async for env in log.read(stream, after_seq=last_seq, until_seq=end):
         seqs.append(env.seq)
         leaves.append(message_leaf_hash(env))
         done += 1
         if len(leaves) >= max_leaves:
-            await flush()
+            close_seal()
         if on_progress is not None and done % 10_000 == 0:
             on_progress(done)
     if leaves:
-        await flush()
+        close_seal()
+    for seal in sealed:
+        result = await log.append(
+            seal,
+            event_id=f"seal-{stream}-{seal.tree_size}-{seal.root[:16]}",
+            expected_last_seq=expected,
+        )
+        expected = result.seq
     if on_progress is not None:
         on_progress(done)
     return sealed
