@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aqe.coverage.measured import (
+    MAX_EVENT_BYTES,
     MeasuredFile,
     coverage_events,
     decode_branches,
@@ -66,6 +67,19 @@ def test_chunks_stay_small_and_merge_back_to_what_was_measured() -> None:
     one = coverage_events(files, run_id="r1")
     assert len(one) == 1
     assert one[0].per_test
+
+
+def test_chunks_stay_under_the_cap_when_the_estimate_is_low() -> None:
+    # Sparse lines far apart: every delta has 5-6 digits, twice the estimate.
+    sparse = MeasuredFile(
+        path="big.py",
+        statements=set(range(100_000, 2_000_000, 17)),
+        tests={f"t{i}": set(range(100_000 + i, 2_000_000, 99_991)) for i in range(20_000)},
+    )
+    events = coverage_events([sparse], run_id="r", chunk_bytes=600_000)
+    assert len(events) > 1
+    assert max(len(e.to_json()) for e in events) <= MAX_EVENT_BYTES
+    assert measured_from_events(events) == [sparse]
 
 
 def envelope(seq: int, event: Event, stream: str = "AQE_COVERAGE") -> Envelope:

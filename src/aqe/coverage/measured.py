@@ -24,6 +24,7 @@ from aqe.events.coverage import (
 
 __all__ = [
     "CHUNK_BYTES",
+    "MAX_EVENT_BYTES",
     "MeasuredFile",
     "coverage_events",
     "decode_branches",
@@ -34,6 +35,8 @@ __all__ = [
 
 CHUNK_BYTES = 256 * 1024
 """Target size of one chunk's encoded files (the server's default max_payload is 1 MiB)."""
+MAX_EVENT_BYTES = 768 * 1024
+"""No chunk is encoded larger: the size estimate is checked and chunks made smaller."""
 
 # Roughly what an encoded number costs in JSON (digits and a comma), to size chunks
 # without encoding every candidate twice.
@@ -140,12 +143,31 @@ def coverage_events(
         chunk_bytes: about how many encoded bytes one chunk's files may take.
 
     Returns:
-        At least one event (an empty run still says "nothing was measured").
+        At least one event (an empty run still says "nothing was measured"); each
+        encodes to at most :data:`MAX_EVENT_BYTES` unless one file's own line lists do.
     """
+    ordered = sorted(files, key=lambda f: f.path)
+    while True:
+        events = _chunked(ordered, run_id, source, commit, awaits_run, chunk_bytes)
+        # Sizes are estimated (about 3 bytes a number); numbers with more digits can
+        # push a chunk past it: check the real size, and halve the target if need be.
+        if chunk_bytes <= 4096 or max(len(e.to_json()) for e in events) <= MAX_EVENT_BYTES:
+            return events
+        chunk_bytes //= 2
+
+
+def _chunked(
+    ordered: list[MeasuredFile],
+    run_id: str,
+    source: str,
+    commit: str | None,
+    awaits_run: bool,
+    chunk_bytes: int,
+) -> list[CoverageRecorded]:
     groups: list[list[FileCoverage]] = [[]]
     used = 0
     per_test = False
-    for measured in sorted(files, key=lambda f: f.path):
+    for measured in ordered:
         per_test = per_test or bool(measured.tests)
         for entry, size in _entries(measured, chunk_bytes):
             if groups[-1] and used + size > chunk_bytes:
