@@ -503,16 +503,19 @@ def explain(
     """List the events behind row KEY of PROJECTION, with sequences and inclusion proofs.
 
     KEY is the row's aggregate id: a test id for `history` (its executions, the runs
-    they were in, its quarantine), an agent id for `membership`, and so on.
+    they were in, its quarantine), an agent id for `membership`, and so on. PROJECTION
+    may also be a stream: `explain AQE_COORD ship-42` lists a proposal and its votes.
     """
     from aqe.audit.explain import explain as explain_row
     from aqe.audit.proof import encode_proof
     from aqe.projections import get_projection
 
-    streams = get_projection(projection).streams
-
     async def go() -> Any:
         async with open_log(app) as log:
+            names = {s.name for s in log.specs}
+            # A stream name stands for itself: `explain AQE_COORD PROPOSAL` lists a
+            # proposal and its votes, which no projection keeps.
+            streams = (projection,) if projection in names else get_projection(projection).streams
             return await explain_row(log, projection, streams, log.specs, key)
 
     result = run(go())
