@@ -141,6 +141,12 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
         "tests/test_core.py::test_positive",
     ]
     assert "1 covers" in chosen.err
+    # --budget still applies, to the impacted tests only.
+    budgeted = aqe_in(
+        project, env, "subset", "--changed-since", "HEAD", "--budget", "100%", "--format", "ids"
+    )
+    assert budgeted.code == 0, budgeted.err
+    assert budgeted.out.split() == ["tests.test_core.test_negative"], budgeted.err
     # A change to a line no test runs selects nothing and says so.
     (project / "pkg" / "core.py").write_text(CORE.replace("return x - 1", "return x - 2"))
     none = aqe_in(project, env, "subset", "--changed-since", "HEAD", "--format", "ids")
