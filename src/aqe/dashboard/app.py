@@ -138,6 +138,8 @@ def create_app(
             sent: dict[str, bytes] = {}  # this page's items as last sent
             while not await request.is_disconnected():
                 version = await live.wait_change(seen, keepalive_s)
+                if live.closed:  # the server stops
+                    return
                 if version == seen:
                     yield b": keepalive\n\n"
                     continue

@@ -147,6 +147,8 @@ class LiveView:
         self.last_event = ""
         self.last_event_at = 0.0
         self.version = 0
+        self.closed = False
+        """Set when the server stops: event streams end instead of waiting."""
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -223,13 +225,19 @@ class LiveView:
             self._changed.notify_all()
 
     async def wait_change(self, after: int, timeout_s: float) -> int:
-        """Wait until :attr:`version` passes ``after`` (or the timeout); the version then."""
+        """Wait until :attr:`version` passes ``after`` (or the timeout, or :meth:`close`)."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.version > after), timeout_s
+                    self._changed.wait_for(lambda: self.closed or self.version > after), timeout_s
                 )
             return self.version
+
+    async def close(self) -> None:
+        """End every event stream (waiters wake at once and see :attr:`closed`)."""
+        async with self._changed:
+            self.closed = True
+            self._changed.notify_all()
 
     # -- views -----------------------------------------------------------------------
 

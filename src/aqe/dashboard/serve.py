@@ -67,6 +67,7 @@ async def serve(
         # it to close its sockets, instead of cancelling it halfway.
         await asyncio.shield(serving)
     finally:
+        await live.close()  # open event streams end, so uvicorn stops without waiting
         server.should_exit = True
         for task in (watcher, bridge):
             if task is not None:
