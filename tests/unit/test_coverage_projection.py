@@ -164,7 +164,7 @@ def test_the_newest_run_wins_per_file_and_per_test() -> None:
     assert test_files(state, "tests.test_util.test_a") == {"src/pkg/util.py": [2, 3]}
     assert state.tests["tests.test_core.test_1"].run_id == "r2"
     # Run r1 completing after r2 (its marker last) changes nothing: r2 is newer in the log.
-    late = [i for i in items if not (i[0] == "AQE_TESTS" and i[1].run_id == "r1")]
+    late = [i for i in items if not (isinstance(i[1], TestRunFinished) and i[1].run_id == "r1")]
     late.append(("AQE_TESTS", TestRunFinished(run_id="r1", total=1, passed=1, failed=0)))
     proj = CoverageProjection()
     assert proj.encode(fold(late)) == proj.encode(state)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import msgspec
+
 from aqe.coverage.audit import score_strategies
 from aqe.coverage.measured import MeasuredFile, coverage_events
 from aqe.coverage.mutants import apply_mutant, find_mutants, sample_mutants
-from aqe.coverage.projection import fold_events
+from aqe.coverage.projection import CoverageState, fold_events
 from aqe.coverage.tia import ChangedFile, changed_lines, impacted_tests
 from aqe.events import Event, TestRunFinished
 
@@ -57,7 +59,7 @@ def test_changed_lines_take_the_old_side() -> None:
     assert files["gone.py"].lines == {1, 2}
 
 
-def state_of(*runs: list[MeasuredFile]):  # type: ignore[no-untyped-def]
+def state_of(*runs: list[MeasuredFile]) -> CoverageState:
     events: list[Event] = []
     for index, files in enumerate(runs):
         events += coverage_events(files, run_id=f"r{index}")
@@ -154,7 +156,7 @@ def test_strategies_are_scored_against_the_killers(tmp_path: Path) -> None:
     source = "\n".join(f"x{i} = {i}" for i in range(1, 14)) + "\n"
     (tmp_path / "src" / "core.py").write_text(source)
     mutants = [m for m in find_mutants(tmp_path, "src/core.py") if m.line in (4, 8)]
-    mutants = [msgspec_replace(m, path="src/pkg/core.py") for m in mutants]
+    mutants = [msgspec.structs.replace(m, path="src/pkg/core.py") for m in mutants]
     killers = [("t.neg",) if m.line == 4 else ("t.pos",) for m in mutants]
     scored = score_strategies(suite, state, mutants, killers, budgets=(0.34,))
     by_line = dict(zip([m.line for m in mutants], scored, strict=True))
@@ -166,9 +168,3 @@ def test_strategies_are_scored_against_the_killers(tmp_path: Path) -> None:
     selected, caught = by_line[8]
     assert not caught["coverage"]
     assert selected["history@34%"] == 2
-
-
-def msgspec_replace(m, **kw):  # type: ignore[no-untyped-def]
-    import msgspec
-
-    return msgspec.structs.replace(m, **kw)
