@@ -45,14 +45,9 @@ from aqe.log.jetstream import JetStreamEventLog
 from aqe.report import build_sections, gather, write_report
 from aqe.report.html import plotly_js
 from aqe.server import NatsServerProcess
-from support.browser import Chromium, find_chromium
+from support.browser import CHARTS_DRAWN, Chromium, find_chromium
 
 AQE = [sys.executable, "-m", "aqe.cli"]
-DRAWN = """(() => {
-  const charts = [...document.querySelectorAll('.chart')].map(
-    e => e.querySelectorAll('.main-svg .trace path, .main-svg image').length);
-  return charts.length > 0 && charts.every(n => n > 0);
-})()"""
 
 
 def cli_report(env: dict[str, str], out: Path) -> tuple[float, Path]:
@@ -94,7 +89,7 @@ def open_times(browser: Chromium, report: Path, blank: Path) -> tuple[float, flo
     """(seconds until every chart is drawn, seconds to load a page of Plotly.js alone)."""
     started = time.perf_counter()
     browser.open(report.as_uri())
-    browser.wait_for(DRAWN, timeout_s=60, every_s=0.01)
+    browser.wait_for(CHARTS_DRAWN, timeout_s=60, every_s=0.01)
     report_s = time.perf_counter() - started
     assert not browser.log.problems(), browser.log.problems()
     assert not browser.log.foreign_requests(), browser.log.foreign_requests()

@@ -25,15 +25,9 @@ from aqe.events import TestCaseExecuted, TestRunFinished
 from aqe.log import load_stream_specs
 from aqe.log.admin import create_missing_streams
 from aqe.log.jetstream import JetStreamEventLog
-from support.browser import Chromium, artifacts_dir, chromium_or_skip
+from support.browser import CHARTS_DRAWN, Chromium, artifacts_dir, chromium_or_skip
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(180)]
-
-DRAWN = """(() => {
-  const charts = [...document.querySelectorAll('.chart')].map(
-    e => [e.id, e.querySelectorAll('.main-svg .trace path, .main-svg image').length]);
-  return charts.length > 0 && charts.every(c => c[1] > 0) && charts;
-})()"""
 
 RUNS_DRAWN = "(document.getElementById('runs-over-time')?.data?.[0]?.x?.length ?? 0)"
 SEQ = "(JSON.parse(document.getElementById('status').dataset.lastSeq || '{}').AQE_TESTS ?? 0)"
@@ -107,7 +101,7 @@ def test_dashboard_loads_clean_and_updates_within_a_second(
 
     browser.open(url)
     browser.wait_for(f"{RUNS_DRAWN} === 5", timeout_s=30)
-    drawn = browser.wait_for(DRAWN, timeout_s=20)
+    drawn = browser.wait_for(CHARTS_DRAWN, timeout_s=20)
     shots = artifacts_dir(tmp_path)
     browser.screenshot(shots / "dashboard-1280x800.png")
 

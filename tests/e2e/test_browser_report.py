@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support.browser import Chromium, artifacts_dir, chromium_or_skip
+from support.browser import CHARTS_DRAWN, Chromium, artifacts_dir, chromium_or_skip
 
 Runner = Callable[..., Any]  # the `aqe` fixture in conftest.py
 
@@ -49,13 +49,6 @@ def junit(run: int) -> str:
     )
 
 
-DRAWN = """(() => {
-  const charts = [...document.querySelectorAll('.chart')].map(
-    e => [e.id, e.querySelectorAll('.main-svg .trace path, .main-svg image').length]);
-  return charts.length > 0 && charts.every(c => c[1] > 0) && charts;
-})()"""
-
-
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Chromium]:
     with chromium_or_skip(1280, 800) as chromium:
@@ -79,7 +72,7 @@ def test_report_opens_in_chromium_with_charts_and_no_errors(
 
     load_s = browser.open(path.as_uri())
     # Drawn: every chart's plot area holds marks (bars and lines are paths, a heatmap an image).
-    drawn = browser.wait_for(DRAWN, timeout_s=20)
+    drawn = browser.wait_for(CHARTS_DRAWN, timeout_s=20)
     browser.pump(0.2)
     shot = browser.screenshot(artifacts_dir(tmp_path) / "report-1280x800.png")
     print(f"report opened in {load_s:.2f} s; screenshot {shot}")

@@ -30,6 +30,14 @@ from typing import Any
 from urllib.parse import urlparse
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "chrome")
+
+CHARTS_DRAWN = """(() => {
+  const charts = [...document.querySelectorAll('.chart')].map(
+    e => [e.id, e.querySelectorAll('.main-svg .trace path, .main-svg image').length]);
+  return charts.length > 0 && charts.every(c => c[1] > 0) && charts;
+})()"""
+"""JavaScript: ``[[chart id, marks drawn], ...]`` once every ``.chart`` element holds
+drawn Plotly marks (bars and lines are paths, a heatmap an image), else false."""
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 
 
