@@ -73,6 +73,7 @@ bench:
     {{py}} tests/benchmarks/bench_audit.py
     {{py}} tests/benchmarks/bench_report.py
     {{py}} tests/benchmarks/bench_skills.py
+    {{py}} tests/benchmarks/bench_testgen.py
 
 # Regenerate schemas/ from the event Structs.
 [group('schemas')]

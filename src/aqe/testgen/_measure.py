@@ -11,6 +11,7 @@ wherever the sandbox's interpreter has coverage and pytest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -19,8 +20,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-#: The JSON file a measurement writes by default (a sandbox artefact).
+#: The JSON file a measurement writes by default (a sandbox artefact); the same name as
+#: :data:`aqe.testgen.measure.MEASURE_OUT` (this module imports nothing of aqe).
 DEFAULT_OUT = "aqe-testgen-measure.json"
+
+
+def _json_report(data_file: str, report: str, args: argparse.Namespace) -> None:
+    """coverage.py's JSON report of one data file, in this process (no extra start)."""
+    import coverage
+
+    cov = coverage.Coverage(
+        data_file=data_file,
+        branch=True,
+        source=[args.source],
+        omit=[args.omit] if args.omit else None,
+    )
+    cov.load()
+    # Nothing measured (the run died before importing the package): no report.
+    with contextlib.suppress(coverage.CoverageException):
+        cov.json_report(outfile=report)
 
 
 def _one_run(index: int, args: argparse.Namespace, pytest_args: list[str]) -> dict[str, Any]:
@@ -49,11 +67,7 @@ def _one_run(index: int, args: argparse.Namespace, pytest_args: list[str]) -> di
     wall = time.perf_counter() - began
     files: dict[str, Any] = {}
     if Path(data_file).exists():
-        subprocess.run(
-            [sys.executable, "-m", "coverage", "json", f"--data-file={data_file}", "-o", report],
-            capture_output=True,
-            check=False,
-        )
+        _json_report(data_file, report, args)
         if Path(report).exists():
             files = json.loads(Path(report).read_text(encoding="utf-8")).get("files", {})
     return {

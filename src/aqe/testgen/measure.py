@@ -16,6 +16,7 @@ from aqe.errors import ReportError
 from aqe.events.testgen import CoverageTotals
 
 __all__ = [
+    "MEASURE_OUT",
     "CoverageMap",
     "FileSets",
     "Measurement",
@@ -28,6 +29,9 @@ __all__ = [
 ]
 
 Arc = tuple[int, int]
+
+MEASURE_OUT = "aqe-testgen-measure.json"
+"""Where :mod:`aqe.testgen._measure` writes its JSON in the working copy."""
 
 
 class FileSets(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,10 +29,10 @@ from aqe.events.testgen import (
     GenerationMeasured,
 )
 from aqe.sandbox import Limits, Sandbox, SandboxSpec
-from aqe.testgen._measure import DEFAULT_OUT
 from aqe.testgen.generators import OUT_DIR, Candidate, Generator
 from aqe.testgen.keep import Evaluated, Verdict, judge
 from aqe.testgen.measure import (
+    MEASURE_OUT,
     FileSets,
     Measurement,
     measure_argv,
@@ -47,6 +47,7 @@ __all__ = [
     "batch_events",
     "batch_id_of",
     "choose_backend",
+    "evaluate_candidate",
     "measure_suite",
     "run_batch",
 ]
@@ -136,7 +137,7 @@ def _spec(
         backend=job.backend,
         limits=Limits(wall_s=wall_s, memory_mb=2048, processes=128, network=False),
         env={"PYTHONHASHSEED": "0", "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
-        artefacts=(DEFAULT_OUT, f"{OUT_DIR}/**/*.py", f"{OUT_DIR}/*.txt"),
+        artefacts=(MEASURE_OUT, f"{OUT_DIR}/**/*.py", f"{OUT_DIR}/*.txt"),
     )
 
 
@@ -154,7 +155,7 @@ async def _measure(
         source=job.package,
         omit=job.omit,
         runs=runs,
-        out=DEFAULT_OUT,
+        out=MEASURE_OUT,
         pytest_args=pytest_args,
         candidate=(candidate.name, candidate.code) if candidate is not None else None,
         stop_on_failure=candidate is not None,
@@ -163,12 +164,23 @@ async def _measure(
         result = await sandbox.run(_spec(job, wall_s=wall_s), argv)
     except AqeError as exc:
         return None, None, f"{type(exc).__name__}: {exc}"
-    data = result.artefacts.get(DEFAULT_OUT)
+    data = result.artefacts.get(MEASURE_OUT)
     if result.stopped is not None:
         return None, result.stopped, result.stderr[-1000:]
     if data is None:
         return None, None, f"exit {result.exit_code}: {result.stderr[-1000:]}"
-    return parse_measurement(data, origin=f"{job.source}: {DEFAULT_OUT}"), None, ""
+    return parse_measurement(data, origin=f"{job.source}: {MEASURE_OUT}"), None, ""
+
+
+async def evaluate_candidate(job: GenerationJob, sandbox: Sandbox, cand: Candidate) -> Evaluated:
+    """Run one candidate ``job.runs`` times in one fresh copy, under coverage.
+
+    The runs stop at the first failure (one failure already decides the verdict).
+    """
+    m, stop, err = await _measure(
+        sandbox, job, [cand.name], runs=job.runs, wall_s=job.candidate_wall_s, candidate=cand
+    )
+    return Evaluated(candidate=cand, measurement=m, stopped=stop, error=err)
 
 
 async def measure_suite(job: GenerationJob, sandbox: Sandbox) -> dict[str, FileSets]:
@@ -239,17 +251,11 @@ async def run_batch(
         if cand.unresolved:
             return Evaluated(candidate=cand)
         async with gate:
-            m, stop, err = await _measure(
-                sandbox,
-                job,
-                [cand.name],
-                runs=job.runs,
-                wall_s=job.candidate_wall_s,
-                candidate=cand,
-            )
+            found = await evaluate_candidate(job, sandbox, cand)
         done += 1
+        m = found.measurement
         say(f"[{done}/{len(candidates)}] {cand.name}: {m.passed if m else 0}/{job.runs} passed")
-        return Evaluated(candidate=cand, measurement=m, stopped=stop, error=err)
+        return found
 
     evaluated = await asyncio.gather(*(evaluate(c) for c in candidates))
     verdicts, after = judge(evaluated, baseline, runs=job.runs)
