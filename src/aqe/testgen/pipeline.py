@@ -188,6 +188,7 @@ async def measure_suite(job: GenerationJob, sandbox: Sandbox) -> dict[str, FileS
 
     Raises:
         SandboxError: no measurement came back (the suite could not run).
+        ConfigError: the measurement holds no file of ``job.package``.
     """
     baseline, stopped, error = await _measure(
         sandbox, job, job.tests, runs=1, wall_s=max(300.0, job.candidate_wall_s)
@@ -196,6 +197,12 @@ async def measure_suite(job: GenerationJob, sandbox: Sandbox) -> dict[str, FileS
         raise SandboxError(
             f"testgen: the existing suite of {job.source} could not be measured "
             f"({stopped or 'no measurement'}): {error[-500:]}"
+        )
+    if not baseline.files:
+        raise ConfigError(
+            f"testgen: coverage of {job.package!r} measured no file in {job.source} "
+            f"(suite exit {', '.join(map(str, baseline.exit_codes))}): is the package name "
+            "right, and importable from the project's root?"
         )
     return dict(baseline.files)
 
