@@ -18,7 +18,13 @@ from aqe.coverage.projection import CoverageProjection, CoverageState
 from aqe.coverage.queries import file_detail, file_summaries, gaps, line_ranges, overall, test_files
 from aqe.events import Envelope, Event, TestRunFinished, TestRunStarted
 from aqe.events._catalog import REGISTRY
-from aqe.events.coverage import CoverageRecorded, delta_decode, delta_encode
+from aqe.events.coverage import (
+    CoverageRecorded,
+    FileCoverage,
+    TestLines,
+    delta_decode,
+    delta_encode,
+)
 from aqe.log import InMemoryEventLog, NewEvent, load_stream_specs
 from aqe.projections import MemoryDeadLetters, ProjectionRunner, SnapshotStore
 
@@ -200,6 +206,17 @@ def test_bad_chunks_are_refused_before_anything_changes() -> None:
     bad = CoverageRecorded(run_id="r", chunk=2, chunks=2)
     with pytest.raises(ValueError, match="chunk 2 of 2"):
         proj.apply(state, envelope(1, bad), bad)
+    unsorted = CoverageRecorded(
+        run_id="r", files=(FileCoverage(path="a.py", statements=(3, 0, 2)),)
+    )
+    with pytest.raises(ValueError, match=r"a\.py: line deltas must be 1 or more"):
+        proj.apply(state, envelope(2, unsorted), unsorted)
+    backwards = CoverageRecorded(
+        run_id="r",
+        files=(FileCoverage(path="b.py", tests=(TestLines(test_id="t", lines=(5, -2)),)),),
+    )
+    with pytest.raises(ValueError, match=r"b\.py: line deltas"):
+        proj.apply(state, envelope(3, backwards), backwards)
     assert proj.encode(state) == proj.encode(proj.initial())
 
 

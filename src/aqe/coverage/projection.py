@@ -26,13 +26,19 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
-from aqe.coverage.measured import MeasuredFile, encode_branches, merge_entries
+from aqe.coverage.measured import decode_branches, encode_branches, merge_entries
 from aqe.events import Envelope, Event, TestRunFinished
-from aqe.events.coverage import CoverageRecorded, FileCoverage, delta_encode
+from aqe.events.coverage import (
+    CoverageRecorded,
+    FileCoverage,
+    TestLines,
+    delta_decode,
+    delta_encode,
+)
 
 __all__ = [
     "FINGERPRINTS",
@@ -159,8 +165,7 @@ def _chunk(state: CoverageState, seq: int, event: CoverageRecorded) -> None:
     if event.chunks < 1 or not 0 <= event.chunk < event.chunks:
         raise ValueError(f"chunk {event.chunk} of {event.chunks}: not a valid chunk index")
     for entry in event.files:
-        if len(entry.branches) % 3:
-            raise ValueError(f"{entry.path}: branches are not (line, exits, taken) triples")
+        _check(entry)
     if event.run_id in state.runs:
         return  # applied (or discarded) already: a repeat changes nothing
     pending = state.pending.get(event.run_id)
@@ -180,6 +185,23 @@ def _chunk(state: CoverageState, seq: int, event: CoverageRecorded) -> None:
     if key not in pending.parts:
         pending.parts[key] = (seq, event.files)
     _try_release(state, event.run_id)
+
+
+def _increasing(deltas: tuple[int, ...]) -> bool:
+    return not deltas or min(deltas) >= 1
+
+
+def _check(entry: FileCoverage) -> None:
+    """Refuse an entry whose encodings are not canonical (lines ascending, from 1)."""
+    if len(entry.branches) % 3:
+        raise ValueError(f"{entry.path}: branches are not (line, exits, taken) triples")
+    if not (
+        _increasing(entry.statements)
+        and _increasing(entry.executed)
+        and _increasing(entry.branches[0::3])
+        and all(_increasing(t.lines) for t in entry.tests)
+    ):
+        raise ValueError(f"{entry.path}: line deltas must be 1 or more (lines ascending)")
 
 
 def _try_release(state: CoverageState, run_id: str) -> None:
@@ -204,10 +226,32 @@ def _try_release(state: CoverageState, run_id: str) -> None:
     _apply_run(state, run_id, pending)
 
 
-def _merged(pending: PendingRun) -> list[MeasuredFile]:
-    return merge_entries(
-        entry for index in sorted(pending.parts, key=int) for entry in pending.parts[index][1]
-    )
+def _files(pending: PendingRun) -> Iterator[tuple[str, FileCoverage]]:
+    """Per path, in path order, the run's entry for it (merged when it was split)."""
+    groups: dict[str, list[FileCoverage]] = {}
+    for index in sorted(pending.parts, key=int):
+        for entry in pending.parts[index][1]:
+            groups.setdefault(entry.path, []).append(entry)
+    for path in sorted(groups):
+        entries = groups[path]
+        if len(entries) == 1:
+            # Checked canonical on arrival: used as encoded (no decode and re-encode).
+            yield path, entries[0]
+            continue
+        (measured,) = merge_entries(entries)
+        yield (
+            path,
+            FileCoverage(
+                path=path,
+                statements=delta_encode(measured.statements),
+                executed=delta_encode(measured.executed),
+                branches=encode_branches(measured.branches),
+                tests=tuple(
+                    TestLines(test_id=t, lines=delta_encode(lines))
+                    for t, lines in sorted(measured.tests.items())
+                ),
+            ),
+        )
 
 
 def _digest(statements: tuple[int, ...]) -> str:
@@ -226,34 +270,34 @@ def _fingerprint(file: FileState, seq: int, digest: str) -> None:
 
 def _apply_run(state: CoverageState, run_id: str, pending: PendingRun) -> None:
     seq = min(s for s, _ in pending.parts.values())
-    files = _merged(pending)
     totals = RunCoverage(
         run_id=run_id,
         seq=seq,
         source=pending.source,
         commit=pending.commit,
         per_test=pending.per_test,
-        files=len(files),
     )
     by_test: dict[str, dict[str, tuple[int, ...]]] = {}
-    for measured in files:
-        statements = delta_encode(measured.statements)
-        totals.statements += len(measured.statements)
-        totals.covered += len(measured.executed & measured.statements)
-        totals.branches += sum(exits for exits, _ in measured.branches.values())
-        totals.taken += sum(taken for _, taken in measured.branches.values())
-        file = state.files.get(measured.path)
+    for path, entry in _files(pending):
+        statements = set(delta_decode(entry.statements))
+        branches = decode_branches(entry.branches)
+        totals.files += 1
+        totals.statements += len(statements)
+        totals.covered += len(statements.intersection(delta_decode(entry.executed)))
+        totals.branches += sum(exits for exits, _ in branches.values())
+        totals.taken += sum(taken for _, taken in branches.values())
+        file = state.files.get(path)
         if file is None:
-            file = state.files[measured.path] = FileState()
-        _fingerprint(file, seq, _digest(statements))
+            file = state.files[path] = FileState()
+        _fingerprint(file, seq, _digest(entry.statements))
         if seq >= file.seq:
-            file.statements = statements
-            file.executed = delta_encode(measured.executed)
-            file.branches = encode_branches(measured.branches)
+            file.statements = entry.statements
+            file.executed = entry.executed
+            file.branches = entry.branches
             file.seq = seq
             file.run_id = run_id
-        for test_id, lines in measured.tests.items():
-            by_test.setdefault(test_id, {})[measured.path] = delta_encode(lines)
+        for lines in entry.tests:
+            by_test.setdefault(lines.test_id, {})[path] = lines.lines
     totals.tests = len(by_test)
     for test_id, per_file in by_test.items():
         old = state.tests.get(test_id)

@@ -27,6 +27,8 @@ never half-applied.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -45,22 +47,14 @@ __all__ = [
 
 def delta_encode(numbers: Iterable[int]) -> tuple[int, ...]:
     """Sorted, distinct ``numbers`` as the first one and then the gaps between them."""
-    out: list[int] = []
-    previous = 0
-    for number in sorted(set(numbers)):
-        out.append(number - previous)
-        previous = number
-    return tuple(out)
+    ordered = sorted(set(numbers))
+    # map(operator.sub) runs in C: a fold decodes and encodes millions of these.
+    return tuple(map(operator.sub, ordered, [0, *ordered]))
 
 
 def delta_decode(deltas: Sequence[int]) -> list[int]:
     """Invert :func:`delta_encode`."""
-    out: list[int] = []
-    total = 0
-    for delta in deltas:
-        total += delta
-        out.append(total)
-    return out
+    return list(itertools.accumulate(deltas))
 
 
 class TestLines(msgspec.Struct, frozen=True, array_like=True):
