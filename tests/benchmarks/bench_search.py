@@ -16,7 +16,9 @@ Per query, as :class:`aqe.search.engine.PatternSearch` does it: ``embed_query`` 
 ``KeywordIndex.search`` (50) → ``VectorIndex.search`` (50) → ``rrf`` (k 60, weights
 0.6/0.4, 10 results). It prints p50/p99 of each stage, recall@10 of the vector path
 against exact search on the 500 real queries, end-to-end QPS warm (repeated queries:
-LRU) and cold (queries never seen: the model runs), and the NumPy exact dot-product
+LRU) and cold (queries never seen: the model runs, on the default embedding backend,
+``AQE_EMBED``; the same unseen queries through torch fp32 are timed in the same run as
+the baseline unless ``--no-torch-baseline``), and the NumPy exact dot-product
 baseline (matmul + argpartition) measured in the same loop, as a ratio. It asserts
 no time.
 """
