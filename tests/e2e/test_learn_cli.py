@@ -71,11 +71,16 @@ def test_train_records_experience_and_saves_a_policy(aqe: Runner, history: None)
 
 def test_eval_prints_every_requested_algorithm(aqe: Runner, history: None) -> None:
     rows = aqe("learn", "eval", "--algo", "failure-count", "--json").json()
-    assert rows[0]["policy"] == "failure-count"
-    assert rows[0]["failing_cycles"] == 8
-    assert rows[0]["mean_apfd"] > 0.5
+    by_name = {r["policy"]: r for r in rows}
+    assert set(by_name) == {"failure-count", "random (expected)"}
+    assert by_name["failure-count"]["failing_cycles"] == 8
+    assert by_name["failure-count"]["mean"]["mean_apfd"] > 0.5
+    assert by_name["random (expected)"]["mean"]["mean_apfd"] == 0.5
     unknown = aqe("learn", "eval", "--algo", "alphazero")
     assert unknown.code == 2
+    no_rows = aqe("learn", "eval", "--algo", "failure-count", "--protocol", "rows")
+    assert no_rows.code == 2
+    assert "--dataset" in no_rows.err
 
 
 def pytest_junit(path: Path, failing: set[str]) -> Path:

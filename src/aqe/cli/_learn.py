@@ -90,7 +90,22 @@ def learn() -> None:
 @learn.command(name="eval")
 @click.option("--algo", default="all", show_default=True, help="Algorithm name, or all.")
 @_dataset_option
-@click.option("--seed", default=0, show_default=True, help="Seed for every algorithm.")
+@click.option(
+    "--protocol",
+    type=click.Choice(["aqe", "rows"]),
+    default="aqe",
+    show_default=True,
+    help="aqe: reruns folded, means over failing cycles and over cycles where order can "
+    "matter; rows: every CSV row an item, cycles with 6+ rows and a failure (TSE 2021).",
+)
+@click.option("--seed", default=0, show_default=True, help="First seed for every algorithm.")
+@click.option(
+    "--seeds",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="How many seeds (seed, seed+1, ...): means and standard deviations.",
+)
 @click.option(
     "--budget",
     default=0.5,
@@ -112,62 +127,90 @@ def eval_(
     app: AppContext,
     algo: str,
     dataset: Path | None,
+    protocol: str,
     seed: int,
+    seeds: int,
     budget: float,
     reward: str,
     quiet: bool,
     as_json: bool,
 ) -> None:
     """Replay the history cycle by cycle: each algorithm ranks a cycle from what came
-    before, then learns from its verdicts. Prints mean APFD and NAPFD (over cycles with
-    a failure) with training and inference time."""
+    before, then learns from its verdicts. Prints APFD, NAPFD and the normalised score
+    (random's expectation 0, the optimum 1) with training and inference time."""
     import msgspec
 
-    from aqe.learning.evaluate import evaluate_online
-    from aqe.learning.registry import make_policy
+    from aqe.learning.evaluate import across_seeds, evaluate_online, expected_random
+    from aqe.learning.registry import ORACLES, make_policy
+    from aqe.learning.training import load_cycles
 
-    cycles, source, _ = _history(app, dataset)
-    reports = []
+    if protocol == "rows" and dataset is None:
+        raise click.UsageError("--protocol rows needs --dataset (the log has no CSV rows)")
+    if dataset is not None:
+        cycles, source = load_cycles(dataset, protocol), str(dataset)
+    else:
+        cycles, source, _ = _history(app, dataset)
+    summaries = [across_seeds([expected_random(cycles, budget=budget, protocol=protocol)])]
     for name in _names(algo):
-        with progress_bar(len(cycles), f"eval {name}", not (quiet or as_json)) as tick:
-            policy = make_policy(name, seed=seed)
-            report = evaluate_online(
-                policy,
-                cycles,
-                budget=budget,
-                reward=reward,
-                on_progress=lambda done, _t: tick(done),
-            )
-        reports.append(report)
+        runs = []
+        for s in range(seed, seed + (1 if name in ORACLES else seeds)):
+            with progress_bar(len(cycles), f"eval {name} seed {s}", not (quiet or as_json)) as tick:
+                report = evaluate_online(
+                    make_policy(name, seed=s),
+                    cycles,
+                    budget=budget,
+                    reward=reward,
+                    protocol=protocol,
+                    on_progress=lambda done, _t: tick(done),
+                )
+            runs.append(report)
+        summary = across_seeds(runs)
+        summaries.append(summary)
         if not (quiet or as_json):
             console(stderr=True).print(
-                f"{name}: APFD {_num(report.mean_apfd)}, NAPFD {_num(report.mean_napfd)}, "
-                f"train {report.train_seconds:.1f} s"
+                f"{name}: APFD {_pm(summary, 'mean_apfd')}, "
+                f"normalised {_pm(summary, 'normalised')}, "
+                f"train {summary.mean['train_seconds'] or 0.0:.1f} s"
             )
     if as_json:
-        print_json(
-            [{k: v for k, v in msgspec.to_builtins(r).items() if k != "per_cycle"} for r in reports]
-        )
+        print_json([msgspec.to_builtins(s) for s in summaries])
         return
-    failing = reports[0].failing_cycles if reports else 0
-    names = ("algorithm", "reward", "APFD", "NAPFD", "train s", "inference s", "transitions")
-    emit_table(
-        [Column(name, "left" if name == "algorithm" else "right") for name in names],
-        [
-            [
-                r.policy,
-                r.reward,
-                _num(r.mean_apfd),
-                _num(r.mean_napfd),
-                f"{r.train_seconds:.2f}",
-                f"{r.inference_seconds:.2f}",
-                r.transitions,
-            ]
-            for r in sorted(reports, key=lambda r: -(r.mean_apfd or 0.0))
-        ],
-        title=f"{source}: {len(cycles)} cycles, {failing} with failures; NAPFD budget "
-        f"{budget:.0%}; seed {seed}; reward: the algorithm's own, else {reward}",
+    head = summaries[0]
+    columns = ["algorithm", "reward", "APFD"]
+    if protocol == "aqe":
+        columns.append(f"APFD ({head.order_cycles} order)")
+    columns += ["NAPFD", "normalised", "train s", "inference s"]
+    rows = []
+    for sm in sorted(summaries, key=lambda x: -(x.mean["mean_apfd"] or 0.0)):
+        row = [sm.policy, sm.reward, _pm(sm, "mean_apfd")]
+        if protocol == "aqe":
+            row.append(_pm(sm, "mean_apfd_order"))
+        row += [
+            _pm(sm, "mean_napfd"),
+            _pm(sm, "normalised"),
+            f"{sm.mean['train_seconds'] or 0.0:.2f}",
+            f"{sm.mean['inference_seconds'] or 0.0:.2f}",
+        ]
+        rows.append(row)
+    counted = (
+        f"{head.failing_cycles} with a failure ({head.order_cycles} where order can matter)"
+        if protocol == "aqe"
+        else f"{head.failing_cycles} with 6+ rows and a failure"
     )
+    emit_table(
+        [Column(name, "left" if name == "algorithm" else "right") for name in columns],
+        rows,
+        title=f"{source}, protocol {protocol}: {len(cycles)} cycles, {counted}; NAPFD budget "
+        f"{budget:.0%}; seeds {seed}..{seed + seeds - 1} (mean ± sd); random = its "
+        f"expectation; reward: the algorithm's own, else {reward}",
+    )
+
+
+def _pm(summary: Any, field: str) -> str:
+    value, spread = summary.mean[field], summary.std[field]
+    if value is None:
+        return "-"
+    return f"{value:.4f}" if not spread else f"{value:.4f} ± {spread:.4f}"
 
 
 def _num(value: float | None) -> str:

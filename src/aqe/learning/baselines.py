@@ -36,6 +36,8 @@ __all__ = [
     "OptimalPolicy",
     "RandomPolicy",
     "RecentFailurePolicy",
+    "RetecsSortPolicy",
+    "RetecsWeightPolicy",
 ]
 
 _STATE_FILE = "heuristic.json"
@@ -198,6 +200,63 @@ class DurationAwarePolicy(_Heuristic):
             return 0.0
         mean_duration = max(t.duration / t.runs, 1e-3)
         return (t.fails / t.runs) / mean_duration
+
+
+RETECS_HISTORY = 4
+"""RETECS's ``histlen``: how many recent verdicts its heuristics look at."""
+
+
+def _retecs_state(obs: CycleObservation) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Per test, RETECS's view of the state from the observation's features: the last
+    :data:`RETECS_HISTORY` verdicts newest first (1 failed), **missing entries counted
+    as failures** (RETECS pads a short ``LastResults`` with 1, so new tests come first),
+    and the time since the test last ran (``since_run``)."""
+    col = {name: i for i, name in enumerate(obs.feature_names)}
+    feats = np.asarray(obs.features, dtype=np.float64)
+    n = feats.shape[0]
+    history = np.ones((n, RETECS_HISTORY), dtype=np.float64)
+    if n:
+        known = np.rint(feats[:, col["known"]] * 10).astype(np.int64)
+        for k in range(RETECS_HISTORY):
+            real = known > k
+            history[real, k] = feats[real, col[f"verdict_{k + 1}"]]
+    since = feats[:, col["since_run"]] if n else np.zeros(0)
+    return history, since
+
+
+class RetecsSortPolicy(_Heuristic):
+    """RETECS's sort heuristic (Spieker et al. 2017, ``HeuristicSortAgent``): tests
+    sorted by their last 4 verdicts (newest first, failed above passed, missing
+    counted as failed, so new tests first), then by the time since they last ran."""
+
+    name = "retecs-sort"
+
+    def act(self, obs: CycleObservation) -> NDArray[np.float64]:
+        """Position in the ascending lexicographic order of (h1, h2, h3, h4, since)."""
+        history, since = _retecs_state(obs)
+        # np.lexsort sorts by the last key first: (since, h4, h3, h2, h1) → h1 primary
+        keys = (since, *(history[:, k] for k in reversed(range(RETECS_HISTORY))))
+        ascending = np.lexsort(keys)
+        priorities = np.empty(len(obs.test_ids), dtype=np.float64)
+        priorities[ascending] = np.arange(len(obs.test_ids), dtype=np.float64)
+        return priorities
+
+
+class RetecsWeightPolicy(_Heuristic):
+    """RETECS's weighted heuristic (``HeuristicWeightAgent``): the mean of its state
+    (relative duration, time since the last run, the last 4 verdicts as above)."""
+
+    name = "retecs-weight"
+
+    def act(self, obs: CycleObservation) -> NDArray[np.float64]:
+        """Equal weights over the 6 state values; higher runs first."""
+        history, since = _retecs_state(obs)
+        total = float(np.sum(obs.durations))
+        duration = obs.durations / total if total > 0 else np.zeros(len(obs.test_ids))
+        priorities: NDArray[np.float64] = (duration + since + history.sum(axis=1)) / (
+            RETECS_HISTORY + 2
+        )
+        return priorities
 
 
 class OptimalPolicy(_Heuristic):

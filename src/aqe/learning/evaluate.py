@@ -14,6 +14,19 @@ Nothing of cycle ``t`` reaches the policy before step 4 of cycle ``t`` — excep
 an oracle (a policy with ``oracle = True``, i.e. :class:`OptimalPolicy`), which is
 told the verdicts on purpose.
 
+Protocols (:data:`PROTOCOLS`) decide which cycles the means count:
+
+* ``aqe``: items are tests (reruns folded); means over the cycles with a failure,
+  and separately over the cycles where order can matter (at least two tests, not
+  all failing: elsewhere every order scores APFD 0.5);
+* ``rows``: items are CSV rows (Bagherzadeh, Kahani and Briand, TSE 2021; load with
+  :func:`aqe.learning.features.cycles_from_iofrol_rows`); means over the cycles with
+  at least 6 rows and a failure. Every cycle is still replayed and learnt from.
+
+The normalised score is ``(APFD - 0.5) / (optimal APFD - 0.5)`` over the counted
+cycles (0.5 is a random order's expectation, exactly; see
+:func:`aqe.learning.metrics.optimal_apfd`).
+
 Rewards use the function named by the policy's ``reward`` attribute when it has one
 (``"tcfail"``, ``"failcount"``, ``"timerank"``; see :mod:`aqe.learning.metrics`),
 else the ``reward`` argument, with the evaluation's time budget.
@@ -30,10 +43,29 @@ import numpy as np
 
 from aqe.learning.base import CycleOutcome, Policy, Transition
 from aqe.learning.features import Cycle, HistoryTracker
-from aqe.learning.metrics import apfd, mean, napfd, rank
+from aqe.learning.metrics import apfd, mean, napfd, normalised, optimal_apfd, rank
 from aqe.learning.metrics import reward as reward_fn
 
-__all__ = ["CycleScore", "EvalReport", "evaluate_many", "evaluate_online", "format_table"]
+__all__ = [
+    "PROTOCOLS",
+    "SEED_FIELDS",
+    "CycleScore",
+    "EvalReport",
+    "SeedSummary",
+    "across_seeds",
+    "counted",
+    "evaluate_many",
+    "evaluate_online",
+    "expected_random",
+    "format_table",
+    "order_matters",
+    "summarise",
+]
+
+PROTOCOLS: tuple[str, ...] = ("aqe", "rows")
+"""Evaluation protocols (see the module docstring)."""
+ROWS_MIN_ITEMS = 6
+"""The rows protocol counts cycles with at least this many rows."""
 
 ProgressFn = Callable[[int, int], None]
 """``on_progress(done, total)`` after each cycle."""
@@ -49,10 +81,24 @@ class CycleScore(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     napfd: float | None
 
 
+def counted(score: CycleScore, protocol: str = "aqe") -> bool:
+    """Whether the protocol's means count this cycle (a failure; ``rows``: 6+ rows)."""
+    if not score.failures:
+        return False
+    return protocol != "rows" or score.tests >= ROWS_MIN_ITEMS
+
+
+def order_matters(score: CycleScore, protocol: str = "aqe") -> bool:
+    """Counted, at least two items and not all failing (else every order ties)."""
+    return counted(score, protocol) and score.tests >= 2 and score.failures < score.tests
+
+
 class EvalReport(msgspec.Struct, frozen=True, kw_only=True):
     """What one policy achieved on one replayed history.
 
-    Means are over the cycles with at least one failure (APFD is undefined elsewhere).
+    ``mean_*`` are over the protocol's counted cycles (``failing_cycles`` of them; APFD
+    is undefined without a failure), ``*_order`` over those where order can matter;
+    ``normalised*`` = (APFD - 0.5) / (optimal - 0.5) over the same cycles.
     """
 
     policy: str
@@ -69,6 +115,45 @@ class EvalReport(msgspec.Struct, frozen=True, kw_only=True):
     updates: int
     hyperparameters: dict[str, Any] = {}
     per_cycle: list[CycleScore] = []
+    protocol: str = "aqe"
+    order_cycles: int = 0
+    mean_apfd_order: float | None = None
+    mean_napfd_order: float | None = None
+    optimal_apfd: float | None = None
+    optimal_apfd_order: float | None = None
+    normalised: float | None = None
+    normalised_order: float | None = None
+
+
+def summarise(scores: Sequence[CycleScore], protocol: str) -> dict[str, Any]:
+    """The protocol's means of per-cycle scores, as :class:`EvalReport` fields.
+
+    Raises:
+        ConfigError: unknown protocol.
+    """
+    if protocol not in PROTOCOLS:
+        from aqe.errors import ConfigError
+
+        raise ConfigError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
+    kept = [s for s in scores if counted(s, protocol)]
+    order = [s for s in kept if order_matters(s, protocol)]
+    best = mean([optimal_apfd(s.tests, s.failures) for s in kept])
+    best_order = mean([optimal_apfd(s.tests, s.failures) for s in order])
+    score = mean([s.apfd for s in kept])
+    score_order = mean([s.apfd for s in order])
+    return {
+        "protocol": protocol,
+        "failing_cycles": len(kept),
+        "mean_apfd": score,
+        "mean_napfd": mean([s.napfd for s in kept]),
+        "order_cycles": len(order),
+        "mean_apfd_order": score_order,
+        "mean_napfd_order": mean([s.napfd for s in order]),
+        "optimal_apfd": best,
+        "optimal_apfd_order": best_order,
+        "normalised": normalised(score, best),
+        "normalised_order": normalised(score_order, best_order),
+    }
 
 
 def evaluate_online(
@@ -80,6 +165,7 @@ def evaluate_online(
     reward: str = "tcfail",
     on_progress: ProgressFn | None = None,
     on_transitions: Callable[[str, list[Transition]], None] | None = None,
+    protocol: str = "aqe",
 ) -> EvalReport:
     """Replay ``cycles`` through ``policy`` (see the module docstring).
 
@@ -92,13 +178,15 @@ def evaluate_online(
         on_progress: called with ``(done, total)`` after each cycle.
         on_transitions: called with ``(cycle id, transitions)`` after each cycle's
             feedback, e.g. to record the experience as events.
+        protocol: which cycles the means count (:data:`PROTOCOLS`).
 
     Returns:
         Per-cycle scores and totals.
 
     Raises:
-        ConfigError: unknown reward name.
+        ConfigError: unknown reward name or protocol.
     """
+    summarise([], protocol)  # an unknown protocol fails before the replay
     if train_every < 1:
         raise ValueError("train_every must be at least 1")
     reward_name = str(getattr(policy, "reward", reward))
@@ -114,7 +202,7 @@ def evaluate_online(
         verdicts = np.asarray(cycle.verdicts, dtype=np.int8)
         durations = np.asarray(cycle.durations, dtype=np.float64)
         if cycle.test_ids:
-            obs = tracker.observation(cycle.cycle_id, cycle.test_ids, now=index)
+            obs = tracker.observation(cycle.cycle_id, cycle.keys, now=index)
             if oracle:
                 policy.reveal(cycle.cycle_id, verdicts, durations)  # type: ignore[attr-defined]
             started = time.perf_counter()
@@ -145,26 +233,138 @@ def evaluate_online(
                 train_s += time.perf_counter() - started
                 updates += stats.updates
             tracker.observe_cycle(
-                cycle.cycle_id, cycle.test_ids, cycle.durations, cycle.verdicts, now=index
+                cycle.cycle_id, cycle.keys, cycle.durations, cycle.verdicts, now=index
             )
         if on_progress is not None:
             on_progress(index + 1, total)
-    failing = [s for s in scores if s.failures]
     return EvalReport(
         policy=policy.name,
         seed=int(getattr(policy, "seed", 0)),
         budget=budget,
         reward=reward_name,
         cycles=len(scores),
-        failing_cycles=len(failing),
-        mean_apfd=mean([s.apfd for s in failing]),
-        mean_napfd=mean([s.napfd for s in failing]),
+        **summarise(scores, protocol),
         train_seconds=train_s,
         inference_seconds=infer_s,
         transitions=transitions,
         updates=updates,
         hyperparameters=policy.hyperparameters(),
         per_cycle=scores,
+    )
+
+
+def expected_random(
+    cycles: Sequence[Cycle],
+    *,
+    budget: float = 0.5,
+    protocol: str = "aqe",
+    shuffles: int = 200,
+    seed: int = 0,
+) -> EvalReport:
+    """The random baseline as its expectation, not one seed's draw.
+
+    APFD: exactly 0.5 on every cycle with a failure (see
+    :func:`aqe.learning.metrics.optimal_apfd`). NAPFD under a budget has no simple
+    closed form (the greedy budget skips long tests), so per cycle it is the mean over
+    ``shuffles`` uniform orders (seeded): the standard error per cycle is at most
+    ``0.5 / sqrt(shuffles)``, far less on the mean over cycles.
+    """
+    rng = np.random.default_rng(seed)
+    scores: list[CycleScore] = []
+    for cycle in cycles:
+        if not cycle.test_ids:
+            continue
+        verdicts = np.asarray(cycle.verdicts, dtype=np.int8)
+        durations = np.asarray(cycle.durations, dtype=np.float64)
+        failures = int(np.count_nonzero(verdicts))
+        expected_napfd: float | None = None
+        if failures:
+            draws = []
+            for _ in range(shuffles):
+                order = rng.permutation(verdicts.size)
+                draws.append(napfd(verdicts[order], durations[order], budget))
+            expected_napfd = mean(draws)
+        scores.append(
+            CycleScore(
+                cycle=cycle.cycle_id,
+                tests=verdicts.size,
+                failures=failures,
+                apfd=0.5 if failures else None,
+                napfd=expected_napfd,
+            )
+        )
+    return EvalReport(
+        policy="random (expected)",
+        seed=seed,
+        budget=budget,
+        reward="",
+        cycles=len(scores),
+        **summarise(scores, protocol),
+        train_seconds=0.0,
+        inference_seconds=0.0,
+        transitions=0,
+        updates=0,
+        hyperparameters={"shuffles": shuffles},
+        per_cycle=scores,
+    )
+
+
+SEED_FIELDS: tuple[str, ...] = (
+    "mean_apfd",
+    "mean_apfd_order",
+    "mean_napfd",
+    "normalised",
+    "normalised_order",
+    "train_seconds",
+    "inference_seconds",
+)
+"""The report fields :func:`across_seeds` summarises."""
+
+
+class SeedSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One policy over several seeds: per field of :data:`SEED_FIELDS`, the mean and
+    the sample standard deviation (0 with one seed); None where a seed had None."""
+
+    policy: str
+    reward: str
+    protocol: str
+    seeds: list[int]
+    failing_cycles: int
+    order_cycles: int
+    mean: dict[str, float | None]
+    std: dict[str, float | None]
+
+
+def across_seeds(reports: Sequence[EvalReport]) -> SeedSummary:
+    """Summarise one policy's reports (one per seed).
+
+    Raises:
+        ValueError: no reports, or reports of different policies or protocols.
+    """
+    if not reports:
+        raise ValueError("no reports to summarise")
+    first = reports[0]
+    if any(r.policy != first.policy or r.protocol != first.protocol for r in reports):
+        raise ValueError("reports of different policies or protocols")
+    means: dict[str, float | None] = {}
+    stds: dict[str, float | None] = {}
+    for field in SEED_FIELDS:
+        values = [getattr(r, field) for r in reports]
+        if any(v is None for v in values):
+            means[field] = stds[field] = None
+            continue
+        arr = np.asarray(values, dtype=np.float64)
+        means[field] = float(arr.mean())
+        stds[field] = float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+    return SeedSummary(
+        policy=first.policy,
+        reward=first.reward,
+        protocol=first.protocol,
+        seeds=[r.seed for r in reports],
+        failing_cycles=first.failing_cycles,
+        order_cycles=first.order_cycles,
+        mean=means,
+        std=stds,
     )
 
 
@@ -177,6 +377,7 @@ def evaluate_many(
     train_every: int = 1,
     hyperparameters: dict[str, dict[str, Any]] | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
+    protocol: str = "aqe",
 ) -> list[EvalReport]:
     """:func:`evaluate_online` for each registered policy name, one fresh policy each.
 
@@ -188,6 +389,7 @@ def evaluate_many(
         train_every: see :func:`evaluate_online`.
         hyperparameters: per name, extra constructor arguments.
         on_progress: called with ``(name, done, total)``.
+        protocol: see :func:`evaluate_online`.
 
     Raises:
         ConfigError: an unknown name (before anything runs).
@@ -204,7 +406,12 @@ def evaluate_many(
 
         reports.append(
             evaluate_online(
-                policy, cycles, budget=budget, train_every=train_every, on_progress=progress
+                policy,
+                cycles,
+                budget=budget,
+                train_every=train_every,
+                on_progress=progress,
+                protocol=protocol,
             )
         )
     return reports

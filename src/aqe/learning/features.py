@@ -54,6 +54,7 @@ __all__ = [
     "HistoryTracker",
     "as_arrays",
     "cycles_from_iofrol",
+    "cycles_from_iofrol_rows",
     "from_events",
 ]
 
@@ -78,12 +79,24 @@ _COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 
 
 class Cycle(msgspec.Struct, frozen=True, kw_only=True):
-    """One CI cycle's results: per test (unique ids), its duration (s) and verdict (1 failed)."""
+    """One CI cycle's results: per item (unique ids), its duration (s) and verdict (1 failed).
+
+    An item is a test (reruns folded), except under the ``rows`` protocol
+    (:func:`cycles_from_iofrol_rows`), where each execution is an item and
+    ``history_ids`` names the test whose history each item shares (empty: the
+    ``test_ids`` themselves).
+    """
 
     cycle_id: str
     test_ids: tuple[str, ...]
     durations: tuple[float, ...]
     verdicts: tuple[int, ...]
+    history_ids: tuple[str, ...] = ()
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Per item, the id its history is kept under."""
+        return self.history_ids or self.test_ids
 
     @property
     def failures(self) -> int:
@@ -289,6 +302,41 @@ def cycles_from_iofrol(path: Path | str) -> list[Cycle]:
             verdicts=tuple(v for _, v in tests.values()),
         )
         for cycle, tests in sorted(by_cycle.items())
+    ]
+
+
+def cycles_from_iofrol_rows(path: Path | str) -> list[Cycle]:
+    """One :class:`Cycle` per IOF/ROL ``Cycle`` value with **one item per CSV row**.
+
+    The protocol of Bagherzadeh, Kahani and Briand (TSE 2021): reruns of a test in a
+    cycle count as separate items. Item ids are the test id, then ``#2``, ``#3``... for
+    its later rows in the cycle; every row of a test shares that test's history
+    (``history_ids``), which holds earlier cycles only (the CSV's own ``LastResults``
+    of a rerun row include the same cycle's earlier verdicts; they are not used).
+
+    Raises:
+        ReportError: the file cannot be read or parsed.
+    """
+    from aqe.ingest.iofrol import DURATION_UNITS_PER_S, iofrol_test_id, read_iofrol
+
+    by_cycle: dict[int, list[tuple[str, str, float, int]]] = {}
+    for row in read_iofrol(path):
+        items = by_cycle.setdefault(row.cycle, [])
+        test_id = iofrol_test_id(row.name)
+        seen = sum(1 for _, key, _, _ in items if key == test_id)
+        item_id = test_id if seen == 0 else f"{test_id}#{seen + 1}"
+        items.append(
+            (item_id, test_id, row.duration / DURATION_UNITS_PER_S, 1 if row.verdict else 0)
+        )
+    return [
+        Cycle(
+            cycle_id=f"iofrol-{cycle:04d}",
+            test_ids=tuple(i for i, _, _, _ in items),
+            durations=tuple(d for _, _, d, _ in items),
+            verdicts=tuple(v for _, _, _, v in items),
+            history_ids=tuple(k for _, k, _, _ in items),
+        )
+        for cycle, items in sorted(by_cycle.items())
     ]
 
 

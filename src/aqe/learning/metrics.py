@@ -30,6 +30,8 @@ __all__ = [
     "failcount",
     "mean",
     "napfd",
+    "normalised",
+    "optimal_apfd",
     "rank",
     "reward",
     "scheduled",
@@ -69,6 +71,26 @@ def apfd(order_verdicts: Sequence[int] | NDArray[np.integer]) -> float | None:
     if m == 0:
         return None
     return float(1.0 - positions.sum() / (n * m) + 1.0 / (2 * n))
+
+
+def optimal_apfd(tests: int, failures: int) -> float | None:
+    """The best APFD a cycle of ``tests`` items with ``failures`` failing ones allows
+    (failures first): ``1 - m / (2n)``; None without failures.
+
+    Random orders score 0.5 in expectation on every cycle: the failures' positions sum
+    to ``m (n + 1) / 2`` on average, and ``1 - (n + 1) / (2n) + 1 / (2n) = 1/2``.
+    """
+    if failures <= 0 or tests <= 0:
+        return None
+    return 1.0 - failures / (2 * tests)
+
+
+def normalised(score: float | None, optimal: float | None, random: float = 0.5) -> float | None:
+    """``(score - random) / (optimal - random)``: 0 is random, 1 the optimum (None when
+    undefined)."""
+    if score is None or optimal is None or optimal <= random:
+        return None
+    return (score - random) / (optimal - random)
 
 
 def scheduled(

@@ -21,6 +21,8 @@ from aqe.learning.baselines import (
     OptimalPolicy,
     RandomPolicy,
     RecentFailurePolicy,
+    RetecsSortPolicy,
+    RetecsWeightPolicy,
 )
 
 __all__ = ["ALGORITHMS", "BASELINES", "LEARNERS", "ORACLES", "check_policy_id", "make_policy"]
@@ -44,7 +46,14 @@ _PG = "aqe.learning.algos.policy_gradient"
 _CONT = "aqe.learning.algos.continuous"
 _DT = "aqe.learning.algos.decision_transformer"
 
-BASELINES: tuple[str, ...] = ("random", "failure-count", "recent-failure", "duration-aware")
+BASELINES: tuple[str, ...] = (
+    "random",
+    "failure-count",
+    "recent-failure",
+    "duration-aware",
+    "retecs-sort",
+    "retecs-weight",
+)
 ORACLES: tuple[str, ...] = ("optimal",)
 LEARNERS: tuple[str, ...] = (
     "q-learning",
@@ -63,6 +72,8 @@ ALGORITHMS: dict[str, Factory] = {
     "failure-count": FailureCountPolicy,
     "recent-failure": RecentFailurePolicy,
     "duration-aware": DurationAwarePolicy,
+    "retecs-sort": RetecsSortPolicy,
+    "retecs-weight": RetecsWeightPolicy,
     "optimal": OptimalPolicy,
     "q-learning": _lazy(_TABULAR, "QLearningPolicy"),
     "sarsa": _lazy(_TABULAR, "SarsaPolicy"),

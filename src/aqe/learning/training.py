@@ -22,7 +22,13 @@ import numpy as np
 from aqe.events import REGISTRY, Event, ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.learning.base import FEATURE_VERSION, Policy, Transition
 from aqe.learning.evaluate import EvalReport, evaluate_online
-from aqe.learning.features import Cycle, HistoryTracker, cycles_from_iofrol, from_events
+from aqe.learning.features import (
+    Cycle,
+    HistoryTracker,
+    cycles_from_iofrol,
+    cycles_from_iofrol_rows,
+    from_events,
+)
 from aqe.learning.policies import PolicyMeta, hyperparameters_as_strings
 from aqe.learning.registry import make_policy
 from aqe.log.port import EventLog
@@ -79,8 +85,11 @@ async def history_from_log(log: EventLog, stream: str = "AQE_TESTS") -> tuple[li
     return from_events(events), last
 
 
-def load_cycles(dataset: Path) -> list[Cycle]:
-    """Cycles of a data set file (IOF/ROL CSV)."""
+def load_cycles(dataset: Path, protocol: str = "aqe") -> list[Cycle]:
+    """Cycles of a data set file (IOF/ROL CSV): one item per test (``aqe``) or per
+    row (``rows``, see :func:`aqe.learning.features.cycles_from_iofrol_rows`)."""
+    if protocol == "rows":
+        return cycles_from_iofrol_rows(dataset)
     return cycles_from_iofrol(dataset)
 
 
