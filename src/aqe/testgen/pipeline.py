@@ -29,7 +29,7 @@ from aqe.events.testgen import (
     GenerationMeasured,
 )
 from aqe.sandbox import Limits, Sandbox, SandboxSpec
-from aqe.testgen.generators import OUT_DIR, Candidate, Generator
+from aqe.testgen.generators import OUT_DIR, Candidate, Generator, GeneratorCommand
 from aqe.testgen.keep import Evaluated, Verdict, judge
 from aqe.testgen.measure import (
     MEASURE_OUT,
@@ -228,29 +228,43 @@ async def run_batch(
         raise ConfigError(f"testgen: no generator {', '.join(missing)}")
     say(f"baseline: measuring the existing suite of {job.source}")
     baseline = await measure_suite(job, sandbox)
-    candidates: list[Candidate] = []
+    gate = asyncio.Semaphore(job.parallel)
     errors: dict[str, str] = {}
-    for name in job.generators:
+
+    async def write(name: str, target: str, cmd: GeneratorCommand) -> list[Candidate]:
         gen = generators[name]
-        for target in job.targets:
-            cmd = gen.command(
-                target, seed=job.seed, budget_s=job.budget_s, max_candidates=job.max_candidates
-            )
+        async with gate:
             say(f"{name}: writing tests for {target}")
             try:
                 result = await sandbox.run(_spec(job, wall_s=cmd.wall_s, env=cmd.env), cmd.argv)
             except AqeError as exc:
                 errors[f"{name}:{target}"] = f"{type(exc).__name__}: {exc}"
-                continue
-            found = gen.candidates(
-                target, seed=job.seed, max_candidates=job.max_candidates, files=result.artefacts
-            )
-            if not found:
-                why = result.stopped or f"exit {result.exit_code}"
-                errors[f"{name}:{target}"] = f"no tests ({why}): {result.stderr[-500:].strip()}"
-            candidates += found
+                return []
+        found = gen.candidates(
+            target, seed=job.seed, max_candidates=job.max_candidates, files=result.artefacts
+        )
+        if not found:
+            why = result.stopped or f"exit {result.exit_code}"
+            errors[f"{name}:{target}"] = f"no tests ({why}): {result.stderr[-500:].strip()}"
+        return found
+
+    # Generators write at once (``parallel`` at a time); their candidates keep job order.
+    # Every command first: a generator that cannot run here (no Pynguin venv) fails the
+    # batch before anything starts.
+    commands = [
+        (
+            name,
+            target,
+            generators[name].command(
+                target, seed=job.seed, budget_s=job.budget_s, max_candidates=job.max_candidates
+            ),
+        )
+        for name in job.generators
+        for target in job.targets
+    ]
+    written = await asyncio.gather(*(write(n, t, c) for n, t, c in commands))
+    candidates = [c for found in written for c in found]
     say(f"judging {len(candidates)} candidates, {job.runs} runs each")
-    gate = asyncio.Semaphore(job.parallel)
     done = 0
 
     async def evaluate(cand: Candidate) -> Evaluated:
