@@ -72,19 +72,32 @@ def leaf_bytes(
         if len(_PREFIXES) < _PREFIXES_MAX:
             _PREFIXES[stream] = prefix
     subj = subject.encode("utf-8")
-    parts = [prefix, _U64(seq), _U32(len(subj)), subj, b""]
-    count = 0
-    for name, value in sorted(headers.items()):
-        entry = _NAMES.get(name)
-        if entry is None:
-            entry = _name_entry(name)
-        if entry:
-            v = value.encode("utf-8")
-            parts += (entry, _U32(len(v)), v)
-            count += 1
-    parts[4] = _U32(count)
+    names = tuple(headers)
+    plan = _PLANS.get(names)
+    if plan is None:
+        plan = _plan(names)
+    parts = [prefix, _U64(seq), _U32(len(subj)), subj, plan[0]]
+    for name, entry in plan[1]:
+        v = headers[name].encode("utf-8")
+        parts += (entry, _U32(len(v)), v)
     parts += (_U32(len(data)), data)
     return b"".join(parts)
+
+
+_Plan = tuple[bytes, tuple[tuple[str, bytes], ...]]
+# The header names of a message, in the order it has them -> (u32 count of the kept
+# ones, the kept ones sorted with their entries): messages of one writer share a few
+# such shapes, so the sort happens once per shape.
+_PLANS: dict[tuple[str, ...], _Plan] = {}
+_PLANS_MAX = 1024
+
+
+def _plan(names: tuple[str, ...]) -> _Plan:
+    kept = tuple(sorted((n, e) for n in names if (e := _name_entry(n))))
+    plan = (_U32(len(kept)), kept)
+    if len(_PLANS) < _PLANS_MAX:
+        _PLANS[names] = plan
+    return plan
 
 
 def envelope_leaf(env: Envelope) -> bytes:
