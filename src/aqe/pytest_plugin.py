@@ -370,6 +370,7 @@ class _Publisher:
 
     def start(self) -> None:
         """Start the thread and begin connecting."""
+        _import_client()
         self._thread.start()
         self._main = asyncio.run_coroutine_threadsafe(self._run(), self._loop)
 
@@ -458,6 +459,20 @@ class _Publisher:
                 self.acked += len(results)
 
 
+def _import_client(*, reader: bool = False) -> None:
+    """Import the log's client modules (and the reader's) in the calling thread.
+
+    The publisher's thread and the log reader's thread would otherwise import nats-py
+    at the same time, and one of them can meet a module the other is still initialising
+    (``cannot import name ... from partially initialized module 'nats.js.errors'``).
+    """
+    import aqe.log.admin
+    import aqe.log.jetstream
+
+    if reader:
+        import aqe.learning.training  # noqa: F401
+
+
 def _read_log(settings: Settings, *, history: bool, coverage: bool = False) -> list[Event]:
     """The tests stream's events (``history``), else only its quarantine events; with
     ``coverage`` the coverage stream's events after them.
@@ -493,6 +508,8 @@ def _read_log(settings: Settings, *, history: bool, coverage: bool = False) -> l
 
     def main() -> list[Event]:
         return asyncio.run(asyncio.wait_for(read(), _READ_TIMEOUT_S))
+
+    _import_client(reader=True)
 
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="aqe-read") as pool:
         return pool.submit(main).result()

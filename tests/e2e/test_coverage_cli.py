@@ -120,6 +120,12 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
     ).json()
     assert covered["test_id"] == "tests.test_core.test_negative"
     assert covered["files"] == {"pkg/core.py": [2, 4, 5]}
+    runs = aqe_in(project, env, "coverage", "runs", "--json").json()
+    (run,) = runs["runs"]
+    assert run["run_id"] == collected["run_id"]
+    assert (run["status"], run["tests"], run["per_test"]) == ("applied", 3, True)
+    assert round(run["line_pct"], 1) == 80.0  # 8 of 10 statements
+    assert runs["pending"] == {}
     table = aqe_in(project, env, "coverage", "pkg/core.py")
     assert table.code == 0
     assert "missing: 6, 14" in table.out

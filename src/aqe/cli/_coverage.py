@@ -147,6 +147,62 @@ def show(app: AppContext, file: str | None, as_json: bool) -> None:
     )
 
 
+@coverage.command(name="runs")
+@output_options
+@pass_app
+def runs_(app: AppContext, as_json: bool) -> None:
+    """Per run, its coverage totals (line %, branch %), newest first; and runs still waiting."""
+    import msgspec
+
+    state = coverage_state(app)
+    runs = sorted(state.runs.values(), key=lambda r: -r.seq)
+
+    def pct(part: int, whole: int) -> float | None:
+        return 100.0 * part / whole if whole else None
+
+    if as_json:
+        print_json(
+            {
+                "runs": [
+                    {
+                        **msgspec.to_builtins(r),
+                        "status": r.status,
+                        "per_test": r.per_test,
+                        "line_pct": pct(r.covered, r.statements),
+                        "branch_pct": pct(r.taken, r.branches),
+                    }
+                    for r in runs
+                ],
+                "pending": {
+                    run_id: {"chunks": p.chunks, "received": len(p.parts)}
+                    for run_id, p in sorted(state.pending.items())
+                },
+            }
+        )
+        return
+    emit_table(
+        ["run", "source", "status", "files", "lines", "branches", "tests"],
+        [
+            [
+                r.run_id,
+                r.source,
+                r.status,
+                r.files,
+                _pct(pct(r.covered, r.statements)),
+                _pct(pct(r.taken, r.branches)),
+                r.tests,
+            ]
+            for r in runs
+        ],
+        title="coverage runs, newest first",
+    )
+    for run_id, waiting in sorted(state.pending.items()):
+        console(stderr=True).print(
+            f"waiting: run {run_id}: {len(waiting.parts)} of {waiting.chunks} chunks"
+            + (", no finish marker yet" if waiting.awaits_run else "")
+        )
+
+
 @coverage.command(name="test")
 @click.argument("test_id")
 @output_options
