@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from aqe.search.embed import Embedder
 
 _METHODS = ("keyword", "logreg", "minilm", "signals")  # aqe.flakemodel.evaluate.METHODS
+REMEDY_CATEGORY = "flakiness"
+"""The pattern-library category whose patterns are remedies for flaky tests."""
 
 
 def embeddings_dir(app: AppContext) -> Path:
@@ -483,6 +485,9 @@ def _remedies(app: AppContext, tests: list[tuple[str, str]], k: int = 2) -> dict
             code = test_id
         signals = [n for n, c in signal_counts(code).items() if c and n not in ("lines", "assert")]
         query = "flaky test " + " ".join(signals) + "\n" + code[:400]
-        result = searcher.search(query, mode="hybrid", k=k)
+        # Remedies first: the library's flakiness patterns, then anything that matches.
+        result = searcher.search(query, mode="hybrid", k=k, category=REMEDY_CATEGORY)
+        if not result.hits:
+            result = searcher.search(query, mode="hybrid", k=k)
         out[test_id] = [hit.name for hit in result.hits]
     return out
