@@ -10,13 +10,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from aqe.coordination.tasks import TaskEntry
 from aqe.coverage.measured import MeasuredFile, coverage_events
+from aqe.errors import ConfigError
 from aqe.log.memory import InMemoryEventLog
 from aqe.log.port import NewEvent
 from aqe.sandbox import Sandbox
 from aqe.testgen._ghostwrite import GENERIC, harden
+from aqe.testgen.evaluate import prepare_package
 from aqe.testgen.pipeline import GenerationJob
 from aqe.testgen.task import StepSummary, TestgenHandler, TestgenTask
 
@@ -78,3 +81,17 @@ def test_harden_fills_holes_and_settles_settings() -> None:
     )
     assert "from hypothesis import given, settings, strategies as st" in code
     compile(code, "<generated>", "exec")
+
+
+def test_prepare_package_copies_toolz_without_the_removed_tests(tmp_path: Path) -> None:
+    pytest.importorskip("toolz")
+    project = prepare_package("toolz", tmp_path, remove=["test_dicttoolz.py"])
+    assert project.tests == ("toolz/tests",)
+    assert project.omit == "toolz/tests/*"
+    assert (tmp_path / "toolz" / "dicttoolz.py").is_file()
+    assert (tmp_path / "toolz" / "tests" / "test_itertoolz.py").is_file()
+    assert not (tmp_path / "toolz" / "tests" / "test_dicttoolz.py").exists()
+    with pytest.raises(ConfigError, match=r"no test_nope\.py in"):
+        prepare_package("toolz", tmp_path, remove=["test_nope.py"])
+    with pytest.raises(ConfigError, match="is not an installed package"):
+        prepare_package("no_such_package_here", tmp_path, remove=[])
