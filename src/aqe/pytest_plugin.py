@@ -179,7 +179,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="Test impact analysis: run only the tests whose coverage (in aqe's log) meets "
         "`git diff REF`, plus new and stale ones, ranked as --aqe-subset ranks them "
-        "(budget 100%% unless --aqe-subset gives one). Implies --aqe.",
+        "(and cut by its budget when --aqe-subset gives one). Implies --aqe.",
     )
     group.addoption(
         "--aqe-coverage-contexts",
@@ -197,9 +197,11 @@ def pytest_configure(config: pytest.Config) -> None:
         from aqe.coverage.contexts import register_contexts
 
         register_contexts(config)
-    if config.getoption("aqe_changed_since") and config.getoption("aqe_subset") is None:
-        config.option.aqe_subset = "100%"
-    selecting = config.getoption("aqe_subset") is not None or config.getoption("aqe_order")
+    selecting = (
+        config.getoption("aqe_subset") is not None
+        or config.getoption("aqe_order")
+        or config.getoption("aqe_changed_since")
+    )
     if not (config.getoption("aqe") or config.getini("aqe") or selecting):
         return
     if hasattr(config, "workerinput") or config.getoption("collectonly", False):
@@ -709,7 +711,7 @@ class AqeRecorder:
         self, session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
     ) -> None:
         """Read the quarantine (and for a selection the history) from the log; apply them."""
-        selecting = self.subset is not None or self.order
+        selecting = self.subset is not None or self.order or config.getoption("aqe_changed_since")
         if not (self.quarantine or selecting):
             return
         with self._guard("reading the log"):
@@ -787,7 +789,8 @@ class AqeRecorder:
         if dropped:
             config.hook.pytest_deselected(items=dropped)
         items[:] = kept
-        mode: Literal["subset", "order"] = "subset" if self.subset is not None else "order"
+        subsetting = self.subset is not None or bool(changed_since)
+        mode: Literal["subset", "order"] = "subset" if subsetting else "order"
         dropped_ids = [test_of.get(i.nodeid, i.nodeid) for i in dropped]
         self._emit(
             TestRunSelected(
@@ -802,7 +805,7 @@ class AqeRecorder:
                 deselected=len(dropped),
             )
         )
-        what = f"subset {self.subset}" if mode == "subset" else "order"
+        what = "order" if mode == "order" else f"subset {self.subset or 'of impacted tests'}"
         self._selection_line = (
             f"aqe: {what}: {len(kept)} of {len(kept) + len(dropped)} tests run, ranked by "
             f"{label} ({new} new, always run); {len(dropped)} deselected"

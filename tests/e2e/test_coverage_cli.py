@@ -149,7 +149,7 @@ def test_collect_show_gaps_and_impact_of_a_change(tmp_path: Path, aqe_env: dict[
     assert "1 covers" in chosen.err
     # --budget still applies, to the impacted tests only.
     budgeted = aqe_in(
-        project, env, "subset", "--changed-since", "HEAD", "--budget", "100%", "--format", "ids"
+        project, env, "subset", "--changed-since", "HEAD", "--budget", "1h", "--format", "ids"
     )
     assert budgeted.code == 0, budgeted.err
     assert budgeted.out.split() == ["tests.test_core.test_negative"], budgeted.err
