@@ -75,11 +75,14 @@ def _names(algo: str) -> list[str]:
 
     if algo == "all":
         return [*BASELINES, *LEARNERS, *ORACLES]
-    if algo not in ALGORITHMS:
-        raise click.BadParameter(
-            f"{algo!r}: one of {', '.join(sorted(ALGORITHMS))} or all", param_hint="--algo"
-        )
-    return [algo]
+    names = [n.strip() for n in algo.split(",") if n.strip()]
+    for name in names or [algo]:
+        if name not in ALGORITHMS:
+            raise click.BadParameter(
+                f"{name!r}: one of {', '.join(sorted(ALGORITHMS))}, a comma-separated list, or all",
+                param_hint="--algo",
+            )
+    return names
 
 
 @click.group()
@@ -88,7 +91,9 @@ def learn() -> None:
 
 
 @learn.command(name="eval")
-@click.option("--algo", default="all", show_default=True, help="Algorithm name, or all.")
+@click.option(
+    "--algo", default="all", show_default=True, help="Algorithm names (comma-separated), or all."
+)
 @_dataset_option
 @click.option(
     "--protocol",

@@ -2,10 +2,12 @@
 
 The problem (RETECS, Spieker et al. 2017): a CI cycle offers a set of tests; a policy
 gives each a priority; tests run in descending priority. After the cycle the verdicts
-are known and each test's decision earns a reward. Each test's scheduling decision is
-one step of its own (a contextual bandit, as in RETECS): ``done`` is always true and
-``next_state`` equals ``state``; policies that bootstrap still get the fields so a
-multi-step formulation can be tried later without changing the interface.
+are known and each test's decision earns a reward. For most policies each test's
+scheduling decision is one step of its own (a contextual bandit, as in RETECS):
+``done`` is true and ``next_state`` equals ``state`` (:func:`one_step_transitions`).
+Q-learning and SARSA (:mod:`aqe.learning.algos.sequential`) order a cycle as an
+episode of pick-next-test decisions instead: ``next_state`` is the next pick's state
+and only the last step is ``done``.
 
 No feature of a cycle may use that cycle's verdicts: :class:`CycleObservation` holds
 only what was known before the cycle ran; :class:`CycleOutcome` comes after.

@@ -41,7 +41,7 @@ def _lazy(module: str, cls: str) -> Factory:
     return factory
 
 
-_TABULAR = "aqe.learning.algos.tabular"
+_SEQ = "aqe.learning.algos.sequential"
 _PG = "aqe.learning.algos.policy_gradient"
 _CONT = "aqe.learning.algos.continuous"
 _DT = "aqe.learning.algos.decision_transformer"
@@ -75,8 +75,8 @@ ALGORITHMS: dict[str, Factory] = {
     "retecs-sort": RetecsSortPolicy,
     "retecs-weight": RetecsWeightPolicy,
     "optimal": OptimalPolicy,
-    "q-learning": _lazy(_TABULAR, "QLearningPolicy"),
-    "sarsa": _lazy(_TABULAR, "SarsaPolicy"),
+    "q-learning": _lazy(_SEQ, "SequentialQLearning"),
+    "sarsa": _lazy(_SEQ, "SequentialSarsa"),
     "a2c": _lazy(_PG, "A2CPolicy"),
     "actor-critic": _lazy(_PG, "ActorCriticPolicy"),
     "ppo": _lazy(_PG, "PPOPolicy"),

@@ -18,8 +18,10 @@ Update: ``Q(s, a) += alpha * (target - Q(s, a))`` with ``target = r'`` for one-s
 episodes (``r'`` is :func:`~aqe.learning.algos._common.learning_targets` of the reward)
 and ``r' + gamma * bootstrap`` otherwise. Q-learning bootstraps on ``max_a' Q(s', a')``,
 SARSA on ``Q(s', a')`` with ``a'`` drawn from its own epsilon-greedy policy (on-policy).
-Every decision of this problem is a one-step episode, so the two updates are *the same*
-here; they differ only if a multi-step formulation is tried later.
+Every decision of this form is a one-step episode, so the two updates are *the same*
+here. The registry's ``q-learning`` and ``sarsa`` are the multi-step form
+(:mod:`aqe.learning.algos.sequential`); these one-step classes stay for comparison
+(APFD 0.5465 for both on IOF/ROL, seed 0, against 0.574 / 0.570 sequential).
 """
 
 from __future__ import annotations
