@@ -226,3 +226,14 @@ def test_pytest_source_from_node_ids() -> None:
         pytest_source("check_random.py", SAMPLE)
     with pytest.raises(ConfigError, match="cannot read"):
         pytest_source("missing.py::test_x", SAMPLE)
+
+
+def test_linear_head_is_the_default_and_round_trips() -> None:
+    x, y, groups = _separable()
+    model = FlakeModel.fit(x, y, columns=[f"c{i}" for i in range(5)], groups=groups)
+    assert model.config.hidden == 0
+    p = model.predict_proba(x)
+    flagged = p >= model.threshold
+    assert (flagged & y).sum() / y.sum() > 0.8
+    assert (flagged & ~y).sum() < 10
+    assert np.array_equal(FlakeModel.from_bytes(model.to_bytes()).predict_proba(x), p)
