@@ -6,7 +6,6 @@ from aqe.events._registry import EventRegistry
 from aqe.events.agents import AgentHeartbeat, AgentRegistered, AgentRetired, AgentSuspected
 from aqe.events.audit import StreamSealed
 from aqe.events.bridge import BridgeApplied
-from aqe.events.coverage import CoverageRecorded
 from aqe.events.coordination import (
     LeaderCheckpointed,
     LeaseAcquired,
@@ -20,6 +19,7 @@ from aqe.events.coordination import (
     TopologySelected,
     VoteCast,
 )
+from aqe.events.coverage import CoverageRecorded
 from aqe.events.flakemodel import FlakeModelTrained, FlakinessPredicted
 from aqe.events.learning import ExperienceRecorded, PolicyTrained
 from aqe.events.patterns import PatternAdded, PatternDeprecated, PatternUpdated, PatternUsed
