@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,8 +58,19 @@ def test_train_records_experience_and_saves_a_policy(aqe: Runner, history: None)
     assert meta["events"] == 9  # 8 cycles of experience + the trained-policy fact
     listed = aqe("learn", "list", "--json").json()
     assert [p["policy_id"] for p in listed] == [meta["policy_id"]]
+    bucket, digest = meta["artefact"].split("/")
+    assert (listed[0]["bucket"], listed[0]["digest"]) == (bucket, digest)
     order = aqe("prioritize", "--policy", meta["policy_id"], "--json").json()
     assert len(order) == 4
+    # the local directory is only a cache: without it the policy comes from the store
+    shutil.rmtree(meta["cache"])
+    fetched = aqe("prioritize", "--policy", meta["policy_id"], "--json")
+    assert fetched.code == 0, fetched.err
+    assert fetched.json() == order
+    assert Path(meta["cache"]).is_dir()
+    unknown = aqe("prioritize", "--policy", "no-such-policy")
+    assert unknown.code == 2
+    assert "names no policy" in unknown.err
     assert aqe("consume", "experience", "-q").code == 0
     verify = aqe("replay", "experience", "--verify")
     assert verify.code == 0, verify.out + verify.err

@@ -244,17 +244,19 @@ def train(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    """Train a policy over the whole history and save it as an artefact.
+    """Train a policy over the whole history and store it in the log.
 
-    The policy is saved under <data dir>/policies/<id> with its algorithm,
-    hyperparameters, feature version and the AQE_TESTS sequence it learned up to, and a
-    learning.policy.trained.v1 event is appended.
+    The parameters go to the JetStream object store (named by digest) first, then a
+    learning.policy.trained.v1 event naming them (algorithm, hyperparameters, feature
+    version, the AQE_TESTS sequence it learned up to) is appended; <data dir>/policies
+    is only a cache.
     """
     import msgspec
 
     from aqe.events import Event
     from aqe.learning.experience import ExperienceProjection
     from aqe.learning.policies import policies_root, save_policy
+    from aqe.learning.store import put_policy
     from aqe.learning.training import train_policy, trained_event
     from aqe.log import NewEvent
 
@@ -272,10 +274,13 @@ def train(
             record=events.append if record else None,
         )
     artefact = save_policy(policies_root(app.settings.data_dir), policy, result.meta)
-    events.append(trained_event(result.meta, artefact))
+    stored: list[str] = []
 
     async def publish() -> int:
         async with open_log(app) as log:
+            bucket, digest = await put_policy(log, artefact)  # the object before its fact
+            events.append(trained_event(result.meta, bucket, digest))
+            stored.append(f"{bucket}/{digest}")
             appended = 0
             for start in range(0, len(events), 200):
                 results = await log.append_many(
@@ -288,12 +293,19 @@ def train(
     appended = run(publish())
     meta = result.meta
     if as_json:
-        print_json({**msgspec.to_builtins(meta), "artefact": str(artefact), "events": appended})
+        print_json(
+            {
+                **msgspec.to_builtins(meta),
+                "artefact": stored[0],
+                "cache": str(artefact),
+                "events": appended,
+            }
+        )
         return
     console().print(
         f"trained {meta.policy_id} on {meta.cycles} cycles from {source}: APFD "
         f"{_num(meta.mean_apfd)}, NAPFD {_num(meta.mean_napfd)}, {meta.train_seconds:.1f} s; "
-        f"saved to {artefact}; {appended} events appended "
+        f"stored as {stored[0]} (cache {artefact}); {appended} events appended "
         f"({len(events) - 1 if record else 0} cycles of experience)"
     )
 
@@ -302,12 +314,18 @@ def train(
 @output_options
 @pass_app
 def list_(app: AppContext, as_json: bool) -> None:
-    """Saved policies, newest first."""
+    """Policies the log holds (learning.policy.trained.v1), newest first."""
     import msgspec
 
-    from aqe.learning.policies import list_policies, policies_root
+    from aqe.learning.store import read_policies
 
-    metas = list_policies(policies_root(app.settings.data_dir))
+    async def go() -> list[Any]:
+        async with open_log(app) as log:
+            return list((await read_policies(log)).values())
+
+    metas = sorted(
+        run(go()), key=lambda m: (m.trained_at is not None, m.trained_at, m.policy_id), reverse=True
+    )
     if as_json:
         print_json([msgspec.to_builtins(m) for m in metas])
         return
@@ -419,9 +437,7 @@ class _Plan:
             )
         changed = _changed_tests(options["changed_file"], self.pending, self.names)
         if options["policy_id"]:
-            from aqe.learning.policies import load_policy, policies_root
-
-            policy, _ = load_policy(policies_root(app.settings.data_dir), options["policy_id"])
+            policy = _stored_policy(app, options["policy_id"])
             replay, self.label = False, f"policy {options['policy_id']}"
         else:
             (name,) = _names(options["algo"])
@@ -447,6 +463,37 @@ class _Plan:
                 soft_wrap=True,
             )
         return lines
+
+
+def _stored_policy(app: AppContext, policy_id: str) -> Any:
+    """A policy the log names, from the local cache or else fetched from the object
+    store (a cached copy whose digest the log does not name is fetched again)."""
+    from aqe.errors import ConfigError
+    from aqe.learning.policies import load_policy, policies_root
+    from aqe.learning.registry import check_policy_id
+    from aqe.learning.store import fetch_policy, pack_policy, read_policies
+
+    root = policies_root(app.settings.data_dir)
+    check_policy_id(policy_id)
+
+    async def go() -> None:
+        async with open_log(app) as log:
+            known = await read_policies(log)
+            trained = known.get(policy_id)
+            if trained is None:
+                names = ", ".join(sorted(known)) or "none"
+                raise ConfigError(f"the log names no policy {policy_id!r} (known: {names})")
+            cached = root / policy_id
+            if cached.is_dir() and trained.digest:
+                import hashlib
+
+                if hashlib.sha256(pack_policy(cached)).hexdigest() == trained.digest:
+                    return
+            await fetch_policy(log, trained, root)
+
+    run(go())
+    policy, _ = load_policy(root, policy_id)
+    return policy
 
 
 def _changed_tests(changed_file: Any, pending: Any, names: dict[str, Any]) -> set[str]:

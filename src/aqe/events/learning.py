@@ -55,5 +55,11 @@ class PolicyTrained(Event, frozen=True, kw_only=True, tag="learning.policy.train
     mean_apfd: float | None = None
     mean_napfd: float | None = None
     artefact: str = ""
-    """Where the parameters were saved (a directory under the data dir)."""
+    """Where the parameters are: ``<bucket>/<digest>`` (older facts: a directory under
+    the data dir)."""
     trained_at: datetime | None = None
+    bucket: str = ""
+    """The JetStream object store bucket holding the packed parameters."""
+    digest: str = ""
+    """The object's name there: the sha256 of the packed parameters (empty for facts
+    from before policies were stored in the log)."""

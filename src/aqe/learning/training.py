@@ -170,8 +170,8 @@ def train_policy(
     return policy, TrainResult(report=report, meta=meta)
 
 
-def trained_event(meta: PolicyMeta, artefact: Path) -> PolicyTrained:
-    """The ``learning.policy.trained.v1`` fact for a saved policy."""
+def trained_event(meta: PolicyMeta, bucket: str, digest: str) -> PolicyTrained:
+    """The ``learning.policy.trained.v1`` fact for a policy stored as ``bucket/digest``."""
     return PolicyTrained(
         policy_id=meta.policy_id,
         algorithm=meta.algorithm,
@@ -183,8 +183,10 @@ def trained_event(meta: PolicyMeta, artefact: Path) -> PolicyTrained:
         cycles=meta.cycles,
         mean_apfd=meta.mean_apfd,
         mean_napfd=meta.mean_napfd,
-        artefact=str(artefact),
+        artefact=f"{bucket}/{digest}",
         trained_at=meta.trained_at,
+        bucket=bucket,
+        digest=digest,
     )
 
 
