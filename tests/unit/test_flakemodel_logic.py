@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from aqe.errors import ConfigError, ReportError
-from aqe.flakemodel.data import DataSetError, load_tests
+from aqe.flakemodel.data import DataSetError, TestCode, load_tests
+from aqe.flakemodel.evaluate import evaluate, splits
 from aqe.flakemodel.features import (
     HISTORY_FEATURES,
     SIGNAL_NAMES,
@@ -23,6 +24,7 @@ from aqe.flakemodel.features import (
 from aqe.flakemodel.inputs import TAIL_CHARS, Blocks, code_views, input_matrix
 from aqe.flakemodel.model import FlakeModel, HeadConfig, best_f1_threshold, inner_folds
 from aqe.flakemodel.pysource import pytest_source
+from support.flakecode import tiny_set
 
 SAMPLE = Path(__file__).parents[1] / "sample_project"
 
@@ -237,3 +239,29 @@ def test_linear_head_is_the_default_and_round_trips() -> None:
     assert (flagged & y).sum() / y.sum() > 0.8
     assert (flagged & ~y).sum() < 10
     assert np.array_equal(FlakeModel.from_bytes(model.to_bytes()).predict_proba(x), p)
+
+
+def test_evaluate_protocols_with_baselines() -> None:
+    tests = [TestCode(**row) for row in tiny_set()]
+    per = splits(tests, "per-project")
+    assert [name for name, _, _ in per] == ["alpha", "beta", "gamma"]
+    assert all(not set(tr) & set(te) for _, tr, te in per)
+    cv = splits(tests, "cv", folds=4)
+    assert sorted(np.concatenate([te for _, _, te in cv]).tolist()) == list(range(36))
+    blocks = Blocks(embedding=False, signals=True)
+    x = input_matrix(blocks, [t.code for t in tests], None)
+    report = evaluate(
+        tests,
+        "per-project",
+        methods=["keyword", "logreg", "signals"],
+        inputs={"signals": (x, blocks.names(0))},
+    )
+    assert report.anchor_f1 == 0.73
+    keyword, logreg, signals = report.methods
+    assert keyword.pooled.recall == 1.0
+    assert keyword.pooled.tests == 36
+    assert set(keyword.per_project) == {"alpha", "beta", "gamma"}
+    assert signals.pooled.f1 == 1.0
+    assert 0.0 <= logreg.pooled.pr_auc <= 1.0
+    with pytest.raises(ConfigError, match="needs its input matrix"):
+        evaluate(tests, "cv", methods=["minilm"], folds=4)
