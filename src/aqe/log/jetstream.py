@@ -68,6 +68,9 @@ LIMIT_CODES = frozenset(
 )
 """Server errors that are a limit's answer: retrying the same request cannot help."""
 _READ_BUFFER_HIGH = 20_000
+_READ_IDLE_S = 1.0
+"""Seconds a bounded read waits for its next message before it asks the server whether
+any is left to deliver (a record the server cannot read is counted but never sent)."""
 
 BATCH_PIPELINE = 2
 """Atomic-batch chunks one ``append_batch`` call keeps in flight (unconditional batches).
@@ -859,7 +862,15 @@ class JetStreamEventLog:
         subjects: str | None = None,
         follow: bool = False,
     ) -> AsyncIterator[Envelope]:
-        """Yield envelopes from an ordered consumer starting at ``after_seq + 1``."""
+        """Yield envelopes from an ordered consumer starting at ``after_seq + 1``.
+
+        A bounded read (``follow=False``) ends at ``until_seq``, or when a message's ack
+        reply says none is pending, or when it has waited :data:`_READ_IDLE_S` for the
+        next message and the stream holds none past the last one read (up to
+        ``until_seq``). The last check ends reads that would otherwise wait forever: the
+        server counts a record it cannot read (its checksum fails) in the stream's state
+        and in the pending counts, but skips it, so the pending count never reaches 0.
+        """
         if not follow:
             last = await self.last_seq(stream)
             if last <= after_seq or (until_seq is not None and until_seq <= after_seq):
@@ -898,6 +909,26 @@ class JetStreamEventLog:
         # wakes the loop below instead of cancelling whoever iterates.
         watch = self._refusals.guard(where, api=True, wake=arrived.set)
         watch.__enter__()
+        # The stream's subjects are the consumer's filters: one filter, or all of them.
+        remaining = filters[0] if len(filters) == 1 else ">"
+        read_seq = after_seq
+
+        async def nothing_left() -> bool:
+            """Whether no message the read has still to yield is stored and readable."""
+            try:
+                with self._refusals.guard(stream, api=True), _translated(stream):
+                    try:
+                        raw = await self._js.get_msg(
+                            stream, read_seq + 1, subject=remaining, next=True
+                        )
+                    except nats.js.errors.NotFoundError as exc:
+                        if exc.err_code == MESSAGE_NOT_FOUND:
+                            return True
+                        raise
+            except LogUnavailableError:
+                return False  # ask again after the next idle wait
+            return until_seq is not None and int(raw.seq or 0) > until_seq
+
         try:
             if not follow:
                 with self._refusals.guard(stream, api=True), _translated(stream):
@@ -916,6 +947,7 @@ class JetStreamEventLog:
                     env = _envelope(stream, msg, seq, ts)
                     if until_seq is not None and seq > until_seq:
                         return
+                    read_seq = seq
                     yield env
                     if until_seq is not None and seq >= until_seq:
                         return
@@ -924,7 +956,15 @@ class JetStreamEventLog:
                 watch.raise_if_refused()
                 arrived.clear()
                 drained.set()
-                await arrived.wait()
+                if follow:
+                    await arrived.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(_READ_IDLE_S):
+                        await arrived.wait()
+                except TimeoutError:
+                    if not buffer and await nothing_left():
+                        return
         finally:
             watch.__exit__(None, None, None)
             drained.set()
