@@ -197,6 +197,64 @@ _COVERAGE_SAMPLES: list[Event] = [
     ),
 ]
 
+from aqe.events.audit import StreamSealed  # noqa: E402
+from aqe.events.flakemodel import FlakeModelTrained, FlakinessPredicted  # noqa: E402
+
+
+def _hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_MODEL_DIGEST = _hex("flakemodel artefact")
+
+_AUDIT_AND_FLAKEMODEL_SAMPLES: list[Event] = [
+    StreamSealed(
+        stream="AQE_TESTS",
+        tree_size=7,
+        root=_hex("root 7"),
+        last_seq=9,
+        prev_size=4,
+        prev_root=_hex("root 4"),
+        prev_last_seq=5,
+        consistency=(_hex("node a"), _hex("node b")),
+        frontier=(_hex("subtree 4"), _hex("subtree 2"), _hex("leaf 7")),
+        runs=((6, 7), (9, 9)),
+        digests="AAECAwQFBgcICQoLDA0ODxAREhMUFRYX",
+        signer="3f6c1e0a9b2d4c58",
+        public_key="11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+        sealed_at="2026-12-07T21:17:14.420891Z",
+        signature="c2lnbmF0dXJlIG92ZXIgdGhlIHNlYWwgYnl0ZXM=",
+    ),
+    FlakeModelTrained(
+        model_id=f"fm-{_MODEL_DIGEST[:16]}",
+        digest=_MODEL_DIGEST,
+        bucket="AQE_MODELS",
+        object_name=_MODEL_DIGEST,
+        size_bytes=48213,
+        embedder="all-MiniLM-L6-v2@onnx-1",
+        columns=402,
+        threshold=0.42,
+        trained_on="data/flakeflagger.jsonl",
+        data_digest=_hex("flakeflagger.jsonl"),
+        tests=811,
+        flaky=102,
+        hyperparameters={"c": "1.0", "inner_folds": "5"},
+        train_seconds=3.25,
+        trained_at=WHEN,
+    ),
+    FlakinessPredicted(
+        test_id="tests/test_net.py::test_reconnect",
+        model_id=f"fm-{_MODEL_DIGEST[:16]}",
+        digest=_MODEL_DIGEST,
+        probability=0.87,
+        flaky=True,
+        threshold=0.42,
+        input_digest=_hex("def test_reconnect(): ..."),
+        project="aqe",
+        source="tests/test_net.py",
+    ),
+]
+
 SAMPLES: dict[str, Event] = {
     e.type_tag(): e
     for e in [
@@ -310,8 +368,10 @@ SAMPLES: dict[str, Event] = {
             cycles=320,
             mean_apfd=0.71,
             mean_napfd=0.6,
-            artefact=".aqe/policies/ppo-7",
+            artefact=f"AQE_MODELS/{_hex('ppo-7 packed')}",
             trained_at=WHEN,
+            bucket="AQE_MODELS",
+            digest=_hex("ppo-7 packed"),
         ),
         AgentRegistered(
             agent_id="agent-1",
@@ -379,6 +439,7 @@ SAMPLES: dict[str, Event] = {
         *_PERF_SAMPLES,
         *_TESTGEN_SAMPLES,
         *_COVERAGE_SAMPLES,
+        *_AUDIT_AND_FLAKEMODEL_SAMPLES,
     ]
 }
 
