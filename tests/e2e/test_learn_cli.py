@@ -71,6 +71,19 @@ def test_train_records_experience_and_saves_a_policy(aqe: Runner, history: None)
     unknown = aqe("prioritize", "--policy", "no-such-policy")
     assert unknown.code == 2
     assert "names no policy" in unknown.err
+    # an offline learner fits on that policy's experience from the projection
+    qid = meta["policy_id"]
+    dt = aqe("learn", "train", "--algo", "decision-transformer", "--from-experience", qid, "--json")
+    assert dt.code == 0, dt.err
+    dt_meta = dt.json()
+    assert dt_meta["trained_on"] == f"experience:{qid}"
+    assert dt_meta["transitions"] == 32  # 8 cycles x 4 tests
+    assert dt_meta["events"] == 1
+    ranked = aqe("prioritize", "--policy", dt_meta["policy_id"], "--json").json()
+    assert len(ranked) == 4
+    online = aqe("learn", "train", "--algo", "ppo", "--from-experience", qid)
+    assert online.code == 2
+    assert "offline" in online.err
     assert aqe("consume", "experience", "-q").code == 0
     verify = aqe("replay", "experience", "--verify")
     assert verify.code == 0, verify.out + verify.err

@@ -232,6 +232,13 @@ def _num(value: float | None) -> str:
     show_default=True,
     help="Append each cycle's experience to the log (learning.experience.recorded.v1).",
 )
+@click.option(
+    "--from-experience",
+    "from_experience",
+    metavar="POLICY_ID",
+    help="Offline learners (decision-transformer): fit on that policy's recorded "
+    "experience from the experience projection instead of replaying the history.",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @json_option
 @pass_app
@@ -241,6 +248,7 @@ def train(
     dataset: Path | None,
     seed: int,
     record: bool,
+    from_experience: str | None,
     quiet: bool,
     as_json: bool,
 ) -> None:
@@ -261,25 +269,31 @@ def train(
     from aqe.log import NewEvent
 
     (name,) = _names(algo)
-    cycles, source, last = _history(app, dataset)
     events: list[Event] = []
-    with progress_bar(len(cycles), f"train {name}", not (quiet or as_json)) as tick:
-        policy, result = train_policy(
-            name,
-            cycles,
-            seed=seed,
-            source=source,
-            until_seq=last,
-            on_progress=lambda done, _t: tick(done),
-            record=events.append if record else None,
-        )
-    artefact = save_policy(policies_root(app.settings.data_dir), policy, result.meta)
+    if from_experience is not None:
+        policy, meta = _train_from_experience(app, name, seed, from_experience)
+        source = meta.trained_on
+    else:
+        cycles, source, last = _history(app, dataset)
+        with progress_bar(len(cycles), f"train {name}", not (quiet or as_json)) as tick:
+            policy, result = train_policy(
+                name,
+                cycles,
+                seed=seed,
+                source=source,
+                until_seq=last,
+                on_progress=lambda done, _t: tick(done),
+                record=events.append if record else None,
+            )
+        meta = result.meta
+    artefact = save_policy(policies_root(app.settings.data_dir), policy, meta)
+    recorded = len(events)
     stored: list[str] = []
 
     async def publish() -> int:
         async with open_log(app) as log:
             bucket, digest = await put_policy(log, artefact)  # the object before its fact
-            events.append(trained_event(result.meta, bucket, digest))
+            events.append(trained_event(meta, bucket, digest))
             stored.append(f"{bucket}/{digest}")
             appended = 0
             for start in range(0, len(events), 200):
@@ -291,7 +305,6 @@ def train(
             return appended
 
     appended = run(publish())
-    meta = result.meta
     if as_json:
         print_json(
             {
@@ -306,7 +319,37 @@ def train(
         f"trained {meta.policy_id} on {meta.cycles} cycles from {source}: APFD "
         f"{_num(meta.mean_apfd)}, NAPFD {_num(meta.mean_napfd)}, {meta.train_seconds:.1f} s; "
         f"stored as {stored[0]} (cache {artefact}); {appended} events appended "
-        f"({len(events) - 1 if record else 0} cycles of experience)"
+        f"({recorded} cycles of experience)"
+    )
+
+
+def _train_from_experience(app: AppContext, name: str, seed: int, source_id: str) -> Any:
+    """``(policy, meta)``: ``name`` fitted offline on ``source_id``'s experience buffer,
+    read from the experience projection after it caught up with the log."""
+    from aqe.cli._projections import projections_root
+    from aqe.errors import ConfigError
+    from aqe.learning.experience import ExperienceProjection, transitions
+    from aqe.learning.training import train_offline
+    from aqe.projections import SnapshotStore
+
+    projection = ExperienceProjection()
+
+    async def go() -> None:
+        async with open_log(app) as log:
+            await catch_up(log, app, projection, quiet=True, materialize=False)
+
+    run(go())
+    state = SnapshotStore(projection, projections_root(app) / projection.name).load().state
+    buffer = state.policies.get(source_id)
+    if buffer is None or not buffer.steps:
+        known = ", ".join(sorted(k for k, b in state.policies.items() if b.steps)) or "none"
+        raise ConfigError(f"no recorded experience for policy {source_id!r} (known: {known})")
+    return train_offline(
+        name,
+        transitions(state, source_id),
+        seed=seed,
+        source=f"experience:{source_id}",
+        cycles=buffer.cycles,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from aqe.errors import ConfigError
 from aqe.events import REGISTRY, Event, ExperienceRecorded, ExperienceStep, PolicyTrained
 from aqe.learning.base import FEATURE_VERSION, Policy, Transition
 from aqe.learning.evaluate import EvalReport, evaluate_online
@@ -43,6 +44,7 @@ __all__ = [
     "rank_pending",
     "read_test_events",
     "subset",
+    "train_offline",
     "train_policy",
     "trained_event",
 ]
@@ -168,6 +170,48 @@ def train_policy(
         trained_at=datetime.now(UTC),
     )
     return policy, TrainResult(report=report, meta=meta)
+
+
+def train_offline(
+    algorithm: str,
+    data: Sequence[Transition],
+    *,
+    seed: int = 0,
+    source: str,
+    until_seq: int = 0,
+    cycles: int = 0,
+    hyperparameters: dict[str, Any] | None = None,
+) -> tuple[Policy, PolicyMeta]:
+    """Fit an offline learner (one with ``fit(transitions)``, the Decision Transformer)
+    on recorded experience, e.g. another policy's buffer in the ``experience``
+    projection; nothing is replayed online, so the metadata has no APFD.
+
+    Raises:
+        ConfigError: the algorithm cannot learn offline, or there is no experience.
+    """
+    policy = make_policy(algorithm, seed=seed, **(hyperparameters or {}))
+    fit = getattr(policy, "fit", None)
+    if policy.kind != "offline" or fit is None:
+        raise ConfigError(f"{algorithm} does not learn offline from recorded experience")
+    if not data:
+        raise ConfigError(f"no recorded experience in {source}")
+    started = time.perf_counter()
+    fit(list(data))
+    policy.set_training(False)
+    meta = PolicyMeta(
+        policy_id=policy_id_for(algorithm, seed, source, until_seq, cycles),
+        algorithm=algorithm,
+        seed=seed,
+        hyperparameters=policy.hyperparameters(),
+        feature_version=FEATURE_VERSION,
+        trained_on=source,
+        trained_until_seq=until_seq,
+        cycles=cycles,
+        transitions=len(data),
+        train_seconds=round(time.perf_counter() - started, 3),
+        trained_at=datetime.now(UTC),
+    )
+    return policy, meta
 
 
 def trained_event(meta: PolicyMeta, bucket: str, digest: str) -> PolicyTrained:
