@@ -402,8 +402,20 @@ _EMBED_CHOICES = ["torch-fp32", "torch-bf16", "onnx-fp32", "onnx-int8"]
     callback=_dataset_dir,
     help="Where the queries and snippets come from (NAME|DIR).",
 )
-@click.option("--queries", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--snippets", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option(
+    "--queries",
+    type=click.IntRange(min=1),
+    default=100,
+    show_default=True,
+    help="Queries embedded one at a time per backend.",
+)
+@click.option(
+    "--snippets",
+    type=click.IntRange(min=1),
+    default=64,
+    show_default=True,
+    help="Code snippets embedded in one batch per backend.",
+)
 @click.option(
     "--ndcg",
     is_flag=True,
