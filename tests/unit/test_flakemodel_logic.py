@@ -191,6 +191,8 @@ def _separable(n: int = 120) -> tuple[np.ndarray, np.ndarray, list[str]]:
     return x, y, groups
 
 
+@pytest.mark.slow  # the torch MLP head: importing torch alone is 10-20 s on a loaded machine
+@pytest.mark.timeout(300)
 def test_model_learns_and_round_trips_by_digest() -> None:
     x, y, groups = _separable()
     config = HeadConfig(hidden=8, epochs=30, batch_size=64, lr=1e-2, seed=1)
