@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import socket
-import time
 from pathlib import Path
 
 import pytest
@@ -222,8 +221,19 @@ def _check_run(events: list[Event], run_id: str) -> None:
     assert finish.finished_at is not None
 
 
+def _no_wait_ran_out(output: str) -> None:
+    """The plugin waited on no bound of its own: neither the end of the session's wait
+    for acknowledgements (``FINISH_TIMEOUT_S``) nor one append's (``_ACK_TIMEOUT_S``).
+
+    These are the only places the plugin waits on the network (submitting an event
+    never blocks), so this proves what a wall-clock limit on the run meant to, without
+    a fixed time threshold that a loaded machine breaks.
+    """
+    assert "unacknowledged after" not in output
+    assert "no acknowledgement in" not in output
+
+
 def test_live_run_is_published(pytester: pytest.Pytester, sample: Path, nats_url: str) -> None:
-    began = time.monotonic()
     result = pytester.runpytest_subprocess(
         *_plugin_args(),
         "--aqe",
@@ -239,15 +249,15 @@ def test_live_run_is_published(pytester: pytest.Pytester, sample: Path, nats_url
         "sample",
         timeout=60,
     )
-    elapsed = time.monotonic() - began
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=6, failed=1, skipped=1, xfailed=1, errors=2)
+    # Every event acknowledged within the session's bounded wait (else the line says why).
     result.stdout.fnmatch_lines([f"aqe: published run live-1 (11 results) to {nats_url}"])
+    _no_wait_ran_out(result.stdout.str())
     assert "could not publish" not in result.stdout.str()
     assert list((sample / "spool").iterdir()) == []  # published, so the spool is gone
     events = asyncio.run(_stored(nats_url))
     _check_run(events, "live-1")
-    assert elapsed < 20
 
 
 def test_unreachable_server_spools_everything(
@@ -256,7 +266,6 @@ def test_unreachable_server_spools_everything(
     # Enabled from the ini file this time, not --aqe.
     pytester.makeini("[pytest]\naqe = true\nasyncio_default_fixture_loop_scope = function\n")
     dead = f"nats://127.0.0.1:{_closed_port()}"
-    began = time.monotonic()
     result = pytester.runpytest_subprocess(
         *_plugin_args(),
         "--aqe-url",
@@ -271,17 +280,18 @@ def test_unreachable_server_spools_everything(
         "sample",
         timeout=60,
     )
-    elapsed = time.monotonic() - began
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=6, failed=1, skipped=1, xfailed=1, errors=2)
     spool = sample / "spool" / "offline-1.jsonl"
+    # The reason is the connect attempt's own failure (bounded by the plugin's connect
+    # timeout, one attempt): the session did not sit out its wait for acknowledgements.
     result.stdout.fnmatch_lines(
         [
-            f"aqe: could not publish to NATS (*{dead}*); results spooled to {spool}; "
-            f"load them later with: aqe ingest {spool}"
+            f"aqe: could not publish to NATS (cannot connect to NATS at {dead}: *); "
+            f"results spooled to {spool}; load them later with: aqe ingest {spool}"
         ]
     )
-    assert elapsed < 15
+    _no_wait_ran_out(result.stdout.str())
 
     events = read_spool(spool)
     _check_run(events, "offline-1")
