@@ -73,6 +73,10 @@ class TestNames(msgspec.Struct, frozen=True, kw_only=True):
     file: str | None = None
 
 
+_BUDGET_RTOL = 1e-9
+"""Relative slack of the budget comparison: rounding, not a test's worth of seconds."""
+
+
 def parse_budget(value: str, total_s: float) -> float:
     """Seconds: ``30%`` of ``total_s``, or a duration (``300``/``300s``, ``5m``, ``1.5h``).
 
@@ -86,7 +90,9 @@ def parse_budget(value: str, total_s: float) -> float:
     if unit == "%":
         if not 0 < number <= 100:
             raise ValueError(f"{value!r}: a share must be in (0, 100]%")
-        return total_s * number / 100
+        # Scale by the share, not by the number then 100: ``total_s * 100 / 100`` can land
+        # one float step below ``total_s``; ``total_s * 1.0`` is exact, so 100% is all.
+        return total_s * (number / 100)
     return number * _UNIT_S[unit]
 
 
@@ -294,7 +300,10 @@ def select(
                 and covered >= (target_confidence * expected - 1e-12)
             ):
                 break
-            if budget_s is not None and used + item.expected_duration_s > budget_s:
+            # A sum in another order than the caller's total can differ in the last bits.
+            if budget_s is not None and used + item.expected_duration_s > budget_s * (
+                1 + _BUDGET_RTOL
+            ):
                 break
             covered += weights.get(item.test_id, 0.0)
         chosen.append(item)
