@@ -31,6 +31,9 @@ def pytest_runtest_logreport(report):
 
 BROKEN = "def test_known_bad():\n    assert 1 == 2, 'broken'\n"
 
+RUN_TIMEOUT_S = 300
+"""One pytest run of the copied suite: ~7 s alone; wide for a loaded machine."""
+
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
@@ -67,7 +70,7 @@ def _pytest(
         env=run_env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=RUN_TIMEOUT_S,
         check=False,
     )
 
@@ -76,6 +79,8 @@ def _lines(path: Path) -> list[str]:
     return [line for line in path.read_text(encoding="utf-8").splitlines() if line]
 
 
+# Nine pytest runs of toolz's suite, and aqe commands: ~85 s alone; 120 s ran out under load.
+@pytest.mark.timeout(600)
 def test_subset_and_rest_run_the_suite_once(
     aqe: Runner, aqe_env: dict[str, str], project: Path, tmp_path: Path
 ) -> None:
