@@ -267,3 +267,71 @@ def test_evaluate_protocols_with_baselines() -> None:
     assert 0.0 <= logreg.pooled.pr_auc <= 1.0
     with pytest.raises(ConfigError, match="needs its input matrix"):
         evaluate(tests, "cv", methods=["minilm"], folds=4)
+
+
+def test_predictions_projection_rebuild_equals_incremental() -> None:
+    from aqe.events import Envelope
+    from aqe.events.flakemodel import FlakeModelTrained, FlakinessPredicted
+    from aqe.events.learning import PolicyTrained
+    from aqe.flakemodel.projection import PredictionsProjection
+    from aqe.log.subjects import subject_for
+
+    def trained(n: int) -> FlakeModelTrained:
+        digest = f"{n:064x}"
+        return FlakeModelTrained(
+            model_id=f"fm-{digest[:16]}",
+            digest=digest,
+            bucket="AQE_MODELS",
+            object_name=digest,
+            size_bytes=10,
+            threshold=0.3,
+        )
+
+    def predicted(test: str, p: float, model: FlakeModelTrained) -> FlakinessPredicted:
+        return FlakinessPredicted(
+            test_id=test,
+            model_id=model.model_id,
+            digest=model.digest,
+            probability=p,
+            flaky=p >= 0.3,
+            threshold=0.3,
+            input_digest="c0de",
+        )
+
+    m1, m2 = trained(1), trained(2)
+    events = [
+        m1,
+        predicted("a.py::t1", 0.9, m1),
+        PolicyTrained(policy_id="p", algorithm="x", seed=0, feature_version=1),
+        predicted("a.py::t2", 0.1, m1),
+        m2,
+        predicted("a.py::t1", 0.2, m2),
+    ]
+    envs = [
+        Envelope(
+            stream="AQE_LEARNING",
+            seq=i + 1,
+            subject=subject_for(e),
+            event_id=str(i),
+            event_type=e.type_tag(),
+            recorded_at_ns=i,
+            data=e.to_json(),
+        )
+        for i, e in enumerate(events)
+    ]
+    proj = PredictionsProjection()
+    whole = proj.initial()
+    for env in envs:
+        whole = proj.apply(whole, env, env.decode())
+    half = proj.initial()
+    for env in envs[:3]:
+        half = proj.apply(half, env, env.decode())
+    half = proj.decode(proj.encode(half))  # a snapshot in between
+    for env in envs[3:]:
+        half = proj.apply(half, env, env.decode())
+    assert proj.encode(half) == proj.encode(whole)
+    assert whole.latest_model() is not None
+    assert whole.latest_model().model_id == m2.model_id  # type: ignore[union-attr]
+    assert whole.predictions["a.py::t1"].probability == 0.2
+    assert whole.predictions["a.py::t1"].model_id == m2.model_id
+    assert not whole.predictions["a.py::t2"].flaky
