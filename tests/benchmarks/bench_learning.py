@@ -199,7 +199,7 @@ def _pm(sm, field: str) -> str:  # type: ignore[no-untyped-def]
     value, spread = sm.mean[field], sm.std[field]
     if value is None:
         return "-"
-    return f"{value:.3f}" if not spread else f"{value:.3f} ± {spread:.3f}"
+    return f"{value:.3f}" if not spread or spread < 5e-4 else f"{value:.3f} ± {spread:.3f}"
 
 
 if __name__ == "__main__":
