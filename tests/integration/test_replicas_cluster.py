@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from aqe.cli import cli
 from aqe.config import Settings
+from aqe.errors import LogUnavailableError
 from aqe.events import TestRunStarted
 from aqe.log.admin import StreamState, apply_streams, describe_streams
 from aqe.log.jetstream import JetStreamEventLog
@@ -128,7 +129,12 @@ def test_every_stream_is_r3_and_survives_a_node(nats_cluster: LocalCluster) -> N
     assert asyncio.run(append_after_kill()) == [1, 2, 3, 4, 5]
 
     def dead_replica_shown() -> dict[str, Any] | None:
-        info = json.loads(_aqe(nats_cluster, "streams", "info", "AQE_TESTS", "--json"))
+        try:
+            info = json.loads(_aqe(nats_cluster, "streams", "info", "AQE_TESTS", "--json"))
+        except LogUnavailableError:
+            # The killed node may have led the meta group: until a new meta leader is
+            # elected, the stream list times out. Not an answer yet; ask again.
+            return None
         by_name = {r["name"]: r for r in info["replicas"]}
         dead = by_name.get(leader)
         if dead is None or dead["leader"] or (dead["current"] and not dead["offline"]):
