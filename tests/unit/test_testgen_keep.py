@@ -159,7 +159,7 @@ def test_1():
 
 class TestGroup:
     def test_in_class(self):
-        assert True
+        assert mod.f(2) == helper + 1
 """
 
 
