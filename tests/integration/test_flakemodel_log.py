@@ -26,10 +26,10 @@ from aqe.flakemodel.service import (
     score,
     train_model,
 )
-from aqe.flakemodel.store import ModelStore
 from aqe.log import load_stream_specs
 from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
+from aqe.log.objectstore import ModelStore
 from aqe.projections import MemoryDeadLetters, ProjectionRunner, SnapshotStore, rebuild
 from support.flakecode import write_tiny_set
 

@@ -5,8 +5,8 @@
 * :mod:`.inputs` embeddings (head + tail for long methods) and the input matrix.
 * :mod:`.model` :class:`FlakeModel`: a torch head, threshold by inner folds, digest-named bytes.
 * :mod:`.evaluate` per-project and cross-validation tables against the baselines.
-* :mod:`.store` artefacts in the JetStream object store; :mod:`.service` train and
-  serve through the log; :mod:`.projection` models and the newest prediction per test.
+* :mod:`.service` train and serve through the log (artefacts go to the object store,
+  :mod:`aqe.log.objectstore`); :mod:`.projection` models and the newest prediction per test.
 """
 
 from aqe.flakemodel.data import DataSetError, TestCode, load_tests

@@ -30,7 +30,7 @@ from aqe.events.flakemodel import FlakeModelTrained, FlakinessPredicted
 from aqe.flakemodel.data import TestCode, text_digest
 from aqe.flakemodel.inputs import Blocks, embed_codes, input_matrix
 from aqe.flakemodel.model import FlakeModel, HeadConfig
-from aqe.flakemodel.store import BUCKET, ModelStore
+from aqe.log.objectstore import BUCKET, ModelStore
 from aqe.search.embed import DIM
 
 if TYPE_CHECKING:

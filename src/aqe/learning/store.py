@@ -2,7 +2,7 @@
 
 ``aqe learn train`` packs the saved policy directory (:func:`pack_policy`, a
 deterministic tar: the same parameters give the same bytes), puts it in the object
-store under its sha256 digest (:class:`aqe.flakemodel.store.ModelStore`, the one
+store under its sha256 digest (:class:`aqe.log.objectstore.ModelStore`, the one
 object-store helper), and only then appends ``learning.policy.trained.v1`` naming
 the bucket and digest: an event never names parameters the store lacks, and replay
 of the log finds every policy. :func:`fold_policies` folds those facts (newest per
@@ -120,7 +120,7 @@ async def read_policies(log: JetStreamEventLog) -> dict[str, PolicyTrained]:
 
 async def put_policy(log: JetStreamEventLog, directory: Path) -> tuple[str, str]:
     """Store a saved policy's packed files; ``(bucket, digest)`` to name in the event."""
-    from aqe.flakemodel.store import BUCKET, ModelStore
+    from aqe.log.objectstore import BUCKET, ModelStore
 
     return BUCKET, await ModelStore(log.connection).put(pack_policy(directory))
 
@@ -132,7 +132,7 @@ async def fetch_policy(log: JetStreamEventLog, trained: PolicyTrained, root: Pat
         ConfigError: the fact names no object (trained before policies were stored) or
             another bucket, or the object is missing or corrupt.
     """
-    from aqe.flakemodel.store import BUCKET, ModelStore
+    from aqe.log.objectstore import BUCKET, ModelStore
 
     if not trained.digest:
         raise ConfigError(

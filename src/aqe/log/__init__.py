@@ -1,7 +1,8 @@
 """The event log: append / append_batch / read over JetStream, and subject encoding.
 
 ``aqe.log`` itself imports no client library; the JetStream adapter lives in
-:mod:`aqe.log.jetstream` and is imported only by code that needs a server.
+:mod:`aqe.log.jetstream` and is imported only by code that needs a server; so is
+:mod:`aqe.log.objectstore`, the artefacts (models, policies) kept beside the log.
 """
 
 from aqe.log.memory import InMemoryEventLog

@@ -1,4 +1,4 @@
-"""Model artefacts in the JetStream object store, named by their sha256 digest.
+"""Artefacts (flake models, RL policies) in the JetStream object store, named by digest.
 
 The bucket :data:`BUCKET` holds one object per artefact; its name is the digest, so a
 second put of the same model stores nothing new and a get checks the bytes against
