@@ -27,12 +27,15 @@ so no client type crosses a port.
     │   └── UnknownProjectionError (LookupError)
     ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
     ├── IngestError                         a read report whose run was not stored (files, why)
+    ├── SkillError (ValueError)             a skill or skill library that is not valid (file, line)
     ├── SandboxError                        a sandbox could not be prepared (source, setup)
     │   └── SandboxUnavailableError         a sandbox backend cannot run on this machine
     └── CommandRejectedError                a command handler decided "no"
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 __all__ = [
     "AqeError",
@@ -58,6 +61,7 @@ __all__ = [
     "SandboxError",
     "SandboxUnavailableError",
     "ServerError",
+    "SkillError",
     "StreamClosedError",
     "UnknownEventTypeError",
     "UnknownProjectionError",
@@ -240,6 +244,23 @@ class IngestError(AqeError):
         self.reason = reason
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         super().__init__(f"{shown}: {reason}")
+
+
+class SkillError(AqeError, ValueError):
+    """A skill or the skill library that cannot be read or is not valid.
+
+    Attributes:
+        reason: The message without the file and line.
+        path: The file (or folder) at fault, when one is.
+        line: Its 1-based line, when known.
+    """
+
+    def __init__(self, message: str, path: Path | None = None, line: int | None = None) -> None:
+        where = "" if path is None else f"{path}:{line}: " if line else f"{path}: "
+        super().__init__(where + message)
+        self.reason = message
+        self.path = path
+        self.line = line
 
 
 class SandboxError(AqeError):

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from aqe.errors import SkillError
 from aqe.skills.check import check_library
 from aqe.skills.examples import extract_blocks
-from aqe.skills.library import SkillError, load_library, load_skill, skills_root
+from aqe.skills.library import load_library, load_skill, skills_root
 
 GOOD = """---
 name: {name}

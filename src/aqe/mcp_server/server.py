@@ -383,7 +383,8 @@ def build_server(app: AppContext) -> MCPServer:
 def _add_skill_resources(server: MCPServer) -> None:
     from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError
 
-    from aqe.skills.library import Skill, SkillError, load_library
+    from aqe.errors import SkillError
+    from aqe.skills.library import Skill, load_library
 
     def find_skill(name: str) -> Skill:
         from aqe.skills.library import find_skill as find

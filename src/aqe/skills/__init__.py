@@ -7,6 +7,6 @@ where an agent runtime reads skills. Only the library module is imported here, s
 light commands stay light.
 """
 
-from aqe.skills.library import LEVELS, Skill, SkillError, find_skill, load_library, skills_root
+from aqe.skills.library import LEVELS, Skill, find_skill, load_library, skills_root
 
-__all__ = ["LEVELS", "Skill", "SkillError", "find_skill", "load_library", "skills_root"]
+__all__ = ["LEVELS", "Skill", "find_skill", "load_library", "skills_root"]

@@ -21,7 +21,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from aqe.skills.library import INDEX, LEVELS, SKILL_FILE, Skill, SkillError, load_skill, skills_root
+from aqe.errors import SkillError
+from aqe.skills.library import INDEX, LEVELS, SKILL_FILE, Skill, load_skill, skills_root
 
 __all__ = ["Problem", "check_library", "skill_schema"]
 

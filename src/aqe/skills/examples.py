@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from aqe.skills.library import Skill, SkillError, skills_root
+from aqe.errors import SkillError
+from aqe.skills.library import Skill, skills_root
 
 __all__ = [
     "RUNNABLE",

@@ -6,7 +6,8 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from aqe.skills.library import Skill, SkillError
+from aqe.errors import SkillError
+from aqe.skills.library import Skill
 
 __all__ = ["install_skills"]
 

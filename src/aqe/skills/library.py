@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aqe.errors import AqeError
+from aqe.errors import SkillError
 
 __all__ = [
     "LEVELS",
     "Skill",
-    "SkillError",
     "find_skill",
     "load_library",
     "load_skill",
@@ -46,23 +45,6 @@ LEVELS = (1, 2, 3)
 INDEX = "README.md"
 SKILL_FILE = "SKILL.md"
 _LEVEL_RE = re.compile(r"^## Level ([1-3])\b.*$", re.MULTILINE)
-
-
-class SkillError(AqeError, ValueError):
-    """A skill or the skill library that cannot be read or is not valid.
-
-    Attributes:
-        reason: The message without the file and line.
-        path: The file (or folder) at fault, when one is.
-        line: Its 1-based line, when known.
-    """
-
-    def __init__(self, message: str, path: Path | None = None, line: int | None = None) -> None:
-        where = "" if path is None else f"{path}:{line}: " if line else f"{path}: "
-        super().__init__(where + message)
-        self.reason = message
-        self.path = path
-        self.line = line
 
 
 @dataclass(frozen=True)
