@@ -72,7 +72,7 @@ def pid_alive(pid: int, *, reap: bool = True) -> bool:
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
-            pass
+            reap = False  # not our child: someone else reaps it
         else:
             if done == pid:
                 return False
@@ -82,7 +82,15 @@ def pid_alive(pid: int, *, reap: bool = True) -> bool:
         return False
     except PermissionError:
         return True  # it exists, it belongs to someone else
-    return not _is_zombie(pid)
+    if not _is_zombie(pid):
+        return True
+    if reap:
+        # /proc shows a dying multi-threaded child (nats-server) a zombie as soon as
+        # its main thread exits; waitpid(WNOHANG) reports it only once every thread
+        # has. Wait for that, or the zombie stays until this process exits.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return False
 
 
 def process_cmdline(pid: int) -> list[str] | None:

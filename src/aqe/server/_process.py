@@ -254,11 +254,7 @@ class NatsServerProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self._pid, signal.SIGKILL)
         deadline = time.monotonic() + 5.0
-        while (
-            self._poll() is None
-            and pid_alive(self._pid, reap=False)
-            and time.monotonic() < deadline
-        ):
+        while self.is_running() and time.monotonic() < deadline:
             time.sleep(_POLL_S)
 
     # -- state -----------------------------------------------------------------------
@@ -313,7 +309,25 @@ class NatsServerProcess:
         """Whether the server process is still alive."""
         # _poll reaps our child and keeps its exit status; pid_alive must not reap it
         # in between, or the status (returncode) is lost.
-        return self._poll() is None and pid_alive(self._pid, reap=False)
+        if self._poll() is not None:
+            return False
+        if pid_alive(self._pid, reap=False):
+            return True
+        # It is dying: /proc shows its main thread a zombie while its other threads may
+        # still be exiting, and waitpid(WNOHANG) reports it only once they all have.
+        # Wait for that here, or it stays a zombie until this process exits.
+        self._reap_dead()
+        return False
+
+    def _reap_dead(self) -> None:
+        """Collect the exit status of our child once ``/proc`` shows it dead (blocks briefly)."""
+        if self._returncode is not None:
+            return
+        try:
+            _, status = os.waitpid(self._pid, 0)
+        except ChildProcessError:
+            return  # not our child, or already reaped elsewhere
+        self._returncode = os.waitstatus_to_exitcode(status)
 
     def log_tail(self, lines: int = _TAIL_LINES) -> str:
         """The last ``lines`` lines of the log file."""
