@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from aqe.projections.history import (
     TestHistory,
 )
 from aqe.projections.store import Snapshot
+from support.waiting import until as wait_until
 
 
 async def seeded_log(n_tests: int = 30, runs: int = 4) -> InMemoryEventLog:
@@ -382,4 +384,33 @@ async def test_a_run_without_materialize_writes_no_tables(tmp_path: Path) -> Non
     ).run()
     assert stats.applied > 0
     assert SnapshotStore(projection, directory).load().checkpoints == stats.checkpoints
+    assert not (directory / "tables").exists()
+
+
+async def test_a_cancelled_follow_run_saves_its_checkpoints_but_not_the_tables(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C of `aqe consume --follow`: the tables (LanceDB, seconds) are left stale for
+    # readers to rebuild and the next run to write; what was folded is saved at once.
+    log = await seeded_log(n_tests=5, runs=2)
+    last = await log.last_seq("AQE_TESTS")
+    projection = HistoryProjection()
+    directory = tmp_path / "history"
+    seen: list[int] = []
+    follow = ProjectionRunner(
+        projection,
+        log,
+        SnapshotStore(projection, directory),
+        MemoryDeadLetters(),
+        flush_interval_s=3600,
+        progress_every=1,
+        on_progress=lambda p: seen.append(p.seq),
+    )
+    task = asyncio.ensure_future(follow.run(follow=True))
+    await wait_until(lambda: last in seen, "the follow run to fold every event", timeout_s=10)
+    assert not SnapshotStore(projection, directory).exists()  # no periodic flush yet
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert SnapshotStore(projection, directory).load().checkpoints == {"AQE_TESTS": last}
     assert not (directory / "tables").exists()

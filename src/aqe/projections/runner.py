@@ -134,7 +134,10 @@ class ProjectionRunner(Generic[S]):
         """Fold every stream from its checkpoint to its end (or ``until``), or forever.
 
         In follow mode the run ends only when cancelled; it saves a last snapshot
-        on the way out.
+        on the way out. A cancelled run (Ctrl-C, SIGTERM) saves the snapshot and its
+        checkpoints but not the derived tables, which can take seconds (LanceDB): they
+        keep the checkpoints they were built at, so readers see them stale and rebuild
+        them from the state, and the next run writes them.
         """
         started = time.monotonic()
         snap = self.store.load()
@@ -150,6 +153,7 @@ class ProjectionRunner(Generic[S]):
         self._dead = 0
         self._since_flush = 0
         self._last_flush = time.monotonic()
+        cancelled = False
         try:
             if follow:
                 flusher = asyncio.create_task(self._flush_periodically())
@@ -163,8 +167,11 @@ class ProjectionRunner(Generic[S]):
                 for stream in self.projection.streams:
                     limit = None if until is None else until.get(stream)
                     await self._fold(stream, False, limit)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
-            self._save(final=True)
+            self._save(final=True, tables=not cancelled)
         return RunStats(
             projection=self.projection.name,
             applied=self._applied,
@@ -238,13 +245,16 @@ class ProjectionRunner(Generic[S]):
             if self._since_flush:
                 self._save()
 
-    def _save(self, *, final: bool = False) -> None:
+    def _save(self, *, final: bool = False, tables: bool = True) -> None:
         # Derived tables (``materialize``) can cost far more than the snapshot; they
         # are written at the end of a run and at most every materialize_interval_s
-        # in between. Readers see stale tables as stale and fall back to the state.
+        # in between, never with ``tables=False``. Readers see stale tables as stale
+        # and fall back to the state.
         now = time.monotonic()
-        materialize = self.materialize and (
-            final or now - self._last_materialized >= self.materialize_interval_s
+        materialize = (
+            self.materialize
+            and tables
+            and (final or now - self._last_materialized >= self.materialize_interval_s)
         )
         self.store.save(
             Snapshot(
