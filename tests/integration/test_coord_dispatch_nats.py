@@ -21,7 +21,7 @@ import nats
 import pytest
 from click.testing import CliRunner
 
-from aqe.cli._context import AppContext
+from aqe.app import AppContext
 from aqe.cli._tasks import tasks as cli_tasks
 from aqe.cli._tasks import topology as cli_topology
 from aqe.coordination.dispatch import (

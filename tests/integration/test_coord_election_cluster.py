@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from aqe.cli._context import AppContext
+from aqe.app import AppContext
 from aqe.cli._leader import leader
 from aqe.coordination.lease import LeaderElection, lease_filter, read_lease
 from aqe.events import Envelope, LeaseAcquired, LeaseReleased, LeaseRenewed

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from aqe.app import AppContext
 from aqe.cli._agents import agents
-from aqe.cli._context import AppContext
 from aqe.coordination.agent import AgentRuntime
 from aqe.coordination.membership import FailureDetector, MembershipMonitor
 from aqe.errors import ConfigError

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import pytest
 from click.testing import CliRunner
 
-from aqe.cli._context import AppContext
+from aqe.app import AppContext
 from aqe.cli._vote import vote
 from aqe.config import Settings
 from aqe.coordination.identity import sign_registration

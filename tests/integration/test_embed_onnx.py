@@ -128,7 +128,7 @@ def test_bench_embed_prints_speed_quality_and_a_recommendation(
 ) -> None:
     from click.testing import CliRunner
 
-    from aqe.cli._context import AppContext
+    from aqe.app import AppContext
     from aqe.cli._patterns import patterns
 
     monkeypatch.setenv("AQE_MODEL_DIR", os.fspath(store))

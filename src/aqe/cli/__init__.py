@@ -11,11 +11,11 @@ import sys
 import click
 
 from aqe import __version__
+from aqe.app import AppContext
 from aqe.cli._agents import agents
 from aqe.cli._audit import audit
 from aqe.cli._bridge import bridge
 from aqe.cli._config import config
-from aqe.cli._context import AppContext
 from aqe.cli._coverage import coverage
 from aqe.cli._demo import demo
 from aqe.cli._events import events, publish

@@ -9,16 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    apply_options,
-    console,
-    json_option,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import apply_options, console, json_option, pass_app, print_json
 from aqe.cli._table import Cell, Styled, emit_table, output_options, styled
 
 if TYPE_CHECKING:
@@ -111,7 +103,8 @@ def agent_row(rec: AgentRecord, lv: Liveness) -> dict[str, Any]:
 
 def _load_state(app: AppContext) -> MembershipState:
     """The membership projection, after folding what the log has that it lacks."""
-    from aqe.cli._projections import catch_up, projections_root
+    from aqe.app import projections_root
+    from aqe.cli._projections import catch_up
     from aqe.coordination.membership import MembershipProjection
     from aqe.projections import SnapshotStore
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from aqe.cli._context import console, json_option, print_json, run
+from aqe.app import run
+from aqe.cli._context import console, json_option, print_json
 from aqe.cli._metrics import metrics_port_option, start_metrics
 
 __all__ = ["bridge"]

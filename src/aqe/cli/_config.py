@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from aqe.cli._context import AppContext, console, pass_app, print_json
+from aqe.app import AppContext
+from aqe.cli._context import console, pass_app, print_json
 from aqe.cli._table import emit_table, output_options
 
 

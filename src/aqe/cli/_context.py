@@ -1,82 +1,25 @@
-"""What every command shares: settings, running coroutines, opening the log, output."""
+"""What every command shares: the app context decorator, output, option helpers.
+
+The settings, running coroutines and opening the log are the composition root's
+(:mod:`aqe.app`), shared with the MCP server.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 import msgspec
 
+from aqe.app import AppContext
+
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from aqe.config import Discovered, Settings
-    from aqe.log.jetstream import JetStreamEventLog
-
-T = TypeVar("T")
-
-
-class AppContext:
-    """Built once per invocation from the root options."""
-
-    def __init__(self, data_dir: str | None, nats_url: str | None) -> None:
-        self._data_dir = data_dir
-        self._nats_url = nats_url
-        self._discovered: Discovered | None = None
-
-    @property
-    def discovered(self) -> Discovered:
-        """Settings from the project's file, the environment and the options, by origin."""
-        if self._discovered is None:
-            from pathlib import Path
-
-            from aqe.config import discover
-
-            self._discovered = discover(
-                option_names={"data_dir": "--data-dir", "nats_url": "--nats-url"},
-                data_dir=Path(self._data_dir) if self._data_dir else None,
-                nats_url=self._nats_url,
-            )
-        return self._discovered
-
-    @property
-    def settings(self) -> Settings:
-        """The settings in force (see :func:`aqe.config.discover` for the order)."""
-        return self.discovered.settings
-
-
 pass_app = click.make_pass_decorator(AppContext)
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine to completion."""
-    return asyncio.run(coro)
-
-
-@contextlib.asynccontextmanager
-async def open_log(
-    app: AppContext, *, ensure_streams: bool = True
-) -> AsyncIterator[JetStreamEventLog]:
-    """Connect (starting the embedded server if needed) and create missing streams.
-
-    Missing streams are created from ``streams/*.json`` so a first command on a fresh
-    machine just works; changing an existing stream is left to ``aqe streams apply``.
-    """
-    from aqe.log.admin import create_missing_streams
-    from aqe.log.jetstream import JetStreamEventLog
-
-    log = await JetStreamEventLog.connect(app.settings)
-    try:
-        if ensure_streams:
-            await create_missing_streams(log.connection, log.specs)
-        yield log
-    finally:
-        await log.close()
 
 
 def console(stderr: bool = False) -> Console:

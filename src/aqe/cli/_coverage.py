@@ -9,16 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    ExistingPath,
-    console,
-    json_option,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import ExistingPath, console, json_option, pass_app, print_json
 from aqe.cli._projections import catch_up
 from aqe.cli._table import emit_table, output_options
 
@@ -32,7 +24,7 @@ def _pct(value: float | None) -> str:
 
 
 async def _folded(app: AppContext, *, quiet: bool = True) -> CoverageState:
-    from aqe.cli._projections import projections_root
+    from aqe.app import projections_root
     from aqe.coverage.projection import CoverageProjection
     from aqe.projections import SnapshotStore
 
@@ -238,7 +230,7 @@ def test_(app: AppContext, test_id: str, as_json: bool) -> None:
 
 def _failures(app: AppContext) -> dict[str, int]:
     """Per test id, its failures and errors in the history (0 when there is none)."""
-    from aqe.cli._projections import projections_root
+    from aqe.app import projections_root
     from aqe.projections import SnapshotStore
     from aqe.projections.history import HistoryProjection
 

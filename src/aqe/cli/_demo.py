@@ -7,8 +7,9 @@ from typing import Any
 
 import click
 
-from aqe.cli._context import AppContext, console, open_log, pass_app, run
-from aqe.cli._projections import fold_progress, pending_events, progress_bar, projections_root
+from aqe.app import AppContext, fold_progress, open_log, pending_events, projections_root, run
+from aqe.cli._context import console, pass_app
+from aqe.cli._projections import progress_bar
 from aqe.cli._table import Cell, emit_table
 
 

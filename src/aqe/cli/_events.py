@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 import click
 import msgspec
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import console, json_option, pass_app, print_json
 from aqe.cli._table import emit_table, output_options
 from aqe.errors import EventDecodeError, EventValidationError
 

@@ -8,16 +8,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    ExistingPath,
-    console,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
-from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import ExistingPath, console, pass_app, print_json
+from aqe.cli._projections import catch_up, progress_bar
 from aqe.cli._table import Cell, Column, emit_table, output_options
 from aqe.errors import AqeError
 

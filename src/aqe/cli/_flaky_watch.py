@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
-from aqe.cli._projections import projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import console, json_option, pass_app, print_json
 
 
 @click.command("flaky-watch")

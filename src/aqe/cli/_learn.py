@@ -9,16 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    apply_options,
-    console,
-    json_option,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import apply_options, console, json_option, pass_app, print_json
 from aqe.cli._projections import catch_up, progress_bar
 from aqe.cli._table import Column, emit_table, output_options
 
@@ -326,7 +318,7 @@ def train(
 def _train_from_experience(app: AppContext, name: str, seed: int, source_id: str) -> Any:
     """``(policy, meta)``: ``name`` fitted offline on ``source_id``'s experience buffer,
     read from the experience projection after it caught up with the log."""
-    from aqe.cli._projections import projections_root
+    from aqe.app import projections_root
     from aqe.errors import ConfigError
     from aqe.learning.experience import ExperienceProjection, transitions
     from aqe.learning.training import train_offline

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from aqe.cli._context import AppContext, pass_app
+from aqe.app import AppContext
+from aqe.cli._context import pass_app
 
 
 @click.command(short_help="Serve the fleet and the skills to AI agents over MCP.")

@@ -10,17 +10,9 @@ from typing import TYPE_CHECKING
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    ExistingPath,
-    console,
-    json_option,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
-from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import ExistingPath, console, json_option, pass_app, print_json
+from aqe.cli._projections import catch_up, progress_bar
 from aqe.cli._table import Column, emit_table, output_options
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, ExistingPath, console, open_log, pass_app, print_json, run
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import ExistingPath, console, pass_app, print_json
 from aqe.cli._table import Cell, Column, emit_table, output_options, styled
 
 if TYPE_CHECKING:

@@ -11,18 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.app import AppContext, fold_progress, open_log, pending_events, projections_root, run
+from aqe.cli._context import console, json_option, pass_app, print_json
 from aqe.cli._metrics import metrics_port_option, start_metrics
 from aqe.cli._table import Cell, emit_table, output_options
 
 if TYPE_CHECKING:
     from aqe.log.jetstream import JetStreamEventLog
     from aqe.projections import Progress, Projection
-
-
-def projections_root(app: AppContext) -> Path:
-    """Where projection directories live: ``<data dir>/projections``."""
-    return app.settings.data_dir / "projections"
 
 
 @contextlib.contextmanager
@@ -53,33 +49,6 @@ def progress_bar(total: int, label: str, enabled: bool) -> Iterator[Callable[[in
         yield lambda n: bar.update(task, completed=min(total, n))
 
 
-def fold_progress(
-    set_completed: Callable[[int], None], start: dict[str, int]
-) -> Callable[[Progress], None]:
-    """Turn runner progress (stream, seq) into events done since ``start``."""
-    done: dict[str, int] = {}
-
-    def update(p: Progress) -> None:
-        done[p.stream] = p.seq - start.get(p.stream, 0)
-        set_completed(sum(done.values()))
-
-    return update
-
-
-async def pending_events(
-    log: JetStreamEventLog, projection: Projection[Any], root: Path
-) -> tuple[int, dict[str, int]]:
-    """(events not yet folded, the checkpoints they start after)."""
-    from aqe.projections import SnapshotStore
-
-    snap = SnapshotStore(projection, root / projection.name).load()
-    start = {s: snap.checkpoints.get(s, 0) for s in projection.streams}
-    total = 0
-    for stream in projection.streams:
-        total += max(0, await log.last_seq(stream) - start[stream])
-    return total, start
-
-
 async def catch_up(
     log: JetStreamEventLog,
     app: AppContext,
@@ -88,38 +57,13 @@ async def catch_up(
     quiet: bool,
     materialize: bool = True,
 ) -> str | None:
-    """Fold what the log has that ``projection`` lacks; None, or why it was skipped.
+    """:func:`aqe.app.catch_up` with a progress bar on stderr unless ``quiet``."""
+    from aqe.app import catch_up as fold
 
-    ``materialize=False`` saves the snapshot only, not the projection's derived tables.
+    def bar(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
+        return progress_bar(total, label, True)
 
-    Skipped (not an error) when another process holds the projection, e.g. an
-    ``aqe consume NAME --follow`` that keeps it current anyway.
-    """
-    from aqe.errors import ProjectionError
-    from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
-    from aqe.projections.deadletter import JetStreamDeadLetters
-
-    root = projections_root(app)
-    total, start = await pending_events(log, projection, root)
-    if total == 0:
-        return None
-    try:
-        with (
-            projection_lock(root / projection.name),
-            progress_bar(total, f"fold {projection.name}", not quiet) as set_done,
-        ):
-            await ProjectionRunner(
-                projection,
-                log,
-                SnapshotStore(projection, root / projection.name),
-                JetStreamDeadLetters(log.connection),
-                on_progress=fold_progress(set_done, start),
-                progress_every=1000,
-                materialize=materialize,
-            ).run()
-    except ProjectionError as exc:
-        return str(exc)
-    return None
+    return await fold(log, app, projection, bar=None if quiet else bar, materialize=materialize)
 
 
 def _stats_line(stats: Any) -> str:

@@ -8,8 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
-from aqe.cli._projections import catch_up, projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import console, json_option, pass_app, print_json
+from aqe.cli._projections import catch_up
 from aqe.cli._tests import parse_since
 
 if TYPE_CHECKING:

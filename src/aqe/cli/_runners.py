@@ -8,7 +8,8 @@ import sys
 
 import click
 
-from aqe.cli._context import AppContext, console, open_log, pass_app, run
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import console, pass_app
 from aqe.cli._metrics import metrics_port_option, start_metrics
 
 WORKFLOWS_CAPABILITY = "workflows"
@@ -129,7 +130,7 @@ def agent_run(
                     f"{runner.agent_id}: pulling {', '.join(runner.capabilities)}"
                 )
             if drive:
-                from aqe.cli._workflows import workflow_registry
+                from aqe.app import workflow_registry
                 from aqe.workflows.driver import WorkflowDriver
 
                 driver = WorkflowDriver(log, workflow_registry(), driver_id=agent_id or "workflows")

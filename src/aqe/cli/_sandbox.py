@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from aqe.cli._context import console, json_option, print_json, run
+from aqe.app import run
+from aqe.cli._context import console, json_option, print_json
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$", re.IGNORECASE)
 _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}

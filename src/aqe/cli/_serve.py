@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from aqe.cli._context import AppContext, console, open_log, pass_app, run
-from aqe.cli._projections import projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import console, pass_app
 
 
 @click.command()

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, pass_app, print_json
+from aqe.app import AppContext
+from aqe.cli._context import console, json_option, pass_app, print_json
 
 if TYPE_CHECKING:
     from aqe.server import EmbeddedServer

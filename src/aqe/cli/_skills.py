@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, pass_app, print_json
+from aqe.app import AppContext
+from aqe.cli._context import console, json_option, pass_app, print_json
 from aqe.cli._table import Column, emit_table, output_options, styled
 
 if TYPE_CHECKING:
@@ -232,7 +233,7 @@ def _render_runs(summaries: list[dict[str, Any]], totals: dict[str, int]) -> Non
 @pass_app
 def search(app: AppContext, query: str, limit: int, mode: str, as_json: bool) -> None:
     """Find skills for QUERY with the pattern library's hybrid search (MiniLM + BM25)."""
-    from aqe.cli._projections import projections_root
+    from aqe.app import projections_root
     from aqe.skills.search import search_skills
 
     hits = search_skills(

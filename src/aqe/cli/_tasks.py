@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.app import AppContext, open_log, run
+from aqe.cli._context import console, json_option, pass_app, print_json
 from aqe.cli._table import Cell, Styled, emit_table, output_options, styled
 
 if TYPE_CHECKING:

@@ -10,17 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import (
-    AppContext,
-    apply_options,
-    console,
-    json_option,
-    open_log,
-    pass_app,
-    print_json,
-    run,
-)
-from aqe.cli._projections import catch_up, progress_bar, projections_root
+from aqe.app import AppContext, open_log, projections_root, run
+from aqe.cli._context import apply_options, console, json_option, pass_app, print_json
+from aqe.cli._projections import catch_up, progress_bar
 from aqe.cli._table import Cell, Column, Styled, emit_table, output_options, styled
 from aqe.errors import AqeError, IngestError
 

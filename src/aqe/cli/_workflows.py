@@ -9,22 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.cli._context import AppContext, console, json_option, open_log, pass_app, print_json, run
+from aqe.app import AppContext, open_log, run, workflow_registry
+from aqe.cli._context import console, json_option, pass_app, print_json
 
 if TYPE_CHECKING:
-    from aqe.workflows.engine import Instance, Workflow
-
-
-def workflow_registry() -> dict[str, Workflow[Any]]:
-    """Every workflow aqe ships, by name (the composition root names them)."""
-    from aqe.workflows.flaky import FlakyWorkflow
-    from aqe.workflows.perf import PerfConfirmWorkflow
-    from aqe.workflows.rerun import RerunWorkflow
-    from aqe.workflows.testgen import TestgenWorkflow
-
-    found: list[Workflow[Any]] = [RerunWorkflow(), FlakyWorkflow(), TestgenWorkflow()]
-    found.append(PerfConfirmWorkflow())
-    return {w.name: w for w in found}
+    from aqe.workflows.engine import Instance
 
 
 def _row(instance: Instance) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from aqe.errors import AqeError
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
 
-    from aqe.cli._context import AppContext
+    from aqe.app import AppContext
 
 __all__ = ["TOOLS", "build_server"]
 
@@ -221,13 +221,13 @@ def build_server(app: AppContext) -> MCPServer:
         def go() -> Any:
             import msgspec
 
-            from aqe.cli._context import run
-            from aqe.cli._projections import catch_up, projections_root
+            from aqe.app import projections_root, run
+            from aqe.cli._projections import catch_up
             from aqe.search.engine import PatternSearch
             from aqe.search.projection import PatternsProjection
 
             async def refresh() -> str | None:
-                from aqe.cli._context import open_log
+                from aqe.app import open_log
 
                 async with open_log(app) as log:
                     return await catch_up(log, app, PatternsProjection(), quiet=True)
@@ -315,7 +315,7 @@ def build_server(app: AppContext) -> MCPServer:
         expect_seq: Annotated[int | None, Field(ge=0)] = None,
     ) -> str:
         """Validate an event against its schema and append it; as `aqe publish --json`."""
-        from aqe.cli._context import open_log
+        from aqe.app import open_log
         from aqe.events import REGISTRY
 
         try:
@@ -334,8 +334,7 @@ def build_server(app: AppContext) -> MCPServer:
     ) -> str:
         """Start a durable workflow instance (runner agents run its steps); as
         `aqe workflow start --json`."""
-        from aqe.cli._context import open_log
-        from aqe.cli._workflows import workflow_registry
+        from aqe.app import open_log, workflow_registry
         from aqe.workflows._store import start_instance
 
         known = workflow_registry()
@@ -368,7 +367,7 @@ def build_server(app: AppContext) -> MCPServer:
         """Skills for a task (hybrid search over their Level 1); as `aqe skills search --json`."""
 
         def go() -> Any:
-            from aqe.cli._projections import projections_root
+            from aqe.app import projections_root
             from aqe.skills.library import load_library
             from aqe.skills.search import search_skills as find
 
