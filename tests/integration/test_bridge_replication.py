@@ -46,6 +46,8 @@ from aqe.projections.history import HistoryProjection, classify
 from aqe.projections.runner import ProjectionRunner
 from aqe.projections.store import SnapshotStore
 from aqe.server import NatsServerProcess
+from support.processes import paused
+from support.waiting import until
 
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
@@ -887,3 +889,54 @@ async def test_a_cut_link_is_repaired_by_a_relay_and_restored_without_duplicates
 
     await eventually(direct_caught_up, "the restored A->C link to catch up")
     assert_copied_exactly_once(originals, await events(c), "A")
+
+
+class _CountingLog(JetStreamEventLog):
+    """The real log; counts the atomic batches the target sends (a retry is a second)."""
+
+    sent = 0
+
+    async def append_raw_batch(self, stream: str, messages: Any) -> Any:
+        self.sent += 1
+        return await super().append_raw_batch(stream, messages)
+
+
+async def test_a_commit_reply_timeout_is_a_retry_not_a_duplicate(
+    servers: Callable[[str], NatsServerProcess],
+) -> None:
+    # The server is paused while the target commits a batch: no commit reply within the
+    # ack timeout, so the target sends the batch again. Once resumed, the server stores
+    # the first try, and the retry's condition on the chain's marker fails. That stored
+    # batch is this target's own: counted as applied and as a commit retry, never as
+    # duplicates skipped or a conflict, and every event is stored once and acked.
+    server = servers("B")
+    nc = await nats.connect(server.url)
+    specs = load_stream_specs()
+    await apply_streams(nc, specs)
+    log = _CountingLog(nc, specs, ack_timeout_s=0.5)
+    try:
+        target = TargetSide(log, "B", STREAMS)
+        subject = subject_in(5)
+        frames = [frame(seq, seq - 1, subject) for seq in range(1, 5)]
+        peer = Peer(target, "A")
+        assert await peer.ask(open_frame(partition=5)) == Resume(applied_seq=0)
+        assert await peer.ask(frames[0]) == Ack(applied_seq=1)
+        with paused(server.pid):
+            await peer.ours.send(DataBatch(events=tuple(frames[1:])))
+            await until(lambda: log.sent >= 3, "the batch sent again", timeout_s=GUARD_S)
+        assert await asyncio.wait_for(peer.ours.recv(), GUARD_S) == Ack(applied_seq=4)
+        await peer.ours.close()
+        await asyncio.wait_for(peer.task, GUARD_S)
+
+        stored = await events(Cluster("B", log))
+        assert [e.headers[Headers.ORIGIN_SEQ] for e in stored] == ["1", "2", "3", "4"]
+        assert [(m.first_seq, m.last_seq) for m in await markers(Cluster("B", log))] == [
+            (1, 1),
+            (2, 4),
+        ]
+        chain = target.stats()["chains"][chain_key("A", "AQE_TESTS", 5)]
+        assert chain["commit_retries"] >= 1
+        assert (chain["batches"], chain["events"], chain["applied_seq"]) == (2, 4, 4)
+        assert (chain["duplicates_skipped"], chain["conflicts"]) == (0, 0)
+    finally:
+        await log.close()

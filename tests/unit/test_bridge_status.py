@@ -85,6 +85,7 @@ def inbound_chain(applied: int, events: int, peer: str, at_ns: int = 0) -> dict[
         "duplicates_skipped": 1,
         "gaps": 0,
         "conflicts": 0,
+        "commit_retries": 1 if events else 0,
         "last_applied_at_ns": at_ns,
         "peer": peer,
     }
@@ -273,6 +274,7 @@ def test_inbound_views_group_partitions() -> None:
     assert b.events == 38
     assert b.applied_seq == 40
     assert b.duplicates_skipped == 2
+    assert b.commit_retries == 2  # a retry after no commit reply is not a duplicate
     assert b.last_applied_at == pytest.approx(NOW - 3)
     assert b.via == ("b",)
     relayed = views[("c", "AQE_TESTS")]

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Collection, Sequence
@@ -71,7 +70,7 @@ from aqe.errors import (
     StreamClosedError,
 )
 from aqe.events import BridgeApplied, Headers
-from aqe.log.port import MAX_BATCH
+from aqe.log.port import MAX_BATCH, BatchResult
 from aqe.log.retry import while_unavailable
 from aqe.log.streams import StreamSpec
 from aqe.log.subjects import subject_matches
@@ -92,6 +91,9 @@ _GOSSIP_WAIT_S = 0.2
 _CHECKED_MAX = 16_384
 """Subjects a served chain remembers as checked (cleared when full)."""
 
+_Raw = tuple[str, bytes, dict[str, str]]
+"""One message of an atomic batch: subject, data, headers."""
+
 
 class ChainStats(msgspec.Struct, kw_only=True):
     """What the target has done for one chain since it started (JSON-able)."""
@@ -102,6 +104,9 @@ class ChainStats(msgspec.Struct, kw_only=True):
     duplicates_skipped: int = 0
     gaps: int = 0
     conflicts: int = 0
+    commit_retries: int = 0
+    """Batches sent again because no commit reply came in time (or no stream answered):
+    the first try may have been stored, which the retry tells (see ``_apply``)."""
     last_applied_at_ns: int = 0
     peer: str = ""
 
@@ -123,6 +128,7 @@ class _Chain:
         self.subject = marker_subject(domain, self.key)
         self.applied = 0
         self.marker_seq = 0
+        self.marker_id = ""
         self.in_gap = False
         # Subjects already found to belong to this chain (in the stream, in the
         # partition, not a marker subject): most events repeat a recent subject.
@@ -305,6 +311,7 @@ class TargetSide:
         env = await while_unavailable(lambda: self._log.last(chain.subject))
         if env is None:
             chain.applied = chain.marker_seq = 0
+            chain.marker_id = ""
             return None
         try:
             marker = msgspec.json.decode(env.data, type=BridgeApplied)
@@ -315,6 +322,7 @@ class TargetSide:
             ) from exc
         chain.applied = marker.last_seq
         chain.marker_seq = env.seq
+        chain.marker_id = env.headers.get(Headers.MSG_ID, "")
         return marker
 
     async def _apply(
@@ -327,13 +335,29 @@ class TargetSide:
             if not plan.accepted:
                 break
             messages = self._messages(stream, chain, plan)
+            tries = 0
+
+            async def store(messages: list[_Raw] = messages) -> BatchResult:
+                nonlocal tries
+                tries += 1
+                if tries > 1:  # the last try got no commit reply, or no stream answered
+                    stats.commit_retries += 1
+                return await self._log.append_raw_batch(chain.opened.stream, messages)
+
             try:
-                result = await while_unavailable(
-                    functools.partial(self._log.append_raw_batch, chain.opened.stream, messages)
-                )
+                result = await while_unavailable(store)
             except ConcurrencyError:
-                # Another stream applied this chain meanwhile: re-read where it stands
-                # and plan the same frames again (what it stored are duplicates now).
+                await self._reload(chain)
+                if tries > 1 and chain.marker_id == messages[-1][2][Headers.MSG_ID]:
+                    # A try that got no commit reply was stored after all: JetStream
+                    # checks the marker's condition before deduplication, so the retry
+                    # failed it. This batch is applied, by this stream (or by a ghost
+                    # that sent the very same batch): no duplicates, no conflict.
+                    chain.applied = plan.cursor
+                    self._count_applied(stats, plan)
+                    break
+                # Another stream applied this chain meanwhile: plan the same frames
+                # again from where it stands (what it stored are duplicates now).
                 stats.conflicts += 1
                 conflicts += 1
                 if conflicts > _MAX_CONFLICTS:
@@ -341,7 +365,6 @@ class TargetSide:
                         "conflict",
                         f"chain {chain.key}: {conflicts} conditional appends in a row failed",
                     ) from None
-                await self._reload(chain)
                 continue
             except ValueError as exc:  # a header the server would not take
                 code = "too-large" if isinstance(exc, PayloadTooLargeError) else "bad-frame"
@@ -351,9 +374,8 @@ class TargetSide:
                 await self._reload(chain)
             else:
                 chain.marker_seq = result.last_seq
-            stats.batches += 1
-            stats.events += len(plan.accepted)
-            stats.last_applied_at_ns = time.time_ns()
+                chain.marker_id = messages[-1][2][Headers.MSG_ID]
+            self._count_applied(stats, plan)
             break
         chain.in_gap = plan.in_gap
         stats.applied_seq = max(stats.applied_seq, chain.applied)
@@ -365,13 +387,17 @@ class TargetSide:
             got_prev, got_seq = plan.gap
             await stream.send(Gap(applied_seq=chain.applied, got_prev=got_prev, got_seq=got_seq))
 
-    def _messages(
-        self, stream: FrameStream, chain: _Chain, plan: ApplyPlan
-    ) -> list[tuple[str, bytes, dict[str, str]]]:
+    @staticmethod
+    def _count_applied(stats: ChainStats, plan: ApplyPlan) -> None:
+        stats.batches += 1
+        stats.events += len(plan.accepted)
+        stats.last_applied_at_ns = time.time_ns()
+
+    def _messages(self, stream: FrameStream, chain: _Chain, plan: ApplyPlan) -> list[_Raw]:
         """The batch's copies and the chain's next marker, conditional on the last."""
         opened = chain.opened
         spec = self._specs[opened.stream]
-        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        messages: list[_Raw] = []
         checked = chain.checked
         for frame in plan.accepted:
             subject = frame.subject

@@ -10,7 +10,8 @@ A running node (:mod:`aqe.bridge.node`) replaces ``<data_dir>/status.json`` ever
 * per outgoing link: connected, lag in events and in ms (age of the oldest
   unacknowledged event), in flight, last sent and acknowledged origin sequence per
   stream, reconnects, 0-RTT resumptions offered and accepted, the last error;
-* inbound: per origin and stream, events applied, duplicates skipped, gaps, conflicts.
+* inbound: per origin and stream, events applied, duplicates skipped, gaps, conflicts
+  (and, with ``--json``, commit retries).
 
 :func:`describe` returns all of it as one JSON-able dict (the snapshot plus a
 ``derived`` section), which ``aqe bridge status --json`` prints and
@@ -255,6 +256,8 @@ class InboundView:
     duplicates_skipped: int
     gaps: int
     conflicts: int
+    commit_retries: int
+    """Batches sent again after no commit reply came in time (not duplicates)."""
     last_applied_at: float | None
     """Seconds since the epoch; ``None`` when nothing was applied since the start."""
     via: tuple[str, ...]
@@ -278,6 +281,7 @@ def inbound_views(snapshot: Mapping[str, Any]) -> list[InboundView]:
                 duplicates_skipped=sum(int(c.get("duplicates_skipped", 0)) for c in chains),
                 gaps=sum(int(c.get("gaps", 0)) for c in chains),
                 conflicts=sum(int(c.get("conflicts", 0)) for c in chains),
+                commit_retries=sum(int(c.get("commit_retries", 0)) for c in chains),
                 last_applied_at=last_ns / 1e9 if last_ns else None,
                 via=tuple(sorted({str(c["peer"]) for c in chains if c.get("peer")})),
             )
