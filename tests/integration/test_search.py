@@ -139,7 +139,7 @@ def test_an_index_of_another_embedding_backend_is_never_searched(tmp_path: Path)
     assert same.vectors.params["model"] == onnx.model_version  # the saved index, as it is
 
     fp32 = Embedder(cache_dir_for(directory), backend="onnx", precision="fp32")
-    switched = PatternSearch.open(directory, fp32)
+    switched = PatternSearch.open(directory, fp32, reembed="foreground")
 
     assert switched.vectors.params["model"] == fp32.model_version
     assert fp32.misses == 2  # re-embedded in fp32, not read from the int8 rows
@@ -151,6 +151,8 @@ def test_an_index_of_another_embedding_backend_is_never_searched(tmp_path: Path)
     assert reopened.vectors.params["model"] == fp32.model_version
     assert (again.hits, again.misses, progress) == (0, 0, [])
     back = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
-    PatternSearch.open(directory, back, on_reembed=lambda *p: progress.append(p))
+    PatternSearch.open(
+        directory, back, reembed="foreground", on_reembed=lambda *p: progress.append(p)
+    )
     assert progress[-1] == (2, 2)
     assert (back.hits, back.misses) == (2, 0)  # switching back: the int8 rows are cached

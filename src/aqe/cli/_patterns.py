@@ -197,7 +197,15 @@ def search(
                 bars.append(stack.enter_context(progress_bar(total, label, not as_json)))
             bars[0](done)
 
-        searcher = PatternSearch.open(projections_root(app) / "patterns", on_reembed=reembed)
+        searcher = PatternSearch.open(
+            projections_root(app) / "patterns", reembed="off", on_reembed=reembed
+        )
+    if searcher.pending_model is not None:
+        console(stderr=True).print(
+            f"[dim]answered with {searcher.embedder.model_version}, the search set's "
+            f"embedder; {searcher.pending_model} is configured: `aqe patterns reembed` "
+            "switches (progress; resumes after an interruption)[/dim]"
+        )
     result = searcher.search(
         query,
         mode=mode,
@@ -372,6 +380,50 @@ def eval_(
         title=f"{data.name}: {len(data.corpus)} docs, {len(data.judged())} queries "
         f"(indexed in {index_s:.1f} s; embedding cache {embedder.hits} hits, "
         f"{embedder.misses} misses)",
+    )
+
+
+@patterns.command()
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@output_options
+@pass_app
+def reembed(app: AppContext, quiet: bool, as_json: bool) -> None:
+    """Re-embed the library with the configured embedder (AQE_EMBED) and swap it in.
+
+    Searches keep answering from the old vectors (with their own embedder) until the
+    new search set is complete; it then replaces the old one in one rename. Finished
+    batches stay in the embedding cache: an interrupted run resumes where it stopped,
+    and switching back to an embedder used before computes nothing.
+    """
+    from aqe.search.engine import reembed_search_set
+    from aqe.search.projection import PatternsProjection
+
+    directory = projections_root(app) / "patterns"
+    embedder = PatternsProjection().embedder(directory)
+    show = not (quiet or as_json)
+    with contextlib.ExitStack() as stack:
+        bars: list[Callable[[int], None]] = []
+
+        def tick(done: int, total: int) -> None:
+            if not bars:
+                label = f"re-embed with {embedder.model_version.rsplit('/', 1)[-1]}"
+                bars.append(stack.enter_context(progress_bar(total, label, show)))
+            bars[0](done)
+
+        report = reembed_search_set(directory, embedder, tick)
+    embedder.close()
+    if as_json:
+        import msgspec
+
+        print_json(msgspec.to_builtins(report))
+        return
+    if not report.changed:
+        console().print(f"{report.patterns} patterns already embedded with {report.target}")
+        return
+    console().print(
+        f"re-embedded {report.patterns} patterns: {report.source or 'no search set'} -> "
+        f"{report.target} ({report.computed} computed, {report.cached} from the cache, "
+        f"{report.seconds:.1f} s)"
     )
 
 

@@ -29,9 +29,12 @@ slower than their token count explains. It also makes a vector independent of it
 batch: dynamic int8 quantises activations with one scale per tensor, so in a batch a
 text's vector would depend on its neighbours (cosine 0.987-0.990 to itself alone).
 
-Two sessions are kept: one on a single thread for short calls (a query), one on every
-usable CPU with spinning disabled for batches (spinning workers lose whole scheduler
-slices when other processes hold the cores, as torch's OpenMP workers do; see
+One session runs on a single thread (intra-op pool of one, no spinning). A query runs
+on the caller's thread; a batch runs its texts on one worker thread per usable CPU,
+all on that session (its ``run`` is thread-safe and releases the GIL). An intra-op
+pool of two was no faster per snippet and slower per query on 2 loaded cores: it
+synchronises at each of the graph's ~320 operators, and spinning workers lose whole
+scheduler slices when other processes hold the cores (see
 :func:`aqe.search.embed._threads`).
 """
 
@@ -47,6 +50,7 @@ import tempfile
 import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -66,7 +70,6 @@ _OPSET = 17
 _WEIGHTS = "model.safetensors"
 _INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _DIGEST_CHARS = 16
-_SMALL_CALL = 4  # texts up to which the single-thread session runs
 _DIM = 384
 
 
@@ -252,17 +255,40 @@ class OnnxEncoder:
                 )
         return self._sessions[threads]
 
+    def _run(self, session: Any, ids: list[int]) -> NDArray[np.float32]:
+        tokens = np.array([ids], dtype=np.int64)
+        feed = {"input_ids": tokens, "attention_mask": np.ones_like(tokens)}
+        (vector,) = session.run(None, {**feed, "token_type_ids": np.zeros_like(tokens)})
+        row: NDArray[np.float32] = vector[0]
+        return row
+
     def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
         """Unit vectors of ``texts``, each text in its own forward pass.
+
+        One text (a query) runs on the calling thread. More texts run on one worker
+        thread per usable CPU, each on the single-threaded session: ONNX Runtime lets
+        go of the GIL, so the cores work on different texts with no hand-off per
+        operator (an intra-op pool synchronises ~300 times per text). Every vector
+        comes from the same single-threaded session, so it does not depend on the
+        call it came in.
 
         Returns:
             A ``(len(texts), 384)`` float32 array.
         """
-        session = self._session(1 if len(texts) <= _SMALL_CALL else _usable_cpus())
+        session = self._session(1)
         out = np.empty((len(texts), _DIM), dtype=np.float32)
-        for row, encoding in enumerate(self._tokenizer.encode_batch(list(texts))):
-            ids = np.array([encoding.ids], dtype=np.int64)
-            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-            (vector,) = session.run(None, {**feed, "token_type_ids": np.zeros_like(ids)})
-            out[row] = vector[0]
+        if len(texts) == 1:
+            out[0] = self._run(session, self._tokenizer.encode(texts[0]).ids)
+            return out
+        encodings = self._tokenizer.encode_batch(list(texts))
+        workers = min(_usable_cpus(), len(texts))
+        if workers <= 1:
+            for row, encoding in enumerate(encodings):
+                out[row] = self._run(session, encoding.ids)
+            return out
+        with ThreadPoolExecutor(workers, thread_name_prefix="aqe-embed") as pool:
+            for row, vector in enumerate(
+                pool.map(lambda encoding: self._run(session, encoding.ids), encodings)
+            ):
+                out[row] = vector
         return out

@@ -9,10 +9,12 @@ vector / fuse.
 
 from __future__ import annotations
 
+import dataclasses
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -27,6 +29,7 @@ from aqe.search.projection import (
     embed_library,
     keyword_doc,
     search_set_current,
+    search_set_model,
 )
 
 if TYPE_CHECKING:
@@ -41,9 +44,13 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "Mode",
     "PatternSearch",
+    "ReembedMode",
+    "ReembedReport",
+    "ReembedStatus",
     "SearchHit",
     "SearchResult",
     "Timings",
+    "reembed_search_set",
 ]
 
 Mode = Literal["keyword", "semantic", "hybrid"]
@@ -95,6 +102,40 @@ class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
     mode: str
     hits: tuple[SearchHit, ...]
     timings: Timings
+    model: str = ""
+    """The embedder model version of the query vector and of the vectors it met."""
+
+
+ReembedMode = Literal["background", "foreground", "off"]
+
+
+@dataclasses.dataclass
+class ReembedStatus:
+    """A background re-embedding: from which embedder to which, how far."""
+
+    source: str
+    target: str
+    done: int = 0
+    total: int = 0
+    state: Literal["running", "done", "failed"] = "running"
+    error: str | None = None
+    finished: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the re-embedding ended (done or failed); ``False`` on timeout."""
+        return self.finished.wait(timeout)
+
+
+class ReembedReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What :func:`reembed_search_set` did."""
+
+    source: str | None
+    target: str
+    patterns: int
+    computed: int
+    cached: int
+    seconds: float
+    changed: bool
 
 
 class PatternSearch:
@@ -112,9 +153,12 @@ class PatternSearch:
 
         self.docs = docs
         self.ids = list(ids)
-        self.vectors = vectors
+        self._active = (embedder, vectors)
         self.keyword = keyword
-        self.embedder = embedder
+        self.pending_model: str | None = None
+        """The configured embedder's model version while the vectors are another's."""
+        self.reembedding: ReembedStatus | None = None
+        """The background re-embedding started by :meth:`open`, if any."""
         self._columns = {
             field: np.array([getattr(docs[i], field) for i in self.ids], dtype=object)
             for field in ("category", "framework", "language")
@@ -139,52 +183,107 @@ class PatternSearch:
         directory: Path,
         embedder: Embedder | None = None,
         *,
+        reembed: ReembedMode = "background",
         on_reembed: Callable[[int, int], None] | None = None,
     ) -> PatternSearch:
         """Load the projection in ``directory`` (its search set, or build from its state).
 
-        A search set built by another embedding backend or precision is rebuilt with
-        this embedder and saved (its vectors never meet this embedder's queries);
-        ``on_reembed(done, total)`` reports the re-embedding (finished batches stay in
-        the cache, so an interrupted switch resumes where it stopped).
+        When the saved search set was embedded by another backend or precision than
+        ``embedder`` (the configured one by default), its vectors never meet this
+        embedder's queries. While this aqe can still run the set's own embedder, the
+        searcher answers from the saved vectors with it and, by ``reembed``:
+
+        * ``"background"``: re-embeds the library with ``embedder`` in a daemon
+          thread (progress in :attr:`reembedding`, finished batches kept in the
+          cache) and swaps the new search set in, on disk and here, when it is done;
+        * ``"foreground"``: re-embeds before returning;
+        * ``"off"``: leaves the switch to :func:`reembed` (``aqe patterns reembed``);
+          :attr:`pending_model` names the embedder waiting.
+
+        When it cannot run the set's embedder (another model or wheel version), it
+        re-embeds before returning whatever ``reembed`` says. ``on_reembed(done,
+        total)`` reports a re-embedding done before returning.
 
         Raises:
             ProjectionError: the projection was never run.
         """
-        from aqe.projections.store import SnapshotStore
+        from aqe.search.embed import embedder_for
         from aqe.search.keyword import KeywordIndex
         from aqe.search.vector import VectorIndex
 
         projection = PatternsProjection()
-        store = SnapshotStore[LibraryState](projection, directory)
-        if not store.exists():
-            raise ProjectionError(
-                f"no pattern library at {directory}; run `aqe patterns import` or "
-                "`aqe consume patterns` first"
-            )
-        snapshot = store.load()
+        snapshot = _snapshot(projection, directory)
         embedder = embedder or projection.embedder(directory)
         checkpoints = dict(sorted(snapshot.checkpoints.items()))
-        if not search_set_current(directory, checkpoints):
-            return cls.from_state(snapshot.state, embedder)
-        root = directory / SEARCH_DIR
-        vectors = VectorIndex.load(root / "vectors")
-        if vectors.params.get("model") != embedder.model_version:
-            total = len(active_ids(snapshot.state))
+        saved = search_set_model(directory)
+        current = search_set_current(directory, checkpoints)
+        serving = embedder
+        if saved is not None and saved != embedder.model_version:
+            old = None if reembed == "foreground" else embedder_for(saved, embedder.cache_dir)
+            if old is None:  # the saved vectors cannot be queried: switch now
+                reembed_search_set(directory, embedder, on_reembed)
+                current = True
+            else:
+                serving = old
+        if current:
+            root = directory / SEARCH_DIR
+            searcher = cls(
+                snapshot.state.patterns,
+                active_ids(snapshot.state),
+                VectorIndex.load(root / "vectors"),
+                KeywordIndex.open(root / "keyword"),
+                serving,
+            )
+        else:  # behind the log: built in memory, with the embedder of the saved vectors
+            searcher = cls.from_state(snapshot.state, serving)
+        if serving is not embedder:
+            searcher._pending_switch(directory, embedder, reembed)
+        return searcher
 
-            def progress(done: int) -> None:
-                if on_reembed is not None:
-                    on_reembed(done, total)
-
-            build_search_set(snapshot.state, directory, checkpoints, embedder, progress)
-            vectors = VectorIndex.load(root / "vectors")
-        return cls(
-            snapshot.state.patterns,
-            active_ids(snapshot.state),
-            vectors,
-            KeywordIndex.open(root / "keyword"),
-            embedder,
+    def _pending_switch(self, directory: Path, target: Embedder, mode: ReembedMode) -> None:
+        self.pending_model = target.model_version
+        if mode != "background":
+            return
+        status = ReembedStatus(
+            source=self.embedder.model_version, target=target.model_version, total=len(self.ids)
         )
+        self.reembedding = status
+
+        def progress(done: int, total: int) -> None:
+            status.done, status.total = done, total
+
+        def work() -> None:
+            from aqe.search.vector import VectorIndex
+
+            try:
+                reembed_search_set(directory, target, progress)
+                vectors = VectorIndex.load(directory / SEARCH_DIR / "vectors")
+            except Exception as exc:  # reported in the status; the old set keeps serving
+                status.error = f"{type(exc).__name__}: {exc}"
+                status.state = "failed"
+            else:
+                if vectors.params.get("model") == target.model_version:
+                    # One assignment: a query reads embedder and vectors together.
+                    self._active = (target, vectors)
+                    self.pending_model = None
+                    status.state = "done"
+                else:  # pragma: no cover - another writer swapped in a third backend
+                    status.error = f"the rebuilt set holds {vectors.params.get('model')}"
+                    status.state = "failed"
+            finally:
+                status.finished.set()
+
+        threading.Thread(target=work, name="aqe-reembed", daemon=True).start()
+
+    @property
+    def embedder(self) -> Embedder:
+        """The embedder that answers queries now (the vectors' own)."""
+        return self._active[0]
+
+    @property
+    def vectors(self) -> VectorIndex:
+        """The vector index that answers queries now."""
+        return self._active[1]
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -237,13 +336,14 @@ class PatternSearch:
             }
             keyword_hits = self.keyword.search(query, depth, filters=filters or None)
             timings.keyword_ms = (time.perf_counter() - started) * 1000
+        embedder, vectors = self._active  # one pair: never one backend's query on another's
         if mode in ("semantic", "hybrid") and len(self.ids):
             started = time.perf_counter()
-            vector = self.embedder.embed_query(query)
+            vector = embedder.embed_query(query)
             timings.embed_ms = (time.perf_counter() - started) * 1000
             started = time.perf_counter()
             mask = self._mask(category, framework, language)
-            vector_hits = self.vectors.search(vector, depth, mask=mask)
+            vector_hits = vectors.search(vector, depth, mask=mask)
             timings.vector_ms = (time.perf_counter() - started) * 1000
         started = time.perf_counter()
         keyword_rank = {pid: i for i, (pid, _) in enumerate(keyword_hits, start=1)}
@@ -264,7 +364,9 @@ class PatternSearch:
             for pid, score in ranked
         )
         timings.fuse_ms = (time.perf_counter() - started) * 1000
-        return SearchResult(query=query, mode=mode, hits=hits, timings=timings)
+        return SearchResult(
+            query=query, mode=mode, hits=hits, timings=timings, model=embedder.model_version
+        )
 
     def _hit(
         self, pattern_id: str, score: float, keyword_rank: int | None, semantic_rank: int | None
@@ -283,3 +385,58 @@ class PatternSearch:
             keyword_rank=keyword_rank,
             semantic_rank=semantic_rank,
         )
+
+
+def _snapshot(projection: PatternsProjection, directory: Path) -> Any:
+    from aqe.projections.store import SnapshotStore
+
+    store = SnapshotStore[LibraryState](projection, directory)
+    if not store.exists():
+        raise ProjectionError(
+            f"no pattern library at {directory}; run `aqe patterns import` or "
+            "`aqe consume patterns` first"
+        )
+    return store.load()
+
+
+def reembed_search_set(
+    directory: Path,
+    embedder: Embedder,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> ReembedReport:
+    """Re-embed the library in ``directory`` with ``embedder`` and swap its search set in.
+
+    Every vector goes through ``embedder``'s cache, which commits batch by batch: an
+    interrupted re-embedding resumes where it stopped, and switching back to an
+    embedder used before computes nothing. The new search set (vectors, keyword
+    index, Lance table) is built aside and renamed over the old one, so a reader
+    sees one backend's set or the other's, never a mix. ``on_progress(done, total)``
+    follows the embedding.
+
+    Raises:
+        ProjectionError: the projection was never run.
+    """
+    projection = PatternsProjection()
+    snapshot = _snapshot(projection, directory)
+    checkpoints = dict(sorted(snapshot.checkpoints.items()))
+    source = search_set_model(directory)
+    total = len(active_ids(snapshot.state))
+    hits, misses = embedder.hits, embedder.misses
+    started = time.perf_counter()
+    changed = source != embedder.model_version or not search_set_current(directory, checkpoints)
+    if changed:
+
+        def progress(done: int) -> None:
+            if on_progress is not None:
+                on_progress(done, total)
+
+        build_search_set(snapshot.state, directory, checkpoints, embedder, progress)
+    return ReembedReport(
+        source=source,
+        target=embedder.model_version,
+        patterns=total,
+        computed=embedder.misses - misses,
+        cached=embedder.hits - hits,
+        seconds=time.perf_counter() - started,
+        changed=changed,
+    )

@@ -8,6 +8,7 @@ turned into a search set under ``<projection dir>/search``:
   store other readers can query;
 * ``vectors/``: the in-memory vector index's saved form (:mod:`aqe.search.vector`);
 * ``keyword/``: the tantivy BM25 index (:mod:`aqe.search.keyword`);
+* ``embedder.json``: the embedder model version the vectors came from;
 * ``built.json``: the checkpoints the set was built at.
 
 Embeddings go through a persistent cache keyed by content hash and model version that
@@ -46,10 +47,12 @@ __all__ = [
     "cache_dir_for",
     "embedding_text",
     "search_set_current",
+    "search_set_model",
 ]
 
 SEARCH_DIR = "search"
 _BUILT = "built.json"
+_EMBEDDER = "embedder.json"  # {"model": the embedder's model_version, "patterns": n}
 _ENCODER = msgspec.json.Encoder(order="sorted")
 
 
@@ -107,6 +110,7 @@ class PatternsProjection:
         self._decoder = msgspec.json.Decoder(LibraryState)
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
+        self._sticky: Embedder | None = None
 
     def initial(self) -> LibraryState:
         """An empty library."""
@@ -181,8 +185,27 @@ class PatternsProjection:
     def materialize(
         self, state: LibraryState, directory: Path, checkpoints: dict[str, int]
     ) -> None:
-        """Build the search set for this state and swap it in."""
-        build_search_set(state, directory, checkpoints, self.embedder(directory))
+        """Build the search set for this state and swap it in.
+
+        The set keeps the embedding backend it was built with while this aqe can run
+        it (new patterns are embedded with it too): a backend switch re-embeds the
+        whole library, which :func:`aqe.search.engine.reembed` does with progress
+        (in the background when a :class:`~aqe.search.engine.PatternSearch` finds the
+        switch), never as a side effect of folding one new event.
+        """
+        build_search_set(state, directory, checkpoints, self.index_embedder(directory))
+
+    def index_embedder(self, directory: Path) -> Embedder:
+        """The embedder whose vectors the saved search set holds, else the configured one."""
+        configured = self.embedder(directory)
+        saved = search_set_model(directory)
+        if saved is None or saved == configured.model_version:
+            return configured
+        if self._sticky is None or self._sticky.model_version != saved:
+            from aqe.search.embed import embedder_for
+
+            self._sticky = embedder_for(saved, cache_dir_for(directory))
+        return self._sticky or configured
 
 
 def _known(state: LibraryState, pattern_id: str) -> PatternDoc:
@@ -240,10 +263,36 @@ def build_search_set(
         table = pa.Table.from_pylist(rows, schema=_schema(vectors.shape[1] or 384))
         lancedb.connect(str(fresh / "lance")).create_table("patterns", table)
         VectorIndex.build(ids, vectors, model=embedder.model_version).save(fresh / "vectors")
+        meta = {"model": embedder.model_version, "patterns": len(ids)}
+        (fresh / _EMBEDDER).write_bytes(_ENCODER.encode(meta))
         docs = (keyword_doc(pid, state.patterns[pid]) for pid in ids)
         KeywordIndex.build(docs, fresh / "keyword")
 
     return build_derived(directory, SEARCH_DIR, fill, checkpoints)
+
+
+def search_set_model(directory: Path) -> str | None:
+    """The embedder model version of the saved search set (``None``: no search set).
+
+    Read from ``search/embedder.json``; a set written before that file existed is
+    asked through its vector index's metadata.
+    """
+    root = directory / SEARCH_DIR
+    try:
+        meta = msgspec.json.decode((root / _EMBEDDER).read_bytes())
+    except (OSError, msgspec.DecodeError):
+        meta = None
+    if isinstance(meta, dict) and isinstance(meta.get("model"), str):
+        return str(meta["model"])
+    if not (root / "vectors").is_dir():
+        return None
+    from aqe.search.vector import VectorIndex
+
+    try:
+        model = VectorIndex.load(root / "vectors").params.get("model")
+    except (OSError, ValueError):
+        return None
+    return model if isinstance(model, str) else None
 
 
 def search_set_current(directory: Path, checkpoints: dict[str, int]) -> bool:

@@ -1,0 +1,173 @@
+"""Switching the embedding backend: the old vectors serve while the library re-embeds.
+
+Real parts only: the MiniLM model from its wheel on ONNX Runtime (int8 and fp32), the
+SQLite embedding cache, LanceDB and tantivy on disk. No nats-server: the library
+state is saved as the projection's snapshot directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from aqe.projections import Snapshot, SnapshotStore
+from aqe.search.embed import Embedder
+from aqe.search.engine import PatternSearch, reembed_search_set
+from aqe.search.projection import (
+    LibraryState,
+    PatternDoc,
+    PatternsProjection,
+    cache_dir_for,
+    search_set_model,
+)
+
+PATTERNS = {
+    "clock": PatternDoc(name="freeze time", code="def test_clock(frozen): ...", category="time"),
+    "nats": PatternDoc(name="nats server fixture", code="def nats_server(): ...", category="io"),
+    "retry": PatternDoc(name="retry with backoff", code="def retry(fn, tries): ...", category="x"),
+    "csv": PatternDoc(name="parse a csv file", code="def test_csv(tmp_path): ...", category="io"),
+    "mock": PatternDoc(name="mock an http call", code="def test_http(respx): ...", category="x"),
+    "wait": PatternDoc(name="wait for a condition", code="def wait_until(p): ...", category="x"),
+}
+
+
+def _library(directory: Path) -> Embedder:
+    """Save the library and its search set, embedded with ONNX int8; that embedder."""
+    int8 = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
+    projection = PatternsProjection(embedder_factory=lambda _dir: int8)
+    state = LibraryState(patterns={k: msgspec.structs.replace(v) for k, v in PATTERNS.items()})
+    SnapshotStore(projection, directory).save(Snapshot(state=state, checkpoints={"P": 6}))
+    assert search_set_model(directory) == int8.model_version
+    return int8
+
+
+def _fp32(directory: Path, batch_size: int = 64) -> Embedder:
+    return Embedder(
+        cache_dir_for(directory), backend="onnx", precision="fp32", batch_size=batch_size
+    )
+
+
+@pytest.mark.timeout(240)
+def test_the_old_vectors_serve_until_the_background_switch_swaps_in(tmp_path: Path) -> None:
+    directory = tmp_path / "patterns"
+    int8 = _library(directory)
+    fp32 = _fp32(directory)
+
+    searcher = PatternSearch.open(directory, fp32)  # reembed="background"
+
+    status = searcher.reembedding
+    assert status is not None
+    assert (status.source, status.target) == (int8.model_version, fp32.model_version)
+    answered = set()
+    while True:  # queries keep being answered while the switch runs, each by one backend
+        done = status.finished.is_set()
+        embedder, vectors = searcher.embedder, searcher.vectors
+        assert embedder.model_version == vectors.params["model"]
+        result = searcher.search("freeze the clock", mode="semantic", k=1)
+        assert result.hits[0].pattern_id == "clock"
+        answered.add(result.model)
+        if done:
+            break
+    assert status.state == "done", status.error
+    assert (status.done, status.total) == (6, 6)
+    assert answered <= {int8.model_version, fp32.model_version}
+    assert searcher.search("nats fixture", mode="hybrid", k=1).model == fp32.model_version
+    assert searcher.pending_model is None
+    # Every pattern re-embedded in fp32, none read from the int8 rows; plus the 2 queries.
+    assert fp32.misses == 6 + 2
+    assert search_set_model(directory) == fp32.model_version
+    # The swap is on disk too: the next open serves fp32 and embeds nothing.
+    again = _fp32(directory)
+    reopened = PatternSearch.open(directory, again)
+    assert reopened.reembedding is None
+    assert reopened.vectors.params["model"] == fp32.model_version
+    assert (again.hits, again.misses) == (0, 0)
+
+
+@pytest.mark.timeout(240)
+def test_reembed_resumes_after_a_crash_and_folding_keeps_the_sets_backend(
+    tmp_path: Path,
+) -> None:
+    directory = tmp_path / "patterns"
+    int8 = _library(directory)
+
+    # "off": answered by the saved int8 vectors, the switch left to reembed_search_set.
+    waiting = PatternSearch.open(directory, _fp32(directory), reembed="off")
+    assert waiting.search("wait for it", mode="semantic").model == int8.model_version
+    assert waiting.pending_model == _fp32(directory).model_version
+    assert waiting.reembedding is None
+
+    # A crash after the first batch of two: the set stays int8, the batch stays cached.
+    crashing = _fp32(directory, batch_size=2)
+
+    def crash(done: int, total: int) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        reembed_search_set(directory, crashing, crash)
+    assert search_set_model(directory) == int8.model_version
+
+    progress: list[tuple[int, int]] = []
+    resumed = _fp32(directory, batch_size=2)
+    report = reembed_search_set(directory, resumed, lambda *p: progress.append(p))
+    assert (report.source, report.target) == (int8.model_version, resumed.model_version)
+    assert (report.cached, report.computed, report.changed) == (2, 4, True)
+    assert progress[0] == (2, 6)
+    assert progress[-1] == (6, 6)
+    assert search_set_model(directory) == resumed.model_version
+    assert reembed_search_set(directory, _fp32(directory)).changed is False
+
+    # Back to int8: every int8 vector is still cached. Then a new pattern folds in with
+    # the set's backend (int8) although the projection is configured for fp32.
+    back = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
+    assert (reembed_search_set(directory, back).computed, back.hits) == (0, 6)
+    configured = _fp32(directory)
+    projection = PatternsProjection(embedder_factory=lambda _dir: configured)
+    store = SnapshotStore(projection, directory)
+    state = store.load().state
+    state.patterns["tmp"] = PatternDoc(name="temporary directory", code="def test(tmp_path):")
+    store.save(Snapshot(state=state, checkpoints={"P": 7}))
+    assert search_set_model(directory) == int8.model_version
+    assert configured.misses == 0
+
+
+@pytest.mark.timeout(240)
+def test_cli_search_says_which_embedder_answered_and_reembed_switches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from aqe.app import AppContext
+    from aqe.cli._patterns import patterns
+
+    data = tmp_path / "data"
+    int8 = _library(data / "projections" / "patterns")
+    monkeypatch.setenv("AQE_EMBED", "onnx-fp32")
+    fp32 = Embedder(None, backend="onnx", precision="fp32").model_version
+
+    def cli(*args: str) -> tuple[dict[str, object], str]:
+        result = CliRunner().invoke(patterns, list(args), obj=AppContext(str(data), None))
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout), result.stderr
+
+    found, note = cli("search", "freeze the clock", "--offline", "--json", "-k", "1")
+    assert found["model"] == int8.model_version
+    assert f"{fp32} is configured" in " ".join(note.split())
+    assert "aqe patterns reembed" in note
+
+    report, _ = cli("reembed", "--json")
+    assert report["source"] == int8.model_version
+    assert report["target"] == fp32
+    assert (report["patterns"], report["computed"], report["changed"]) == (6, 6, True)
+
+    found, note = cli("search", "freeze the clock", "--offline", "--json", "-k", "1")
+    assert found["model"] == fp32
+    assert note == ""
+    assert found["hits"][0]["pattern_id"] == "clock"  # type: ignore[index]
+    again, _ = cli("reembed", "--json")
+    assert (again["changed"], again["computed"]) == (False, 0)
