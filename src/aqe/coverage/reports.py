@@ -12,6 +12,7 @@ dropped; Cobertura's relative file names are joined to its first ``<source>`` wh
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -22,9 +23,22 @@ from defusedxml.ElementTree import ParseError, iterparse
 from aqe.coverage.measured import MeasuredFile
 from aqe.errors import ReportError
 
-__all__ = ["COVERAGE_FORMATS", "detect_coverage_format", "parse_cobertura", "parse_lcov"]
+__all__ = [
+    "COVERAGE_FORMATS",
+    "COVERAGE_LABELS",
+    "detect_coverage_format",
+    "parse_cobertura",
+    "parse_lcov",
+    "sniff_coverage",
+    "sniff_coverage_file",
+]
 
 COVERAGE_FORMATS = ("cobertura", "lcov")
+COVERAGE_LABELS = {"cobertura": "Cobertura XML", "lcov": "LCOV"}
+"""How a message names each coverage format."""
+
+_LCOV_HEAD_RE = re.compile(rb"^(TN|SF):")
+_SNIFF_BYTES = 8192
 
 _CONDITION_RE = re.compile(r"\((\d+)/(\d+)\)")
 
@@ -51,9 +65,36 @@ def detect_coverage_format(path: Path) -> str:
         raise ReportError(str(path), "empty file")
     if head.startswith(b"<"):
         return "cobertura"
-    if re.match(rb"^(TN|SF):", head):
+    if _LCOV_HEAD_RE.match(head):
         return "lcov"
     raise ReportError(str(path), "neither Cobertura XML nor LCOV; pass --format")
+
+
+def sniff_coverage(data: bytes) -> str | None:
+    """``cobertura`` or ``lcov`` when ``data`` (a file's start) is a coverage report, else None.
+
+    Stricter than :func:`detect_coverage_format`, for readers of other reports that
+    want to say "this is coverage": XML counts only when its root is ``<coverage>``.
+    """
+    head = data[:_SNIFF_BYTES].lstrip(b"\xef\xbb\xbf \t\r\n")
+    if _LCOV_HEAD_RE.match(head):
+        return "lcov"
+    if not head.startswith(b"<"):
+        return None
+    try:
+        _event, root = next(iter(iterparse(io.BytesIO(head), events=("start",))))
+    except (ParseError, DefusedXmlException, StopIteration):
+        return None
+    return "cobertura" if str(root.tag).rpartition("}")[2] == "coverage" else None
+
+
+def sniff_coverage_file(path: Path) -> str | None:
+    """:func:`sniff_coverage` of a file's first bytes (None when it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            return sniff_coverage(handle.read(_SNIFF_BYTES))
+    except OSError:
+        return None
 
 
 def _int(value: str | None, where: str, field: str, line: int | None = None) -> int:

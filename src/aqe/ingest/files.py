@@ -10,15 +10,18 @@
   the directory given; a link that points outside is skipped with a message saying so
   (a report tree handed over by CI must not make aqe read ``/etc/shadow`` or another
   user's files). Files named directly on the command line are the caller's own choice
-  and are read as named.
+  and are read as named. A Cobertura coverage report found there (a ``coverage.xml``
+  beside the JUnit files) is skipped with a message naming ``aqe coverage ingest``.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
+from aqe.coverage.reports import COVERAGE_LABELS, sniff_coverage_file
 from aqe.errors import ReportError
 
 __all__ = ["MAX_REPORT_BYTES", "REPORT_SUFFIXES", "find_reports", "read_report"]
@@ -73,8 +76,9 @@ def find_reports(
     """Files named, and report files under directories named, in a stable order.
 
     Returns:
-        ``(files, skipped)``: the files to read, and one message per symbolic link
-        under a directory that was not followed because it points outside it.
+        ``(files, skipped)``: the files to read, and one message per file passed over
+        under a directory: a symbolic link that points outside it, or a coverage
+        report (Cobertura XML: ``aqe coverage ingest`` reads it).
 
     Raises:
         ReportError: a path that does not exist, or a directory with no report files.
@@ -114,8 +118,16 @@ def _walk(directory: Path, suffixes: tuple[str, ...]) -> tuple[list[Path], list[
             if path.is_symlink() and not _inside(path, root):
                 skipped.append(f"{path}: skipped, a symbolic link to outside {directory}")
                 continue
-            if path.is_file():
-                found.append(path)
+            if not path.is_file():
+                continue
+            coverage = sniff_coverage_file(path)
+            if coverage is not None:  # e.g. coverage.xml beside the JUnit reports
+                skipped.append(
+                    f"{path}: skipped, a {COVERAGE_LABELS[coverage]} coverage report "
+                    f"(`aqe coverage ingest {shlex.quote(str(path))}`)"
+                )
+                continue
+            found.append(path)
     return sorted(found), sorted(skipped)
 
 

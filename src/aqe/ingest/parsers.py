@@ -11,7 +11,9 @@ Format detection looks at the content, not the file name:
 * JSON lines whose first non-empty line is an object with an ``event`` key →
   ``aqe-spool`` (spool files are read by :mod:`aqe.ingest.spool`, not here).
 
-Anything else is a :class:`~aqe.errors.ReportError` asking for ``--format``.
+A coverage report (Cobertura XML, LCOV) is a :class:`~aqe.errors.ReportError` that
+names ``aqe coverage ingest``, the command that reads it; anything else is one asking
+for ``--format``.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shlex
 from pathlib import Path
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, iterparse
 
+from aqe.coverage.reports import COVERAGE_LABELS, sniff_coverage
 from aqe.errors import ReportError
 from aqe.ingest.ctrf import looks_like_ctrf, parse_ctrf
 from aqe.ingest.files import MAX_REPORT_BYTES, read_report
@@ -115,6 +119,7 @@ def _sniff(data: bytes, path: str) -> tuple[str, object]:
             return SPOOL_FORMAT, None
         if head.startswith((b"{", b"[")):
             raise
+        _refuse_coverage(data, path)
         raise ReportError(path, _CANNOT_TELL) from None
     if looks_like_ctrf(doc):
         return "ctrf", doc
@@ -133,7 +138,19 @@ def _sniff_xml(data: bytes, path: str) -> str:
     tag = str(root.tag).rpartition("}")[2]
     if tag in JUNIT_ROOTS:
         return "junit"
+    _refuse_coverage(data, path)
     raise ReportError(path, f"{_CANNOT_TELL} (an XML document whose root is <{tag}>)")
+
+
+def _refuse_coverage(data: bytes, path: str) -> None:
+    """Raise a ReportError naming ``aqe coverage ingest`` when ``data`` is coverage."""
+    kind = sniff_coverage(data)
+    if kind is not None:
+        raise ReportError(
+            path,
+            f"a {COVERAGE_LABELS[kind]} coverage report, not test results; load it with "
+            f"`aqe coverage ingest {shlex.quote(path)}`",
+        )
 
 
 def _head(data: bytes) -> bytes:
