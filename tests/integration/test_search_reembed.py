@@ -36,10 +36,14 @@ PATTERNS = {
 def _library(directory: Path) -> Embedder:
     """Save the library and its search set, embedded with ONNX int8; that embedder."""
     int8 = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
-    projection = PatternsProjection(embedder_factory=lambda _dir: int8)
+    progress: list[tuple[int, int]] = []
+    projection = PatternsProjection(
+        embedder_factory=lambda _dir: int8, on_embed=lambda *p: progress.append(p)
+    )
     state = LibraryState(patterns={k: msgspec.structs.replace(v) for k, v in PATTERNS.items()})
     SnapshotStore(projection, directory).save(Snapshot(state=state, checkpoints={"P": 6}))
     assert search_set_model(directory) == int8.model_version
+    assert progress == [(0, 6), (6, 6)]  # the cache lookup, then the one batch
     return int8
 
 

@@ -36,6 +36,29 @@ def _weights(value: str | None) -> tuple[float, float] | None:
     return keyword, semantic
 
 
+def _embed_lines(enabled: bool, every_s: float = 2.0) -> Callable[[int, int], None] | None:
+    """Progress lines for the embedding a fold does (printed above the fold's bar)."""
+    if not enabled:
+        return None
+    err = console(stderr=True)
+    state = {"start": 0.0, "first": -1.0, "last": 0.0}
+
+    def report(done: int, total: int) -> None:
+        now = time.monotonic()
+        if state["first"] < 0:  # the cache lookup: what was already there
+            state.update(start=now, first=done, last=now)
+            if done < total:
+                err.print(f"embedding {total - done:,} of {total:,} patterns ({done:,} cached)")
+            return
+        if done < total and now - state["last"] < every_s:
+            return
+        state["last"] = now
+        rate = (done - state["first"]) / max(now - state["start"], 1e-9)
+        err.print(f"embedded {done:,}/{total:,} patterns ({rate:,.1f} a second)")
+
+    return report
+
+
 async def _publish(app: AppContext, patterns: list[PatternAdded], quiet: bool) -> tuple[int, int]:
     from aqe.log import NewEvent
     from aqe.search.projection import PatternsProjection
@@ -48,7 +71,8 @@ async def _publish(app: AppContext, patterns: list[PatternAdded], quiet: bool) -
                 results = await log.append_many([NewEvent(event=p) for p in chunk])
                 new += sum(not r.duplicate for r in results)
                 tick(start + len(chunk))
-        skipped = await catch_up(log, app, PatternsProjection(), quiet=quiet)
+        projection = PatternsProjection(on_embed=_embed_lines(not quiet))
+        skipped = await catch_up(log, app, projection, quiet=quiet)
     if skipped:
         console(stderr=True).print(f"search indexes not refreshed: {skipped}")
     return new, len(patterns) - new

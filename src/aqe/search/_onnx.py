@@ -262,7 +262,7 @@ class OnnxEncoder:
         row: NDArray[np.float32] = vector[0]
         return row
 
-    def encode(self, texts: Sequence[str]) -> NDArray[np.float32]:
+    def encode(self, texts: Sequence[str], *, workers: int | None = None) -> NDArray[np.float32]:
         """Unit vectors of ``texts``, each text in its own forward pass.
 
         One text (a query) runs on the calling thread. More texts run on one worker
@@ -271,6 +271,10 @@ class OnnxEncoder:
         operator (an intra-op pool synchronises ~300 times per text). Every vector
         comes from the same single-threaded session, so it does not depend on the
         call it came in.
+
+        Args:
+            texts: The texts.
+            workers: Threads for more than one text (default: one per usable CPU).
 
         Returns:
             A ``(len(texts), 384)`` float32 array.
@@ -281,7 +285,7 @@ class OnnxEncoder:
             out[0] = self._run(session, self._tokenizer.encode(texts[0]).ids)
             return out
         encodings = self._tokenizer.encode_batch(list(texts))
-        workers = min(_usable_cpus(), len(texts))
+        workers = min(workers or _usable_cpus(), len(texts))
         if workers <= 1:
             for row, encoding in enumerate(encodings):
                 out[row] = self._run(session, encoding.ids)

@@ -278,6 +278,8 @@ class Embedder:
             CPUs with AMX, see the module docstring); ``None``: see :func:`resolve_backend`.
         batch_size: Texts per forward pass.
         model_dir: Where the ONNX exports are kept; default :func:`default_model_store`.
+        workers: Threads a batch runs on (ONNX: one text per thread); default one
+            per usable CPU.
 
     Raises:
         ConfigError: The model wheel is not installed, or an argument is invalid.
@@ -295,11 +297,13 @@ class Embedder:
         precision: Precision | None = None,
         batch_size: int = 64,
         model_dir: Path | None = None,
+        workers: int | None = None,
     ) -> None:
         self.backend, self.precision = resolve_backend(backend, precision)
         if batch_size < 1:
             raise ConfigError(f"embedding batch_size must be at least 1, not {batch_size}")
         self.batch_size = batch_size
+        self.workers = workers
         self.cache_dir = cache_dir
         self.model_dir = model_dir or default_model_store()
         # The torch keys predate the backends: kept as they were, so old caches stay valid.
@@ -432,7 +436,7 @@ class Embedder:
     def _encode(self, texts: list[str]) -> NDArray[np.float32]:
         model = self._load()
         if self.backend == "onnx":
-            vectors: NDArray[np.float32] = model.encode(texts)
+            vectors: NDArray[np.float32] = model.encode(texts, workers=self.workers)
         else:
             import torch
 

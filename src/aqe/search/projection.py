@@ -106,9 +106,15 @@ class PatternsProjection:
     version: int = 1
     streams: tuple[str, ...] = ("AQE_PATTERNS",)
 
-    def __init__(self, embedder_factory: Callable[[Path], Embedder] | None = None) -> None:
+    def __init__(
+        self,
+        embedder_factory: Callable[[Path], Embedder] | None = None,
+        *,
+        on_embed: Callable[[int, int], None] | None = None,
+    ) -> None:
         self._decoder = msgspec.json.Decoder(LibraryState)
         self._embedder_factory = embedder_factory
+        self._on_embed = on_embed
         self._embedder: Embedder | None = None
         self._sticky: Embedder | None = None
 
@@ -189,11 +195,20 @@ class PatternsProjection:
 
         The set keeps the embedding backend it was built with while this aqe can run
         it (new patterns are embedded with it too): a backend switch re-embeds the
-        whole library, which :func:`aqe.search.engine.reembed` does with progress
+        whole library, which :func:`aqe.search.engine.reembed_search_set` does with progress
         (in the background when a :class:`~aqe.search.engine.PatternSearch` finds the
-        switch), never as a side effect of folding one new event.
+        switch), never as a side effect of folding one new event. ``on_embed(done,
+        total)`` (given to the constructor) follows the embedding of the patterns.
         """
-        build_search_set(state, directory, checkpoints, self.index_embedder(directory))
+        progress = None
+        if self._on_embed is not None:
+            report, total = self._on_embed, len(active_ids(state))
+
+            def progress(done: int) -> None:
+                report(done, total)
+
+        embedder = self.index_embedder(directory)
+        build_search_set(state, directory, checkpoints, embedder, progress)
 
     def index_embedder(self, directory: Path) -> Embedder:
         """The embedder whose vectors the saved search set holds, else the configured one."""
