@@ -228,3 +228,161 @@ def test_ivf_mask_that_follows_the_content(ivf_data) -> None:
         assert {pid for pid, _ in hits} <= allowed
         assert len(hits) == 10
     assert recall(index, data, queries, mask=mask) >= TARGET_RECALL
+
+
+# -- faiss backing: one copy, changes without a rebuild, retraining on drift -----------
+
+
+def test_params_name_the_backend_and_the_index_holds_the_only_copy(ivf_data) -> None:
+    data, _, index = ivf_data
+
+    assert index.params["backend"] == "faiss"
+    assert index.params["structure"] == "IndexIVFFlat"
+    assert index.params["precision"] == "float32"
+    assert index.params["dim"] == 32
+    assert index.params["count"] == 6000
+    assert not any(isinstance(v, np.ndarray) and v.size >= data.size for v in vars(index).values())
+    ids, vectors = index._vectors()
+    assert ids == ids_for(6000)
+    np.testing.assert_array_equal(vectors, data)
+
+
+def test_add_without_retraining_is_searchable_and_masks_follow_ids(ivf_data) -> None:
+    data, queries, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000)[:5000], data[:5000], exact_max=1000)
+    trained = index.params["nlist"], index._centroids.copy()
+
+    index.add(ids_for(6000)[5000:], data[5000:])
+
+    assert len(index) == 6000
+    assert index.ids == ids_for(6000)
+    assert "rebuilt" not in index.params  # 6000 <= 2 * 5000: no retraining
+    assert (index.params["nlist"], index._centroids.tolist()) == (trained[0], trained[1].tolist())
+    assert index.search(data[5500], 1)[0][0] == "p05500"
+    assert recall(index, data, queries) >= TARGET_RECALL
+    mask = np.arange(6000) >= 5000
+    assert {pid for pid, _ in index.search(data[10], 10, mask=mask)} <= set(ids_for(6000)[5000:])
+    with pytest.raises(ValueError, match="already in the index"):
+        index.add(["p00001"], data[:1])
+    with pytest.raises(ValueError, match="dimensions"):
+        index.add(["new"], np.ones((1, 5), dtype=np.float32))
+
+
+def test_remove_drops_rows_and_masks_align_with_the_remaining_ids(ivf_data) -> None:
+    data, queries, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000), data, exact_max=1000)
+    gone = ids_for(6000)[:3000:3]
+
+    index.remove(gone)
+
+    kept = [pid for pid in ids_for(6000) if pid not in set(gone)]
+    assert index.ids == kept
+    assert len(index) == 5000
+    assert "p00000" not in index
+    assert all(pid not in set(gone) for q in queries for pid, _ in index.search(q, 10))
+    assert index.search(data[0], 1)[0][0] != "p00000"
+    mask = np.array([int(pid[1:]) % 2 == 0 for pid in kept])
+    hits = index.search(queries[0], 10, mask=mask)
+    assert len(hits) == 10
+    assert all(int(pid[1:]) % 2 == 0 and pid not in set(gone) for pid, _ in hits)
+    with pytest.raises(KeyError, match="not in the index"):
+        index.remove(["p00000"])
+
+
+def test_growing_past_twice_the_trained_count_retrains(ivf_data) -> None:
+    data, queries, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000)[:2500], data[:2500], exact_max=1000)
+    lists_before = index.params["nlist"]
+
+    index.add(ids_for(6000)[2500:], data[2500:])
+
+    assert "6000 rows, trained on 2500" in index.params["rebuilt"]
+    assert index.params["trained_count"] == 6000
+    assert index.params["nlist"] > lists_before
+    assert index.ids == ids_for(6000)
+    assert recall(index, data, queries) >= TARGET_RECALL
+
+
+def test_exact_grows_into_ivf_and_shrinks_back(ivf_data) -> None:
+    data, queries, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000)[:800], data[:800], exact_max=1000)
+    assert index.kind == "exact"
+
+    index.add(ids_for(6000)[800:], data[800:])
+
+    assert index.kind == "ivf"
+    assert recall(index, data, queries) >= TARGET_RECALL
+    index.remove(ids_for(6000)[:5500])
+    assert index.kind == "exact"
+    assert index.ids == ids_for(6000)[5500:]
+    assert index.search(data[5999], 1)[0][0] == "p05999"
+
+
+def test_uneven_additions_retrain(ivf_data) -> None:
+    # Every new row lands near one centroid: that list swells until the index retrains.
+    data, _, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000), data, exact_max=1000)
+    near = unit(data[:1] + 0.01 * random_unit(3000, seed=11))
+
+    index.add([f"n{i}" for i in range(3000)], near)
+
+    assert "imbalance" in index.params.get("rebuilt", "")
+    assert len(index) == 9000
+
+
+def test_save_load_after_changes(tmp_path: Path, ivf_data) -> None:
+    data, queries, _ = ivf_data
+    index = VectorIndex.build(ids_for(6000)[:5000], data[:5000], exact_max=1000)
+    index.add(ids_for(6000)[5000:], data[5000:])
+    index.remove(ids_for(6000)[:100])
+    index.save(tmp_path / "vectors")
+
+    loaded = VectorIndex.load(tmp_path / "vectors")
+
+    assert loaded.ids == index.ids
+    assert loaded.params == index.params
+    assert sorted(p.name for p in (tmp_path / "vectors").iterdir()) == [
+        "ids.json",
+        "index.faiss",
+        "params.json",
+    ]
+    for q in queries[:10]:
+        assert loaded.search(q, 10) == index.search(q, 10)
+    loaded.add(["again"], data[:1])
+    assert loaded.search(data[0], 1)[0][0] == "again"
+
+
+def test_load_refuses_an_unknown_format(tmp_path: Path) -> None:
+    VectorIndex.build(ids_for(20), random_unit(20)).save(tmp_path)
+    params = tmp_path / "params.json"
+    params.write_text(params.read_text().replace('"format": 2', '"format": 7'))
+
+    with pytest.raises(ValueError, match=r"params\.json: vector index format 7 is not 2"):
+        VectorIndex.load(tmp_path)
+
+
+def test_a_format_1_directory_loads_into_faiss(tmp_path: Path) -> None:
+    # What the NumPy IVF wrote before issue 19: a LanceDB table "vectors" and params.json.
+    import json
+
+    import lancedb
+    import pyarrow as pa
+
+    data = random_unit(300)
+    table = pa.table(
+        {
+            "id": pa.array(ids_for(300)),
+            "vector": pa.FixedSizeListArray.from_arrays(pa.array(data.reshape(-1)), 32),
+            "list": pa.array(np.zeros(300, dtype=np.int32)),
+        }
+    )
+    lancedb.connect(str(tmp_path)).create_table("vectors", data=table)
+    old = {"format": 1, "kind": "exact", "count": 300, "dim": 32, "seed": 0, "model": "m-1"}
+    (tmp_path / "params.json").write_text(json.dumps(old))
+
+    loaded = VectorIndex.load(tmp_path)
+
+    assert loaded.params["migrated_from_format"] == 1
+    assert loaded.params["model"] == "m-1"
+    assert loaded.ids == ids_for(300)
+    assert [p for p, _ in loaded.search(data[7], 5)] == brute(data, data[7], 5)

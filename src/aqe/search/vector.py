@@ -1,64 +1,42 @@
-"""In-memory vector index over the pattern embeddings: exact below a size, IVF above.
+"""Vector index over the pattern embeddings: faiss ``IndexIVFFlat``, one list below a size.
 
-Scores are dot products, which are cosines because the embedder returns unit vectors.
+Scores are inner products, which are cosines because the embedder returns unit vectors.
 
-* Up to :data:`EXACT_MAX` vectors the index is a float32 matrix and a query is one
-  matrix-vector product plus ``argpartition`` (exact, recall 1.0).
-* Above it, an inverted file in NumPy: seeded spherical k-means cuts the vectors into
-  ``nlist ~ 2·sqrt(n)`` lists, the rows are stored contiguously list by list, and a
-  query scores the centroids, then scores exactly the rows of the ``nprobe`` best
-  lists. ``nprobe`` is chosen at build time by *measuring* recall@10 against exact
-  search on calibration queries drawn from the data (two stored vectors blended with
-  noise: they sit between clusters, harder than real queries); the smallest ``nprobe``
-  that reaches :data:`CALIBRATION_RECALL` wins. If the data has no cluster structure
-  (the probe would touch most rows anyway) the index stays exact.
+The index is one faiss ``IndexIVFFlat`` (inner product) and holds the only copy of the
+vectors (float32, list by list); this module keeps the string ids, the list of each
+row and the parameters beside it.
 
-Measured on the 2-core development machine (``tests/benchmarks/bench_search.py``), on
-real-model-like data (the 6,267 CoSQA snippets embedded by MiniLM, extended by blending
-each with a near neighbour plus noise) and the 500 real CoSQA query embeddings; search
-for 50 candidates, the query embedding excluded:
+* Up to :data:`EXACT_MAX` vectors the index has one list: a query scores every row
+  (exact, recall 1.0), through the same code path as the IVF.
+* Above it, spherical k-means (faiss, seeded, :data:`_SAMPLE_PER_LIST` sampled rows a
+  list) cuts the vectors into ``nlist ~ LISTS_PER_SQRT·sqrt(n)`` lists and a query
+  scores the rows of its ``nprobe`` nearest lists exactly. ``nprobe`` is chosen at
+  build time by *measuring* recall@10 against exact search on calibration queries
+  drawn from the data (two stored vectors blended with noise: they sit between
+  clusters, harder than real queries); the smallest ``nprobe`` that reaches
+  :data:`CALIBRATION_RECALL` wins. If the data has no cluster structure (the probe
+  would touch most rows anyway) the index keeps one list.
 
-========= ================================ =========== ========== ==================
-size      structure                        recall@10   p50 / p99  NumPy exact p50
-========= ================================ =========== ========== ==================
-10,000    exact matmul                     1.000       0.4 / 0.9  0.4 ms
-100,000   IVF nlist 632, nprobe 23 (3.6%)  0.986       0.8 / 1.2  7.3 ms
-========= ================================ =========== ========== ==================
+Measured (``tests/benchmarks/bench_ann.py``; the README's "Embeddings and the vector
+index at scale" has the table and the command): see the README. The hand-written
+NumPy IVF this replaces (issue 19) searched 1M vectors in 19.6 ms p50 under load
+against faiss's 8.6 ms at the same recall, and built 1.7x slower.
 
-nprobe 9 would be enough for 0.96 at 0.4 ms; the calibration asks for 0.99 on queries
-harder than real ones because the latency budget (5 ms) leaves room. Build at 100k:
-5-7 s (k-means on a sample of 64 rows a list, 12 rounds, then one assignment pass).
+Filters (``mask``, aligned with :attr:`VectorIndex.ids`) walk the lists in centroid
+order, skipping lists with no allowed row, until they hold :data:`_FILTER_BUDGET`
+times as many allowed rows as an unfiltered probe reads, and search those lists with
+a faiss bitmap selector; if that returns fewer than ``k`` hits while ``k`` rows are
+allowed, every list is searched under the selector (exact over the allowed rows).
 
-Filters (``mask``) walk the lists in centroid order, skipping lists with no allowed
-row, until they have read 1.5 times as many allowed rows as an unfiltered probe reads;
-a scattered filter that would need most lists falls back to scoring the allowed rows
-alone. At 100k: random 1/2, 1/8, 1/32 filters 2.9 / 3.3 / 2.5 ms p50, recall >= 0.996;
-content-following filters (a region holding 12-38% of rows) 3.2-3.6 ms, recall
-0.97-0.99. Probing ``nprobe / share`` lists instead reached only 0.94 on those.
+Changes: :meth:`VectorIndex.add` assigns new vectors to their nearest lists and
+:meth:`VectorIndex.remove` deletes rows, both without retraining. When the index
+drifts from what it was trained for (the count left ``[trained / 2, 2 · trained]``,
+crossed :data:`EXACT_MAX`, or the lists grew :data:`_REBUILD_IMBALANCE` times more
+uneven than at training), the next change retrains it from the vectors it holds.
 
-Every matrix-vector product on the query path runs in blocks of 1,024 rows
-(:func:`_dot`): one big product is split across OpenBLAS threads, and when another
-process or torch's OpenMP workers hold a core those threads wait out scheduler slices
-(10k exact: 12 ms p50 instead of 0.6; in blocks: 0.9 ms).
-
-Rejected: LanceDB's IVF_HNSW_SQ (FACTS.md: 3-4 ms a query plus 3-4 ms per-query
-overhead, recall 0.90-0.93 at defaults) and exact NumPy at 100k (7-8 ms).
-
-Against maintained libraries (``tests/benchmarks/bench_ann.py``, same data, same run,
-one query thread, 2 cores shared with other work at load 13-18): at 100k this IVF
-built in 35.7 s, held 2 MB beyond the vectors, searched in 1.16 ms p50 at recall@10
-0.986; faiss ``IndexIVFFlat`` (same nlist, nprobe calibrated the same way) 52.4 s,
-+148 MB (its own copy of the vectors), 1.42 ms p50, recall 0.999. HNSW builds are far
-slower on 2 cores: 20k vectors took usearch (M 16, f32) 76 s, usearch i8 21 s (recall
-0.942), faiss HNSW (M 32) 34 s, against 15.5 s for this IVF; a 100k usearch f32 build
-did not finish in 9 minutes. At 1M (same run) this IVF built in 381 s, searched in
-19.6 ms p50 at recall 0.992; faiss IVF 220 s, 8.6 ms, 0.994, +1.5 GB. faiss wins at
-1M: replacing this module's IVF with it is the open step of issue 19.
-
-:meth:`VectorIndex.save` writes a LanceDB table ``vectors`` (``id``, ``vector``,
-``list``) as the durable store, ``centroids.npy`` and ``params.json`` (written last,
-atomically: a directory without it holds no index); :meth:`VectorIndex.load` reads
-them back into memory without re-clustering.
+:meth:`VectorIndex.save` writes ``index.faiss`` (faiss's own serialisation),
+``ids.json`` and ``params.json`` (written last, atomically: a directory without it
+holds no index); :meth:`VectorIndex.load` reads them back without re-clustering.
 """
 
 from __future__ import annotations
@@ -67,85 +45,95 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from aqe.search.embed import _usable_cpus
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-__all__ = ["CALIBRATION_RECALL", "EXACT_MAX", "TARGET_RECALL", "VectorIndex"]
+__all__ = ["CALIBRATION_RECALL", "EXACT_MAX", "TARGET_RECALL", "VectorIndex", "exact_top"]
 
 EXACT_MAX = 20_000
-"""Largest index kept exact (a full matmul: 0.3 ms at 10k, 0.9-1 ms at 20k on 2 cores)."""
+"""Largest index kept as one list (every row scored)."""
 TARGET_RECALL = 0.95
 """The recall@10 an IVF index must keep against exact search."""
 CALIBRATION_RECALL = 0.99
 """Recall@10 demanded on the calibration queries: a margin above :data:`TARGET_RECALL`."""
+LISTS_PER_SQRT = 2.0
+"""``nlist = LISTS_PER_SQRT · sqrt(n)``."""
 
-_FORMAT = 1
-_TABLE = "vectors"
+_FORMAT = 2
+_INDEX = "index.faiss"
+_IDS = "ids.json"
 _PARAMS = "params.json"
-_CENTROIDS = "centroids.npy"
 _CALIBRATION_QUERIES = 256
 _CALIBRATION_K = 10
 _CALIBRATION_NOISE = 1.5
-_KMEANS_ITERATIONS = 12
+_KMEANS_ITERATIONS = 10
 _SAMPLE_PER_LIST = 64
-_MAX_PROBE_FRACTION = 0.35  # above this share of rows an IVF probe costs as much as exact
-_ASSIGN_CHUNK = 8192
-_BLOCK = 1024  # rows per matrix-vector product on the query path (see _dot)
-_GATHER_COST = 3  # a gathered row costs about this many contiguous ones (measured)
+_MAX_PROBE_FRACTION = 0.35  # above this share of lists an IVF probe costs as much as exact
 _FILTER_BUDGET = 1.5  # allowed rows read under a filter, in unfiltered probes' rows
+_REBUILD_GROWTH = 2.0  # retrain when the count leaves [trained / 2, 2 * trained]
+_REBUILD_IMBALANCE = 1.5  # ... or the lists got this much more uneven than at training
+_TRUTH_BLOCK = 65_536
+_KEPT_PARAMS = (  # what a rebuild carries over; the rest is the build's outcome
+    *("format", "backend", "structure", "precision", "metric", "dim"),
+    *("seed", "exact_max", "nlist_asked", "model"),
+)
 
 Kind = Literal["exact", "ivf"]
 Hits = list[tuple[str, float]]
 
 
-def _top(scores: NDArray[np.float32], k: int) -> NDArray[np.intp]:
-    """Positions of the ``k`` largest scores, best first (ties by position)."""
-    if k >= scores.shape[0]:
-        return np.argsort(-scores, kind="stable")
-    part = np.argpartition(-scores, k - 1)[:k]
-    return part[np.argsort(-scores[part], kind="stable")]
+@contextmanager
+def _threads(count: int) -> Iterator[None]:
+    """Run faiss (OpenMP) on ``count`` threads inside the block."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
-def _dot(rows: NDArray[np.float32], q: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``rows @ q`` in blocks OpenBLAS runs on one thread.
+def _check(ids: Sequence[str], vectors: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if matrix.ndim != 2:
+        raise ValueError(f"vectors must be 2-d (n, dim), got shape {matrix.shape}")
+    if len(ids) != matrix.shape[0]:
+        raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} vectors")
+    if len(set(ids)) != len(ids):
+        raise ValueError("ids must be unique")
+    if not np.isfinite(matrix).all():
+        raise ValueError("vectors contain NaN or infinity")
+    return matrix
 
-    A large matrix-vector product is split across OpenBLAS threads that wait for each
-    other; when another process (or torch's OpenMP workers) holds a core, every wait
-    costs a scheduler slice: 10k x 384 took 12 ms p50 instead of 0.6 with one core
-    busy, and 0.9 ms in blocks of 1,024 rows (measured on 2 cores).
+
+def exact_top(matrix: NDArray[np.float32], queries: NDArray[np.float32], k: int) -> Any:
+    """Rows of the ``k`` best scores of each query, best first (blocked matrix products).
+
+    The ground truth of recall measurements: ``(len(queries), k)`` row numbers.
     """
-    if rows.shape[0] <= _BLOCK:
-        out: NDArray[np.float32] = rows @ q
-        return out
-    out = np.empty(rows.shape[0], dtype=np.float32)
-    for start in range(0, rows.shape[0], _BLOCK):
-        np.dot(rows[start : start + _BLOCK], q, out=out[start : start + _BLOCK])
-    return out
-
-
-def _gather_dot(
-    data: NDArray[np.float32], positions: NDArray[np.intp], q: NDArray[np.float32]
-) -> NDArray[np.float32]:
-    """``data[positions] @ q`` without copying more than a block of rows at a time."""
-    out = np.empty(positions.shape[0], dtype=np.float32)
-    for start in range(0, positions.shape[0], _BLOCK):
-        block = positions[start : start + _BLOCK]
-        np.dot(data[block], q, out=out[start : start + _BLOCK])
-    return out
-
-
-def _assign(vectors: NDArray[np.float32], centroids: NDArray[np.float32]) -> NDArray[np.intp]:
-    labels = np.empty(vectors.shape[0], dtype=np.intp)
-    for start in range(0, vectors.shape[0], _ASSIGN_CHUNK):
-        block = vectors[start : start + _ASSIGN_CHUNK] @ centroids.T
-        labels[start : start + _ASSIGN_CHUNK] = np.argmax(block, axis=1)
-    return labels
+    best_s = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+    best_i = np.zeros((queries.shape[0], k), dtype=np.int64)
+    for start in range(0, matrix.shape[0], _TRUTH_BLOCK):
+        scores = queries @ matrix[start : start + _TRUTH_BLOCK].T
+        kk = min(k, scores.shape[1])
+        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        all_s = np.concatenate([best_s, np.take_along_axis(scores, part, 1)], axis=1)
+        all_i = np.concatenate([best_i, part + start], axis=1)
+        keep = np.argsort(-all_s, axis=1, kind="stable")[:, :k]
+        best_s = np.take_along_axis(all_s, keep, 1)
+        best_i = np.take_along_axis(all_i, keep, 1)
+    return best_i
 
 
 def _normalise_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -155,52 +143,69 @@ def _normalise_rows(matrix: NDArray[np.float32]) -> NDArray[np.float32]:
     return out
 
 
-def _spherical_kmeans(
-    vectors: NDArray[np.float32], nlist: int, rng: np.random.Generator
-) -> NDArray[np.float32]:
-    """Unit-length centroids of ``nlist`` clusters (Lloyd on the sphere, seeded)."""
-    sample_size = min(vectors.shape[0], nlist * _SAMPLE_PER_LIST)
-    sample = vectors[np.sort(rng.choice(vectors.shape[0], sample_size, replace=False))]
-    centroids: NDArray[np.float32] = sample[rng.choice(sample_size, nlist, replace=False)].copy()
-    for _ in range(_KMEANS_ITERATIONS):
-        labels = _assign(sample, centroids)
-        sums = np.zeros_like(centroids)
-        np.add.at(sums, labels, sample)
-        counts = np.bincount(labels, minlength=nlist)
-        empty = np.flatnonzero(counts == 0)
-        if empty.size:
-            # Reseed empty lists with the rows their centroids fit worst.
-            fit = np.einsum("ij,ij->i", sample, centroids[labels])
-            sums[empty] = sample[np.argsort(fit, kind="stable")[: empty.size]]
-        centroids = _normalise_rows(sums)
-    return centroids
+def _calibrate(
+    matrix: NDArray[np.float32],
+    labels: NDArray[np.int64],
+    centroids: NDArray[np.float32],
+    rng: np.random.Generator,
+) -> tuple[int, float]:
+    """Smallest ``nprobe`` whose measured recall@10 reaches :data:`CALIBRATION_RECALL`.
+
+    An ``IndexIVFFlat`` probe scores every row of the probed lists exactly, so a true
+    neighbour is found iff its list is probed: recall at ``nprobe`` is the share of
+    true neighbours whose list ranks among the query's ``nprobe`` best centroids.
+    """
+    n, dim = matrix.shape
+    count = min(_CALIBRATION_QUERIES, n)
+    a = matrix[rng.choice(n, count, replace=False)]
+    b = matrix[rng.choice(n, count, replace=False)]
+    mix = rng.uniform(0.0, 1.0, size=(count, 1)).astype(np.float32)
+    noise = rng.standard_normal(a.shape).astype(np.float32) / math.sqrt(dim)
+    queries = _normalise_rows(a + mix * b + _CALIBRATION_NOISE * noise)
+    truth = exact_top(matrix, queries, _CALIBRATION_K)  # (q, 10): the true neighbours
+    order = np.argsort(-(queries @ centroids.T), axis=1, kind="stable")
+    rank = np.empty_like(order)
+    rows = np.arange(count)[:, None]
+    rank[rows, order] = np.arange(order.shape[1])[None, :]
+    needed = rank[rows, labels[truth]]  # (q, 10): lists that must be probed, by rank
+    lists = centroids.shape[0]
+    for nprobe in range(1, lists + 1):
+        recall = float(np.mean(needed < nprobe))
+        if recall >= CALIBRATION_RECALL:
+            return nprobe, recall
+    return lists, 1.0  # pragma: no cover - nprobe == nlist always reaches 1.0
 
 
 class VectorIndex:
-    """Top-k cosine search over unit vectors, exact or IVF (see the module docstring).
+    """Top-k cosine search over unit vectors (see the module docstring).
 
     Build one with :meth:`build` or :meth:`load`; the constructor is internal.
     """
 
-    def __init__(
-        self,
-        ids: list[str],
-        data: NDArray[np.float32],
-        *,
-        perm: NDArray[np.intp],
-        starts: NDArray[np.intp],
-        centroids: NDArray[np.float32] | None,
-        nprobe: int,
-        params: dict[str, Any],
-    ) -> None:
-        self._ids = ids  # original order
-        self._data = data  # rows in list order (== original order when exact)
-        self._perm = perm  # row position -> original index
-        self._ids_by_pos = [ids[i] for i in perm.tolist()]
-        self._starts = starts  # list l holds rows starts[l]:starts[l + 1]
-        self._centroids = centroids
-        self.nprobe = nprobe
+    def __init__(self, index: Any, slots: list[str | None], params: dict[str, Any]) -> None:
+        self._index = index  # faiss.IndexIVFFlat; labels are positions in ``slots``
+        self._slots = slots  # label -> id, None where removed
+        self._label = {pid: i for i, pid in enumerate(slots) if pid is not None}
         self.params = params
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute what follows from the faiss index: live labels, each row's list."""
+        import faiss
+
+        index = self._index
+        invlists = index.invlists
+        lists = np.full(len(self._slots), -1, dtype=np.int32)
+        for number in range(index.nlist):
+            size = invlists.list_size(number)
+            if size:
+                labels = faiss.rev_swig_ptr(invlists.get_ids(number), size)
+                lists[labels] = number
+        self._lists = lists  # label -> list, -1 where removed
+        self._live = np.flatnonzero(lists >= 0).astype(np.int64)
+        self._centroids = index.quantizer.reconstruct_n(0, index.nlist)
+        self.nprobe = int(self.params.get("nprobe", 1))
+        self.params["count"] = int(self._live.shape[0])
 
     # -- construction -------------------------------------------------------------
 
@@ -222,8 +227,8 @@ class VectorIndex:
             vectors: ``(n, dim)`` unit vectors.
             seed: Seed of k-means and of the calibration queries (builds are
                 deterministic for a given seed and input).
-            exact_max: Largest ``n`` kept exact.
-            nlist: IVF lists; default ``2·sqrt(n)``.
+            exact_max: Largest ``n`` kept as one list.
+            nlist: IVF lists; default ``LISTS_PER_SQRT·sqrt(n)``.
             model: The embedder's ``model_version`` the vectors came from, kept in
                 :attr:`params` (``"model"``) so vectors of another backend or
                 precision are never searched with this one's queries.
@@ -234,76 +239,92 @@ class VectorIndex:
         Raises:
             ValueError: Shapes disagree, ids repeat, or the values are not finite.
         """
-        matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-        if matrix.ndim != 2:
-            raise ValueError(f"vectors must be 2-d (n, dim), got shape {matrix.shape}")
-        n, dim = matrix.shape
         id_list = list(ids)
-        if len(id_list) != n:
-            raise ValueError(f"{len(id_list)} ids for {n} vectors")
-        if len(set(id_list)) != n:
-            raise ValueError("ids must be unique")
-        if not np.isfinite(matrix).all():
-            raise ValueError("vectors contain NaN or infinity")
+        matrix = _check(id_list, vectors)
         params: dict[str, Any] = {
             "format": _FORMAT,
-            "kind": "exact",
-            "count": n,
-            "dim": dim,
+            "backend": "faiss",
+            "structure": "IndexIVFFlat",
+            "precision": "float32",
+            "metric": "inner_product",
+            "dim": int(matrix.shape[1]),
             "seed": seed,
             "exact_max": exact_max,
+            "nlist_asked": nlist,
             "model": model,
         }
-        identity = np.arange(n, dtype=np.intp)
-        exact = cls(
-            id_list,
-            matrix,
-            perm=identity,
-            starts=np.array([0, n], dtype=np.intp),
-            centroids=None,
-            nprobe=1,
-            params=params,
-        )
-        if n <= exact_max or n < 4 * _CALIBRATION_K:
-            return exact
-        lists = nlist or max(2, round(2 * math.sqrt(n)))
-        lists = min(lists, n // 4)
-        rng = np.random.default_rng(seed)
-        centroids = _spherical_kmeans(matrix, lists, rng)
-        labels = _assign(matrix, centroids)
-        perm = np.argsort(labels, kind="stable")
-        starts = np.searchsorted(labels[perm], np.arange(lists + 1)).astype(np.intp)
-        nprobe, recall = _calibrate(matrix, labels, centroids, starts, rng)
-        probed = _probe_share(starts, nprobe)
-        if probed > _MAX_PROBE_FRACTION:
-            params["ivf_rejected"] = {"nlist": lists, "nprobe": nprobe, "probed_share": probed}
-            return exact
-        params.update(
-            kind="ivf",
-            nlist=lists,
-            nprobe=nprobe,
-            calibration_recall=recall,
-            probed_share=probed,
-        )
-        return cls(
-            id_list,
-            np.ascontiguousarray(matrix[perm]),
-            perm=perm,
-            starts=starts,
-            centroids=centroids,
-            nprobe=nprobe,
-            params=params,
-        )
+        return cls._build(id_list, matrix, params)
+
+    @classmethod
+    def _build(
+        cls, ids: list[str], matrix: NDArray[np.float32], params: dict[str, Any]
+    ) -> VectorIndex:
+        import faiss
+
+        n, dim = matrix.shape
+        params = {key: params[key] for key in _KEPT_PARAMS}
+        params["faiss"] = faiss.__version__
+        params["trained_count"] = n
+        labels = np.arange(n, dtype=np.int64)
+        exact_max = int(params["exact_max"])
+        if n > exact_max and n >= 4 * _CALIBRATION_K:
+            lists = int(params["nlist_asked"] or max(2, round(LISTS_PER_SQRT * math.sqrt(n))))
+            lists = min(lists, n // 4)
+            index: Any = faiss.IndexIVFFlat(
+                faiss.IndexFlatIP(dim), dim, lists, faiss.METRIC_INNER_PRODUCT
+            )
+            index.cp.spherical = True
+            index.cp.niter = _KMEANS_ITERATIONS
+            index.cp.seed = int(params["seed"])
+            index.cp.max_points_per_centroid = _SAMPLE_PER_LIST
+            index.cp.min_points_per_centroid = 1  # small samples are fine (no warning)
+            with _threads(_usable_cpus()):
+                index.train(matrix)
+                assign = index.quantizer.assign(matrix, 1).reshape(-1)
+            centroids = index.quantizer.reconstruct_n(0, lists)
+            rng = np.random.default_rng(int(params["seed"]))
+            nprobe, recall = _calibrate(matrix, assign, centroids, rng)
+            if nprobe / lists <= _MAX_PROBE_FRACTION:
+                _add(index, matrix, labels, assign)
+                params.update(
+                    kind="ivf",
+                    nlist=lists,
+                    nprobe=nprobe,
+                    calibration_recall=recall,
+                    probed_share=nprobe / lists,
+                )
+                params["imbalance"] = float(index.invlists.imbalance_factor())
+                return cls(index, list[str | None](ids), params)
+            params["ivf_rejected"] = {
+                "nlist": lists,
+                "nprobe": nprobe,
+                "probed_share": nprobe / lists,
+            }
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, 1, faiss.METRIC_INNER_PRODUCT)
+        index.quantizer.add(np.zeros((1, dim), dtype=np.float32))
+        index.is_trained = True
+        _add(index, matrix, labels, np.zeros(n, dtype=np.int64))
+        params.update(kind="exact", nlist=1, nprobe=1)
+        params["imbalance"] = 1.0
+        return cls(index, list[str | None](ids), params)
 
     # -- queries ------------------------------------------------------------------
 
     @property
     def kind(self) -> Kind:
-        """``"exact"`` or ``"ivf"``."""
-        return "ivf" if self._centroids is not None else "exact"
+        """``"exact"`` (one list) or ``"ivf"``."""
+        return "exact" if self._index.nlist == 1 else "ivf"
+
+    @property
+    def ids(self) -> list[str]:
+        """The ids held, in the order a ``mask`` follows (build order, then additions)."""
+        return [str(self._slots[label]) for label in self._live.tolist()]
 
     def __len__(self) -> int:
-        return len(self._ids)
+        return int(self._live.shape[0])
+
+    def __contains__(self, pattern_id: object) -> bool:
+        return pattern_id in self._label
 
     def search(
         self, query: NDArray[np.floating[Any]], k: int, *, mask: NDArray[np.bool_] | None = None
@@ -313,177 +334,231 @@ class VectorIndex:
         Args:
             query: A ``(dim,)`` unit vector.
             k: How many results.
-            mask: Optional booleans aligned with the build's ids; only ``True`` rows
-                may be returned, and ``k`` are returned whenever ``k`` rows are allowed.
+            mask: Optional booleans aligned with :attr:`ids`; only ``True`` rows may be
+                returned, and ``k`` are returned whenever ``k`` rows are allowed.
 
         Returns:
             Up to ``k`` ``(id, score)`` pairs.
         """
         q = self._query(query)
-        if mask is not None:
-            mask = self._mask(mask)
-        if k <= 0 or not self._ids:
+        selector = None if mask is None else self._selector(mask)
+        if k <= 0 or not len(self):
             return []
-        centroids = self._centroids
-        if centroids is None:
-            return self._exact(q, k, mask)
-        if mask is None:
-            return self._ivf(centroids, q, k)
-        allowed = int(np.count_nonzero(mask))
-        if allowed <= k:
-            return self._exact(q, k, mask)
-        hits = self._ivf_filtered(centroids, q, k, mask, allowed)
-        return hits if len(hits) >= k else self._exact(q, k, mask)
+        if selector is None:
+            return self._search(q, k, self.nprobe)
+        bitmap, allowed = selector
+        if allowed == 0:
+            return []
+        if self.kind == "exact":
+            return self._search(q, k, 1, bitmap)
+        hits = self._filtered(q, k, mask, bitmap)  # type: ignore[arg-type]
+        if len(hits) < min(k, allowed):
+            hits = self._search(q, k, self._index.nlist, bitmap)
+        return hits
 
     def exact(
         self, query: NDArray[np.floating[Any]], k: int, *, mask: NDArray[np.bool_] | None = None
     ) -> Hits:
         """Brute-force :meth:`search`: every (allowed) row scored, recall 1.0."""
         q = self._query(query)
-        if mask is not None:
-            mask = self._mask(mask)
-        if k <= 0 or not self._ids:
+        selector = None if mask is None else self._selector(mask)
+        if k <= 0 or not len(self):
             return []
-        return self._exact(q, k, mask)
+        return self._search(q, k, self._index.nlist, None if selector is None else selector[0])
 
     def _query(self, query: NDArray[np.floating[Any]]) -> NDArray[np.float32]:
-        q = np.asarray(query, dtype=np.float32).reshape(-1)
-        if q.shape[0] != self._data.shape[1] and self._ids:
-            raise ValueError(f"query has {q.shape[0]} dimensions, the index {self._data.shape[1]}")
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
+        if q.shape[1] != self._index.d:
+            raise ValueError(f"query has {q.shape[1]} dimensions, the index {self._index.d}")
         return q
 
-    def _mask(self, mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    def _selector(self, mask: NDArray[np.bool_]) -> tuple[Any, int]:
+        """A faiss bitmap over labels from a mask over :attr:`ids`, and its count."""
         m = np.asarray(mask, dtype=bool)
-        if m.shape != (len(self._ids),):
-            raise ValueError(f"mask has shape {m.shape}, the index {len(self._ids)} rows")
-        return m
+        if m.shape != (len(self),):
+            raise ValueError(f"mask has shape {m.shape}, the index {len(self)} rows")
+        bits = np.zeros(len(self._slots), dtype=bool)
+        bits[self._live[m]] = True
+        return np.packbits(bits, bitorder="little"), int(np.count_nonzero(m))
 
-    def _exact(self, q: NDArray[np.float32], k: int, mask: NDArray[np.bool_] | None) -> Hits:
-        if mask is None:
-            scores = _dot(self._data, q)
-            return [(self._ids_by_pos[p], float(scores[p])) for p in _top(scores, k).tolist()]
-        positions = np.flatnonzero(mask[self._perm])  # ascending: memory order
-        if positions.size == 0:
-            return []
-        if positions.size * _GATHER_COST < mask.shape[0]:
-            scores = _gather_dot(self._data, positions, q)
-        else:
-            scores = _dot(self._data, q)[positions]
-        best = _top(scores, k)
-        return [
-            (self._ids_by_pos[p], float(scores[i]))
-            for i, p in zip(best.tolist(), positions[best].tolist(), strict=True)
-        ]
+    def _search(self, q: NDArray[np.float32], k: int, nprobe: int, bitmap: Any = None) -> Hits:
+        import faiss
 
-    def _ivf(self, centroids: NDArray[np.float32], q: NDArray[np.float32], k: int) -> Hits:
-        lists = _top(centroids @ q, self.nprobe)
-        lists.sort()  # memory order: the slices are read front to back
-        starts = self._starts[lists]
-        ends = self._starts[lists + 1]
-        data = self._data
-        scores = np.concatenate(
-            [_dot(data[s:e], q) for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
-        )
-        sizes = ends - starts
-        offsets = np.cumsum(sizes) - sizes  # where each list begins in ``scores``
-        best = _top(scores, k)
-        which = np.searchsorted(offsets, best, side="right") - 1
-        rows = starts[which] + best - offsets[which]
-        return [
-            (self._ids_by_pos[p], float(scores[i]))
-            for i, p in zip(best.tolist(), rows.tolist(), strict=True)
-        ]
+        params = faiss.SearchParametersIVF()
+        params.nprobe = nprobe
+        if bitmap is not None:
+            selector = faiss.IDSelectorBitmap(len(self._slots), faiss.swig_ptr(bitmap))
+            params.sel = selector
+        scores, labels = self._index.search(q, k, params=params)
+        return self._hits(scores[0], labels[0])
 
-    def _ivf_filtered(
-        self,
-        centroids: NDArray[np.float32],
-        q: NDArray[np.float32],
-        k: int,
-        mask: NDArray[np.bool_],
-        allowed: int,
+    def _filtered(
+        self, q: NDArray[np.float32], k: int, mask: NDArray[np.bool_], bitmap: Any
     ) -> Hits:
         """IVF under a filter: probe until as many *allowed* rows are read as unfiltered.
 
-        Lists are walked in centroid order, skipping lists with no allowed row, until
-        they hold :data:`_FILTER_BUDGET` times the rows an unfiltered probe reads. A
-        filter that follows the content (a category) concentrates in few lists and
-        stays cheap; a scattered one needs many lists, and then scoring the allowed
-        rows alone (a gather) or every row is cheaper.
+        A filter that follows the content (a category) concentrates in few lists and
+        stays cheap; a scattered one needs many lists (and then the caller's exact
+        search over the allowed rows is the fallback).
         """
-        n = len(self._ids)
-        bounds = self._starts
-        lists = bounds.shape[0] - 1
-        allowed_at = mask[self._perm]  # by stored position
-        running = np.concatenate(([0], np.cumsum(allowed_at)))
-        per_list = running[bounds[1:]] - running[bounds[:-1]]
-        order = np.argsort(-(centroids @ q), kind="stable")
-        budget = _FILTER_BUDGET * self.nprobe * n / lists
+        import faiss
+
+        index = self._index
+        lists = index.nlist
+        per_list = np.bincount(
+            self._lists[self._live[np.asarray(mask, dtype=bool)]], minlength=lists
+        )
+        scores = self._centroids @ q[0]
+        order = np.argsort(-scores, kind="stable")
+        budget = _FILTER_BUDGET * self.nprobe * len(self) / lists
         reach = int(np.searchsorted(np.cumsum(per_list[order]), budget)) + 1
         chosen = order[:reach]
-        chosen = np.sort(chosen[per_list[chosen] > 0])
-        starts = bounds[chosen]
-        ends = bounds[chosen + 1]
-        spans = list(zip(starts.tolist(), ends.tolist(), strict=True))
-        read = int((ends - starts).sum())
-        wanted = int(per_list[chosen].sum())
-        if min(read, _GATHER_COST * wanted) >= min(n, _GATHER_COST * allowed):
-            return self._exact(q, k, mask)
-        if _GATHER_COST * wanted < read:
-            probed = np.zeros(lists, dtype=bool)
-            probed[chosen] = True
-            positions = np.flatnonzero(allowed_at & np.repeat(probed, np.diff(bounds)))
-            scores = _gather_dot(self._data, positions, q)
-        else:
-            scores = np.concatenate([_dot(self._data[s:e], q) for s, e in spans])
-            keep = np.concatenate([allowed_at[s:e] for s, e in spans])
-            positions = np.concatenate([np.arange(s, e) for s, e in spans])[keep]
-            scores = scores[keep]
-        best = _top(scores, k)
+        chosen = chosen[per_list[chosen] > 0].astype(np.int64).reshape(1, -1)
+        probe_scores = np.ascontiguousarray(scores[chosen], dtype=np.float32)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = chosen.shape[1]
+        selector = faiss.IDSelectorBitmap(len(self._slots), faiss.swig_ptr(bitmap))
+        params.sel = selector
+        out_scores = np.empty((1, k), dtype=np.float32)
+        out_labels = np.empty((1, k), dtype=np.int64)
+        index.search_preassigned_c(
+            1,
+            faiss.swig_ptr(q),
+            k,
+            faiss.swig_ptr(chosen),
+            faiss.swig_ptr(probe_scores),
+            faiss.swig_ptr(out_scores),
+            faiss.swig_ptr(out_labels),
+            False,
+            params,
+        )
+        return self._hits(out_scores[0], out_labels[0])
+
+    def _hits(self, scores: Any, labels: Any) -> Hits:
+        slots = self._slots
         return [
-            (self._ids_by_pos[p], float(scores[i]))
-            for i, p in zip(best.tolist(), positions[best].tolist(), strict=True)
+            (str(slots[label]), float(score))
+            for score, label in zip(scores.tolist(), labels.tolist(), strict=True)
+            if label >= 0
         ]
+
+    # -- changes ------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: NDArray[np.floating[Any]]) -> None:
+        """Add new rows to their nearest lists (no retraining unless the index drifted).
+
+        Raises:
+            ValueError: Bad shapes or values, or an id the index already holds.
+        """
+        id_list = list(ids)
+        matrix = _check(id_list, vectors)
+        if matrix.shape[1] != self._index.d:
+            raise ValueError(
+                f"vectors have {matrix.shape[1]} dimensions, the index {self._index.d}"
+            )
+        held = [pid for pid in id_list if pid in self._label]
+        if held:
+            raise ValueError(f"{len(held)} ids already in the index, e.g. {held[0]!r}")
+        if not id_list:
+            return
+        first = len(self._slots)
+        labels = np.arange(first, first + len(id_list), dtype=np.int64)
+        assign = self._index.quantizer.assign(matrix, 1).reshape(-1)
+        _add(self._index, matrix, labels, assign)
+        self._slots.extend(id_list)
+        self._label.update((pid, first + i) for i, pid in enumerate(id_list))
+        self._refresh()
+        self._retrain_if_drifted()
+
+    def remove(self, ids: Sequence[str]) -> None:
+        """Remove rows by id.
+
+        Raises:
+            KeyError: An id the index does not hold (nothing is removed then).
+        """
+        import faiss
+
+        missing = [pid for pid in ids if pid not in self._label]
+        if missing:
+            raise KeyError(f"{len(missing)} ids not in the index, e.g. {missing[0]!r}")
+        labels = np.array([self._label.pop(pid) for pid in ids], dtype=np.int64)
+        if labels.size == 0:
+            return
+        self._index.remove_ids(faiss.IDSelectorBatch(labels.shape[0], faiss.swig_ptr(labels)))
+        for label in labels.tolist():
+            self._slots[label] = None
+        self._refresh()
+        self._retrain_if_drifted()
+
+    def drift(self) -> str | None:
+        """Why the index should be retrained now, or ``None``."""
+        n = len(self)
+        trained = int(self.params["trained_count"])
+        exact_max = int(self.params["exact_max"])
+        if self.kind == "exact":
+            # One list that rejected the IVF (no cluster structure) tries again at 2x.
+            tried = trained > exact_max
+            grown = n > exact_max and (not tried or n > _REBUILD_GROWTH * trained)
+            return f"{n} rows, above exact_max {exact_max}" if grown else None
+        if not trained / _REBUILD_GROWTH <= n <= trained * _REBUILD_GROWTH:
+            return f"{n} rows, trained on {trained}"
+        imbalance = float(self._index.invlists.imbalance_factor())
+        if imbalance > _REBUILD_IMBALANCE * float(self.params["imbalance"]):
+            return f"list imbalance {imbalance:.2f}, {self.params['imbalance']:.2f} at training"
+        return None
+
+    def _retrain_if_drifted(self) -> None:
+        reason = self.drift()
+        if reason is not None:
+            self.rebuild(reason)
+
+    def rebuild(self, reason: str = "asked") -> None:
+        """Retrain from the vectors the index holds (ids keep their order)."""
+        ids, matrix = self._vectors()
+        fresh = VectorIndex._build(ids, matrix, self.params)
+        fresh.params["rebuilt"] = reason
+        self.__dict__.update(fresh.__dict__)
+
+    def _vectors(self) -> tuple[list[str], NDArray[np.float32]]:
+        """The held ids (in :attr:`ids` order) and their vectors, copied out of faiss."""
+        import faiss
+
+        index = self._index
+        invlists = index.invlists
+        dim = index.d
+        matrix = np.empty((len(self._slots), dim), dtype=np.float32)
+        for number in range(index.nlist):
+            size = invlists.list_size(number)
+            if size:
+                labels = faiss.rev_swig_ptr(invlists.get_ids(number), size)
+                codes = faiss.rev_swig_ptr(invlists.get_codes(number), size * index.code_size)
+                matrix[labels] = codes.view(np.float32).reshape(size, dim)
+        return self.ids, matrix[self._live]
 
     # -- persistence --------------------------------------------------------------
 
     def save(self, directory: Path) -> None:
-        """Write the index under ``directory``: LanceDB table, centroids, params last.
+        """Write the index under ``directory``: faiss index, ids, params last.
 
         Args:
             directory: Created if missing; an index already there is replaced.
         """
-        import lancedb
-        import pyarrow as pa
+        import faiss
 
         directory.mkdir(parents=True, exist_ok=True)
         params_path = directory / _PARAMS
         params_path.unlink(missing_ok=True)  # the directory holds no index until the end
-        n, dim = len(self._ids), self._data.shape[1]
-        labels = np.zeros(n, dtype=np.int32)
-        if self._centroids is not None:
-            sizes = np.diff(self._starts)
-            labels[self._perm] = np.repeat(np.arange(sizes.shape[0], dtype=np.int32), sizes)
-        original = np.empty_like(self._data)
-        original[self._perm] = self._data
-        table = pa.table(
-            {
-                "id": pa.array(self._ids, type=pa.string()),
-                "vector": pa.FixedSizeListArray.from_arrays(
-                    pa.array(original.reshape(-1), type=pa.float32()), dim
-                ),
-                "list": pa.array(labels, type=pa.int32()),
-            }
-        )
-        db = lancedb.connect(str(directory))
-        # "overwrite" of a table that is not there makes lance log a warning on stderr.
-        exists = (directory / f"{_TABLE}.lance").exists()
-        db.create_table(_TABLE, data=table, mode="overwrite" if exists else "create")
-        (directory / _CENTROIDS).unlink(missing_ok=True)
-        if self._centroids is not None:
-            with (directory / _CENTROIDS).open("wb") as fh:
-                np.save(fh, self._centroids)
-                fh.flush()
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=_INDEX, suffix=".tmp")
+        os.close(fd)
+        try:
+            faiss.write_index(self._index, tmp)
+            with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.replace(tmp, directory / _INDEX)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _write_atomic(directory / _IDS, json.dumps(self._slots))
         _write_atomic(params_path, json.dumps(self.params, sort_keys=True, indent=2))
 
     @classmethod
@@ -500,93 +575,63 @@ class VectorIndex:
             FileNotFoundError: No complete index there.
             ValueError: The files disagree with each other.
         """
-        import lancedb
+        import faiss
 
         params_path = directory / _PARAMS
         if not params_path.is_file():
             raise FileNotFoundError(f"no vector index in {directory} (missing {_PARAMS})")
         params: dict[str, Any] = json.loads(params_path.read_text(encoding="utf-8"))
+        if params.get("format") == 1:
+            return cls._migrate(directory, params)
         if params.get("format") != _FORMAT:
-            raise ValueError(f"vector index format {params.get('format')!r} is not {_FORMAT}")
-        table = lancedb.connect(str(directory)).open_table(_TABLE).to_arrow()
-        n, dim = int(params["count"]), int(params["dim"])
-        if table.num_rows != n:
-            raise ValueError(f"vector table holds {table.num_rows} rows, params say {n}")
-        ids = [str(x) for x in table.column("id").to_pylist()]
-        vector_col = table.column("vector").combine_chunks()
-        flat = vector_col.values.to_numpy(zero_copy_only=False)
-        matrix = np.ascontiguousarray(flat, dtype=np.float32).reshape(n, dim)
-        if params["kind"] == "exact":
-            return cls(
-                ids,
-                matrix,
-                perm=np.arange(n, dtype=np.intp),
-                starts=np.array([0, n], dtype=np.intp),
-                centroids=None,
-                nprobe=1,
-                params=params,
+            raise ValueError(
+                f"{params_path}: vector index format {params.get('format')!r} is not {_FORMAT}"
             )
-        centroids = np.load(directory / _CENTROIDS).astype(np.float32)
-        lists = int(params["nlist"])
-        if centroids.shape != (lists, dim):
-            raise ValueError(f"centroids have shape {centroids.shape}, params say ({lists}, {dim})")
-        labels = table.column("list").to_numpy().astype(np.intp)
-        perm = np.argsort(labels, kind="stable")
-        starts = np.searchsorted(labels[perm], np.arange(lists + 1)).astype(np.intp)
-        return cls(
+        slots: list[str | None] = json.loads((directory / _IDS).read_text(encoding="utf-8"))
+        index: Any = faiss.read_index(str(directory / _INDEX))
+        if index.d != int(params["dim"]) or index.nlist != int(params["nlist"]):
+            raise ValueError(
+                f"{directory / _INDEX}: {index.nlist} lists of {index.d} dimensions, "
+                f"{_PARAMS} says {params['nlist']} of {params['dim']}"
+            )
+        loaded = cls(index, slots, params)
+        held = sum(pid is not None for pid in slots)
+        if len(loaded) != held:
+            raise ValueError(f"{directory / _INDEX}: {len(loaded)} rows, {_IDS} names {held}")
+        return loaded
+
+    @classmethod
+    def _migrate(cls, directory: Path, params: dict[str, Any]) -> VectorIndex:
+        """An index built from a format-1 directory (the NumPy IVF's LanceDB table).
+
+        In memory only: the directory is rewritten when the search set is next built.
+        """
+        import lancedb
+
+        table = lancedb.connect(str(directory)).open_table("vectors").to_arrow()
+        ids = [str(x) for x in table.column("id").to_pylist()]
+        flat = table.column("vector").combine_chunks().values.to_numpy(zero_copy_only=False)
+        matrix = np.asarray(flat, dtype=np.float32).reshape(len(ids), int(params["dim"]))
+        index = cls.build(
             ids,
-            np.ascontiguousarray(matrix[perm]),
-            perm=perm,
-            starts=starts,
-            centroids=centroids,
-            nprobe=int(params["nprobe"]),
-            params=params,
+            matrix,
+            seed=int(params.get("seed", 0)),
+            exact_max=int(params.get("exact_max", EXACT_MAX)),
+            model=params.get("model"),
         )
+        index.params["migrated_from_format"] = 1
+        return index
 
 
-def _probe_share(starts: NDArray[np.intp], nprobe: int) -> float:
-    """Expected share of rows ``nprobe`` lists hold (lists of average size)."""
-    lists = starts.shape[0] - 1
-    return min(1.0, nprobe / lists) if lists else 1.0
+def _add(index: Any, matrix: NDArray[np.float32], labels: Any, assign: Any) -> None:
+    """Append rows to the lists given by ``assign`` (faiss ``add_core``)."""
+    import faiss
 
-
-def _calibrate(
-    matrix: NDArray[np.float32],
-    labels: NDArray[np.intp],
-    centroids: NDArray[np.float32],
-    starts: NDArray[np.intp],
-    rng: np.random.Generator,
-) -> tuple[int, float]:
-    """Smallest ``nprobe`` whose measured recall@10 reaches :data:`CALIBRATION_RECALL`.
-
-    An IVF probe scores every row of the probed lists exactly, so a true neighbour is
-    found iff its list is probed: recall at ``nprobe`` is the share of true neighbours
-    whose list ranks among the query's ``nprobe`` best centroids.
-    """
-    n = matrix.shape[0]
-    count = min(_CALIBRATION_QUERIES, n)
-    a = matrix[rng.choice(n, count, replace=False)]
-    b = matrix[rng.choice(n, count, replace=False)]
-    mix = rng.uniform(0.0, 1.0, size=(count, 1)).astype(np.float32)
-    noise = rng.standard_normal(a.shape).astype(np.float32) / math.sqrt(a.shape[1])
-    queries = _normalise_rows(a + mix * b + _CALIBRATION_NOISE * noise)
-    truth = np.concatenate(
-        [
-            np.stack([_top(s, _CALIBRATION_K) for s in block @ matrix.T])
-            for block in np.split(queries, range(64, count, 64))
-        ]
-    )  # (q, 10): the true neighbours' rows
-    order = np.argsort(-(queries @ centroids.T), axis=1, kind="stable")
-    rank = np.empty_like(order)
-    rows = np.arange(count)[:, None]
-    rank[rows, order] = np.arange(order.shape[1])[None, :]
-    needed = rank[rows, labels[truth]]  # (q, 10): lists that must be probed, by rank
-    lists = starts.shape[0] - 1
-    for nprobe in range(1, lists + 1):
-        recall = float(np.mean(needed < nprobe))
-        if recall >= CALIBRATION_RECALL:
-            return nprobe, recall
-    return lists, 1.0  # pragma: no cover - nprobe == nlist always reaches 1.0
+    labels = np.ascontiguousarray(labels, dtype=np.int64)
+    assign = np.ascontiguousarray(assign, dtype=np.int64)
+    index.add_core(
+        matrix.shape[0], faiss.swig_ptr(matrix), faiss.swig_ptr(labels), faiss.swig_ptr(assign)
+    )
 
 
 def _write_atomic(path: Path, text: str) -> None:
