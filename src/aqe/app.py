@@ -81,14 +81,17 @@ async def open_log(
 
     Missing streams are created from ``streams/*.json`` so a first command on a fresh
     machine just works; changing an existing stream is left to ``aqe streams apply``.
+    That check rides out a leader election (a killed node of a cluster): it is retried
+    while the log is unavailable, for :data:`~aqe.log.retry.DEFAULT_UNAVAILABLE_S`.
     """
     from aqe.log.admin import create_missing_streams
     from aqe.log.jetstream import JetStreamEventLog
+    from aqe.log.retry import while_unavailable
 
     log = await JetStreamEventLog.connect(app.settings)
     try:
         if ensure_streams:
-            await create_missing_streams(log.connection, log.specs)
+            await while_unavailable(lambda: create_missing_streams(log.connection, log.specs))
         yield log
     finally:
         await log.close()
@@ -145,14 +148,16 @@ async def catch_up(
     ``bar`` shows the fold's progress (none by default).
 
     Skipped (not an error) when another process holds the projection, e.g. an
-    ``aqe consume NAME --follow`` that keeps it current anyway.
+    ``aqe consume NAME --follow`` that keeps it current anyway. A fold cut by a leader
+    election is run again from the checkpoint it saved, while the log is unavailable.
     """
     from aqe.errors import ProjectionError
+    from aqe.log.retry import while_unavailable
     from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
     from aqe.projections.deadletter import JetStreamDeadLetters
 
     root = projections_root(app)
-    total, start = await pending_events(log, projection, root)
+    total, start = await while_unavailable(lambda: pending_events(log, projection, root))
     if total == 0:
         return None
     try:
@@ -160,7 +165,7 @@ async def catch_up(
             projection_lock(root / projection.name),
             (bar or _no_bar)(total, f"fold {projection.name}") as set_done,
         ):
-            await ProjectionRunner(
+            runner = ProjectionRunner(
                 projection,
                 log,
                 SnapshotStore(projection, root / projection.name),
@@ -168,7 +173,8 @@ async def catch_up(
                 on_progress=fold_progress(set_done, start),
                 progress_every=1000,
                 materialize=materialize,
-            ).run()
+            )
+            await while_unavailable(runner.run)  # each run resumes at the checkpoint
     except ProjectionError as exc:
         return str(exc)
     return None

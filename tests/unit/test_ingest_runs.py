@@ -129,7 +129,7 @@ async def test_the_finish_marker_is_appended_only_after_everything_else() -> Non
     events = big_run(25_000)  # three append_batch calls of cases, then the marker
     log = FailingLog(fail_at=3)
     with pytest.raises(LogUnavailableError):
-        await append_run(log, events)
+        await append_run(log, events, unavailable_s=0)  # an outage that outlasts retries
     stored = [env.decode() async for env in log.read("AQE_TESTS")]
     # Two calls of 10,000 events, then 4,000 of the third call's 5,001 (its fourth
     # chunk of 1,000 failed, its fifth of one event was stored): no marker among them.
@@ -139,6 +139,18 @@ async def test_the_finish_marker_is_appended_only_after_everything_else() -> Non
     log.fail_at = 0
     again = await append_run(log, events)
     assert (again.appended, again.duplicates) == (len(events) - 24_001, 24_001)
+    stored = [env.decode() async for env in log.read("AQE_TESTS")]
+    assert sorted(e.default_id() for e in stored) == sorted(e.default_id() for e in events)
+    assert isinstance(stored[-1], TestRunFinished)
+
+
+async def test_an_append_cut_by_a_leader_election_is_retried_without_duplicates() -> None:
+    events = big_run(25_000)
+    log = FailingLog(fail_at=3)  # the third call fails once, its retry goes through
+    done = await append_run(log, events)
+    assert log.calls == 5  # three steps of cases, one retry, the marker
+    # The retry resent the failed call's 5,001 events: the 4,001 stored are duplicates.
+    assert (done.appended, done.duplicates) == (len(events) - 4_001, 4_001)
     stored = [env.decode() async for env in log.read("AQE_TESTS")]
     assert sorted(e.default_id() for e in stored) == sorted(e.default_id() for e in events)
     assert isinstance(stored[-1], TestRunFinished)

@@ -15,6 +15,7 @@ input again stores the missing events under the same ids, then the marker.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ import msgspec
 from aqe.events import Event, TestCaseExecuted, TestRunFinished, TestRunStarted
 from aqe.ingest.model import CaseResult, ParsedReport
 from aqe.log.port import MAX_BATCH, EventLog, NewEvent
+from aqe.log.retry import DEFAULT_UNAVAILABLE_S, while_unavailable
 from aqe.log.subjects import subject_for
 
 __all__ = [
@@ -212,6 +214,7 @@ async def append_run(
     events: Sequence[Event],
     *,
     on_progress: Callable[[int], None] | None = None,
+    unavailable_s: float = DEFAULT_UNAVAILABLE_S,
 ) -> IngestResult:
     """Append ``events`` in order as atomic batches, each ``TestRunFinished`` last.
 
@@ -219,6 +222,10 @@ async def append_run(
     ``MAX_BATCH`` (a failure leaves earlier chunks stored, but no marker, so the run
     stays invisible; ingesting the same input again completes it without duplicating
     anything). The markers follow in their own append once all of that is stored.
+    Each step is retried while the log is unavailable (a stream leader election after a
+    node died: 503 no responders, no commit reply) for ``unavailable_s`` seconds with
+    backoff; the event ids are deterministic, so a resent chunk that was stored counts
+    as duplicates, never twice.
     When every marker is already stored under its id, nothing is appended and every
     event is reported as a duplicate. ``on_progress`` receives the number of events
     done after each step.
@@ -226,7 +233,12 @@ async def append_run(
     markers = [e for e in events if isinstance(e, TestRunFinished)]
     body = [e for e in events if not isinstance(e, TestRunFinished)]
     appended = duplicates = chunks = first = last = done = 0
-    if markers and await _all_stored(log, markers):
+    stored = False
+    if markers:
+        stored = await while_unavailable(
+            functools.partial(_all_stored, log, markers), within_s=unavailable_s
+        )
+    if stored:
         duplicates = done = len(events)
         if on_progress is not None:
             on_progress(done)
@@ -239,7 +251,10 @@ async def append_run(
         if markers:
             steps.append(markers)
     for chunk in steps:
-        result = await log.append_batch([NewEvent(event=e) for e in chunk])
+        items = [NewEvent(event=e) for e in chunk]
+        result = await while_unavailable(
+            functools.partial(log.append_batch, items), within_s=unavailable_s
+        )
         chunks += result.chunks
         duplicates += result.duplicates
         appended += result.count - result.duplicates
