@@ -14,7 +14,7 @@ import pytest
 
 from aqe.projections import Snapshot, SnapshotStore
 from aqe.search.embed import Embedder
-from aqe.search.engine import PatternSearch, reembed_search_set
+from aqe.search.engine import PatternSearch
 from aqe.search.projection import (
     LibraryState,
     PatternDoc,
@@ -22,6 +22,7 @@ from aqe.search.projection import (
     cache_dir_for,
     search_set_model,
 )
+from aqe.search.reembed import reembed_search_set
 
 PATTERNS = {
     "clock": PatternDoc(name="freeze time", code="def test_clock(frozen): ...", category="time"),
@@ -175,3 +176,45 @@ def test_cli_search_says_which_embedder_answered_and_reembed_switches(
     assert found["hits"][0]["pattern_id"] == "clock"  # type: ignore[index]
     again, _ = cli("reembed", "--json")
     assert (again["changed"], again["computed"]) == (False, 0)
+
+
+@pytest.mark.timeout(240)
+def test_one_switch_per_process_and_an_exit_stops_it_cleanly(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    directory = tmp_path / "patterns"
+    int8 = _library(directory)
+    fp32 = _fp32(directory).model_version
+
+    # A process that starts the switch and exits at once: the switch stops at its next
+    # batch, the old set stays whole, and nothing half-built is left beside it.
+    child = f"""
+from pathlib import Path
+from aqe.search.embed import Embedder
+from aqe.search.engine import PatternSearch
+from aqe.search.projection import cache_dir_for
+directory = Path({str(directory)!r})
+fp32 = Embedder(cache_dir_for(directory), backend="onnx", precision="fp32", batch_size=1)
+searcher = PatternSearch.open(directory, fp32)
+assert searcher.reembedding is not None
+print(searcher.search("freeze the clock", k=1).model)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", child], capture_output=True, text=True, timeout=200, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == int8.model_version
+    assert search_set_model(directory) in {int8.model_version, fp32}
+    assert [p.name for p in directory.iterdir() if p.name.startswith(".search.new")] == []
+
+    # Two searchers finding the same switch share it; both swap when it is done.
+    first = PatternSearch.open(directory, _fp32(directory))
+    second = PatternSearch.open(directory, _fp32(directory))
+    if first.reembedding is not None:
+        assert second.reembedding in (first.reembedding, None)
+        assert first.reembedding.wait(200)
+        assert first.reembedding.state == "done", first.reembedding.error
+    for searcher in (first, second):
+        assert searcher.search("nats fixture", k=1).model == fp32
+        assert searcher.pending_model is None

@@ -419,8 +419,8 @@ def reembed(app: AppContext, quiet: bool, as_json: bool) -> None:
     batches stay in the embedding cache: an interrupted run resumes where it stopped,
     and switching back to an embedder used before computes nothing.
     """
-    from aqe.search.engine import reembed_search_set
     from aqe.search.projection import PatternsProjection
+    from aqe.search.reembed import reembed_search_set
 
     directory = projections_root(app) / "patterns"
     embedder = PatternsProjection().embedder(directory)

@@ -9,28 +9,25 @@ vector / fuse.
 
 from __future__ import annotations
 
-import dataclasses
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from aqe.errors import ProjectionError
 from aqe.search.projection import (
     SEARCH_DIR,
     LibraryState,
     PatternDoc,
     PatternsProjection,
     active_ids,
-    build_search_set,
     embed_library,
     keyword_doc,
     search_set_current,
     search_set_model,
 )
+from aqe.search.reembed import ReembedMode, ReembedStatus, load_library, reembed_search_set
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,13 +41,9 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "Mode",
     "PatternSearch",
-    "ReembedMode",
-    "ReembedReport",
-    "ReembedStatus",
     "SearchHit",
     "SearchResult",
     "Timings",
-    "reembed_search_set",
 ]
 
 Mode = Literal["keyword", "semantic", "hybrid"]
@@ -104,38 +97,6 @@ class SearchResult(msgspec.Struct, frozen=True, kw_only=True):
     timings: Timings
     model: str = ""
     """The embedder model version of the query vector and of the vectors it met."""
-
-
-ReembedMode = Literal["background", "foreground", "off"]
-
-
-@dataclasses.dataclass
-class ReembedStatus:
-    """A background re-embedding: from which embedder to which, how far."""
-
-    source: str
-    target: str
-    done: int = 0
-    total: int = 0
-    state: Literal["running", "done", "failed"] = "running"
-    error: str | None = None
-    finished: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the re-embedding ended (done or failed); ``False`` on timeout."""
-        return self.finished.wait(timeout)
-
-
-class ReembedReport(msgspec.Struct, frozen=True, kw_only=True):
-    """What :func:`reembed_search_set` did."""
-
-    source: str | None
-    target: str
-    patterns: int
-    computed: int
-    cached: int
-    seconds: float
-    changed: bool
 
 
 class PatternSearch:
@@ -211,9 +172,8 @@ class PatternSearch:
         from aqe.search.keyword import KeywordIndex
         from aqe.search.vector import VectorIndex
 
-        projection = PatternsProjection()
-        snapshot = _snapshot(projection, directory)
-        embedder = embedder or projection.embedder(directory)
+        snapshot = load_library(directory)
+        embedder = embedder or PatternsProjection().embedder(directory)
         checkpoints = dict(sorted(snapshot.checkpoints.items()))
         saved = search_set_model(directory)
         current = search_set_current(directory, checkpoints)
@@ -241,39 +201,18 @@ class PatternSearch:
         return searcher
 
     def _pending_switch(self, directory: Path, target: Embedder, mode: ReembedMode) -> None:
+        from aqe.search.reembed import start_background
+
         self.pending_model = target.model_version
-        if mode != "background":
-            return
-        status = ReembedStatus(
-            source=self.embedder.model_version, target=target.model_version, total=len(self.ids)
-        )
-        self.reembedding = status
+        if mode == "background":
+            self.reembedding = start_background(
+                directory, self.embedder.model_version, target, len(self.ids), self._swap
+            )
 
-        def progress(done: int, total: int) -> None:
-            status.done, status.total = done, total
-
-        def work() -> None:
-            from aqe.search.vector import VectorIndex
-
-            try:
-                reembed_search_set(directory, target, progress)
-                vectors = VectorIndex.load(directory / SEARCH_DIR / "vectors")
-            except Exception as exc:  # reported in the status; the old set keeps serving
-                status.error = f"{type(exc).__name__}: {exc}"
-                status.state = "failed"
-            else:
-                if vectors.params.get("model") == target.model_version:
-                    # One assignment: a query reads embedder and vectors together.
-                    self._active = (target, vectors)
-                    self.pending_model = None
-                    status.state = "done"
-                else:  # pragma: no cover - another writer swapped in a third backend
-                    status.error = f"the rebuilt set holds {vectors.params.get('model')}"
-                    status.state = "failed"
-            finally:
-                status.finished.set()
-
-        threading.Thread(target=work, name="aqe-reembed", daemon=True).start()
+    def _swap(self, embedder: Embedder, vectors: VectorIndex) -> None:
+        # One assignment: a query reads the embedder and the vectors together.
+        self._active = (embedder, vectors)
+        self.pending_model = None
 
     @property
     def embedder(self) -> Embedder:
@@ -385,58 +324,3 @@ class PatternSearch:
             keyword_rank=keyword_rank,
             semantic_rank=semantic_rank,
         )
-
-
-def _snapshot(projection: PatternsProjection, directory: Path) -> Any:
-    from aqe.projections.store import SnapshotStore
-
-    store = SnapshotStore[LibraryState](projection, directory)
-    if not store.exists():
-        raise ProjectionError(
-            f"no pattern library at {directory}; run `aqe patterns import` or "
-            "`aqe consume patterns` first"
-        )
-    return store.load()
-
-
-def reembed_search_set(
-    directory: Path,
-    embedder: Embedder,
-    on_progress: Callable[[int, int], None] | None = None,
-) -> ReembedReport:
-    """Re-embed the library in ``directory`` with ``embedder`` and swap its search set in.
-
-    Every vector goes through ``embedder``'s cache, which commits batch by batch: an
-    interrupted re-embedding resumes where it stopped, and switching back to an
-    embedder used before computes nothing. The new search set (vectors, keyword
-    index, Lance table) is built aside and renamed over the old one, so a reader
-    sees one backend's set or the other's, never a mix. ``on_progress(done, total)``
-    follows the embedding.
-
-    Raises:
-        ProjectionError: the projection was never run.
-    """
-    projection = PatternsProjection()
-    snapshot = _snapshot(projection, directory)
-    checkpoints = dict(sorted(snapshot.checkpoints.items()))
-    source = search_set_model(directory)
-    total = len(active_ids(snapshot.state))
-    hits, misses = embedder.hits, embedder.misses
-    started = time.perf_counter()
-    changed = source != embedder.model_version or not search_set_current(directory, checkpoints)
-    if changed:
-
-        def progress(done: int) -> None:
-            if on_progress is not None:
-                on_progress(done, total)
-
-        build_search_set(snapshot.state, directory, checkpoints, embedder, progress)
-    return ReembedReport(
-        source=source,
-        target=embedder.model_version,
-        patterns=total,
-        computed=embedder.misses - misses,
-        cached=embedder.hits - hits,
-        seconds=time.perf_counter() - started,
-        changed=changed,
-    )

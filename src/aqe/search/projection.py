@@ -195,7 +195,7 @@ class PatternsProjection:
 
         The set keeps the embedding backend it was built with while this aqe can run
         it (new patterns are embedded with it too): a backend switch re-embeds the
-        whole library, which :func:`aqe.search.engine.reembed_search_set` does with progress
+        whole library, which :func:`aqe.search.reembed.reembed_search_set` does with progress
         (in the background when a :class:`~aqe.search.engine.PatternSearch` finds the
         switch), never as a side effect of folding one new event. ``on_embed(done,
         total)`` (given to the constructor) follows the embedding of the patterns.
