@@ -27,6 +27,7 @@ so no client type crosses a port.
     │   └── UnknownProjectionError (LookupError)
     ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
     ├── IngestError                         a read report whose run was not stored (files, why)
+    ├── NoHistoryError (LookupError)        a question about test runs the log does not hold yet
     ├── SkillError (ValueError)             a skill or skill library that is not valid (file, line)
     ├── SandboxError                        a sandbox could not be prepared (source, setup)
     │   └── SandboxUnavailableError         a sandbox backend cannot run on this machine
@@ -54,6 +55,7 @@ __all__ = [
     "LogError",
     "LogUnavailableError",
     "MessageInProcessError",
+    "NoHistoryError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "ProjectionError",
@@ -244,6 +246,10 @@ class IngestError(AqeError):
         self.reason = reason
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         super().__init__(f"{shown}: {reason}")
+
+
+class NoHistoryError(AqeError, LookupError):
+    """The log holds no test runs yet, and the question needs some."""
 
 
 class SkillError(AqeError, ValueError):

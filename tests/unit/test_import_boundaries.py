@@ -73,23 +73,26 @@ def test_the_probe_does_see_nats_when_imported() -> None:
     assert "nats" in _modules_after_import("nats")
 
 
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports by absolute name, anywhere in it."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+        elif isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+    return names
+
+
 def test_events_package_imports_only_errors_from_aqe() -> None:
     package = Path(aqe.events.__file__).parent
     offenders: list[str] = []
     for path in sorted(package.glob("*.py")):
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module]
-            elif isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            else:
-                continue
-            for module in names:
-                top = module.split(".")[0]
-                inside = module == "aqe.errors" or module.startswith(("aqe.events", "aqe.errors"))
-                if (top == "aqe" and not inside) or top == "nats":
-                    offenders.append(f"{path.name}: {module}")
+        for module in _imports(path):
+            top = module.split(".")[0]
+            inside = module == "aqe.errors" or module.startswith(("aqe.events", "aqe.errors"))
+            if (top == "aqe" and not inside) or top == "nats":
+                offenders.append(f"{path.name}: {module}")
     assert offenders == []
 
 
@@ -133,3 +136,19 @@ def test_query_commands_import_no_heavy_library(tmp_path: Path, command: str) ->
     assert "aqe.projections.history" in loaded
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
     assert heavy == []
+
+
+def test_nothing_outside_the_cli_imports_it() -> None:
+    # ARCHITECTURE: `cli` may import anything, nothing imports `cli`; the MCP server and
+    # the CLI share aqe.app and aqe.queries instead.
+    package = Path(aqe.events.__file__).parent.parent
+    offenders: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        if path.is_relative_to(package / "cli"):
+            continue
+        offenders += [
+            f"{path.relative_to(package)}: {m}"
+            for m in _imports(path)
+            if m == "aqe.cli" or m.startswith("aqe.cli.")
+        ]
+    assert offenders == []

@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from aqe import queries
 from aqe.app import AppContext, open_log, run
 from aqe.cli._context import apply_options, console, json_option, pass_app, print_json
 from aqe.cli._projections import catch_up, progress_bar
 from aqe.cli._table import Column, emit_table, output_options
+from aqe.errors import ConfigError, NoHistoryError
 
 if TYPE_CHECKING:
     from aqe.learning.features import Cycle
     from aqe.learning.training import Ranked
+    from aqe.queries import RankingPlan
 
 # aqe.learning.selection.FORMATS, spelled out so `aqe --help` does not import numpy.
 _FORMATS = ("pytest", "junit-classnames", "ids", "json")
@@ -63,18 +66,10 @@ def _history(app: AppContext, dataset: Path | None) -> tuple[list[Cycle], str, i
 
 
 def _names(algo: str) -> list[str]:
-    from aqe.learning.registry import ALGORITHMS, BASELINES, LEARNERS, ORACLES
-
-    if algo == "all":
-        return [*BASELINES, *LEARNERS, *ORACLES]
-    names = [n.strip() for n in algo.split(",") if n.strip()]
-    for name in names or [algo]:
-        if name not in ALGORITHMS:
-            raise click.BadParameter(
-                f"{name!r}: one of {', '.join(sorted(ALGORITHMS))}, a comma-separated list, or all",
-                param_hint="--algo",
-            )
-    return names
+    try:
+        return queries.algorithm_names(algo)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--algo") from None
 
 
 @click.group()
@@ -426,124 +421,28 @@ def _ranking_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-class _Plan:
-    """A pending run ranked from the history, with what is needed to print it."""
-
-    def __init__(self, app: AppContext, options: dict[str, Any]) -> None:
-        from aqe.learning.features import from_events
-        from aqe.learning.selection import (
-            history_order,
-            prioritise,
-            resolve_pending,
-            resolve_policy,
-            runner_names,
+def _plan(app: AppContext, options: dict[str, Any]) -> RankingPlan:
+    """The ranking ``options`` ask for (:class:`aqe.queries.RankingPlan`); its warnings
+    on stderr, a bad --algo or an empty log a usage error."""
+    if not options["policy_id"]:
+        _names(options["algo"])
+    try:
+        return queries.RankingPlan(
+            app,
+            policy_id=options["policy_id"],
+            algo=options["algo"],
+            tests=options["tests_file"],
+            changed=options["changed_file"],
+            fmt=options["fmt"] or ("json" if options["as_json"] else None),
+            dataset=options["dataset"],
+            warn=_warn,
         )
-        from aqe.learning.training import load_cycles, read_test_events
-
-        dataset: Path | None = options["dataset"]
-        if dataset is not None:
-            events: list[Any] = []
-            self.cycles = load_cycles(dataset)
-        else:
-
-            async def go() -> list[Any]:
-                async with open_log(app) as log:
-                    return (await read_test_events(log))[0]
-
-            events = run(go())
-            self.cycles = from_events(events)
-            if not self.cycles:
-                raise click.UsageError(
-                    "the log holds no test runs yet: `aqe ingest` reports first, "
-                    "or pass --dataset iofrol"
-                )
-        self.names = runner_names(events)
-        known = history_order(self.cycles, self.names)
-        tests_file = options["tests_file"]
-        entries = list(tests_file) if tests_file is not None else list(known)
-        self.pending = resolve_pending(entries, known, self.names)
-        if self.pending.unknown:
-            shown = ", ".join(self.pending.unknown[:3])
-            console(stderr=True).print(
-                f"aqe: {len(self.pending.unknown)} of {len(self.pending.test_ids)} tests are "
-                f"not in the history (new: run first, always selected): {shown}"
-                + (" ..." if len(self.pending.unknown) > 3 else ""),
-                soft_wrap=True,
-            )
-        changed = _changed_tests(options["changed_file"], self.pending, self.names)
-        if options["policy_id"]:
-            policy = _stored_policy(app, options["policy_id"])
-            replay, self.label = False, f"policy {options['policy_id']}"
-        else:
-            (name,) = _names(options["algo"])
-            policy, replay, self.label = resolve_policy(name, app.settings.data_dir)
-        self.order = prioritise(
-            policy, self.cycles, self.pending, replay=replay, changed=changed, also=self.names
-        )
-        self.always = {r.test_id for r in self.order if r.test_id not in known} | changed
-        fmt = options["fmt"] or ("json" if options["as_json"] else None)
-        if fmt is None:
-            has_nodeids = any(n.nodeid for n in self.names.values()) or self.pending.nodeids
-            fmt = "pytest" if has_nodeids else "ids"
-        self.fmt = fmt
-
-    def lines(self, items: Sequence[Ranked]) -> list[str]:
-        from aqe.learning.selection import render
-
-        lines, missing = render(items, self.fmt, self.names, self.pending.nodeids)
-        if missing:
-            console(stderr=True).print(
-                f"aqe: {missing} tests have no {self.fmt} name in the history (no plugin, "
-                "pytest-json or pytest JUnit result recorded one): printed as test ids",
-                soft_wrap=True,
-            )
-        return lines
+    except NoHistoryError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
-def _stored_policy(app: AppContext, policy_id: str) -> Any:
-    """A policy the log names, from the local cache or else fetched from the object
-    store (a cached copy whose digest the log does not name is fetched again)."""
-    from aqe.errors import ConfigError
-    from aqe.learning.policies import load_policy, policies_root
-    from aqe.learning.registry import check_policy_id
-    from aqe.learning.store import fetch_policy, pack_policy, read_policies
-
-    root = policies_root(app.settings.data_dir)
-    check_policy_id(policy_id)
-
-    async def go() -> None:
-        async with open_log(app) as log:
-            known = await read_policies(log)
-            trained = known.get(policy_id)
-            if trained is None:
-                names = ", ".join(sorted(known)) or "none"
-                raise ConfigError(f"the log names no policy {policy_id!r} (known: {names})")
-            cached = root / policy_id
-            if cached.is_dir() and trained.digest:
-                import hashlib
-
-                if hashlib.sha256(pack_policy(cached)).hexdigest() == trained.digest:
-                    return
-            await fetch_policy(log, trained, root)
-
-    run(go())
-    policy, _ = load_policy(root, policy_id)
-    return policy
-
-
-def _changed_tests(changed_file: Any, pending: Any, names: dict[str, Any]) -> set[str]:
-    """Pending tests whose file is among the changed paths."""
-    if changed_file is None:
-        return set()
-    paths = {line.strip().removeprefix("./") for line in changed_file if line.strip()}
-    changed = set()
-    for test_id in pending.test_ids:
-        known = names.get(test_id)
-        nodeid = pending.nodeids.get(test_id) or (known.nodeid if known else None) or ""
-        file = nodeid.partition("::")[0] or (known.file if known else None)
-        if file and file.removeprefix("./") in paths:
-            changed.add(test_id)
-    return changed
+def _warn(message: str) -> None:
+    console(stderr=True).print(message, soft_wrap=True)
 
 
 def _write(lines: list[str], target: Any) -> None:
@@ -558,7 +457,7 @@ def prioritize(app: AppContext, /, **options: Any) -> None:
 
     New tests (not in the history) and tests in --changed files come first; ties keep
     the newest run's order."""
-    plan = _Plan(app, options)
+    plan = _plan(app, options)
     _write(plan.lines(plan.order), sys.stdout)
     console(stderr=True).print(f"{len(plan.order)} tests ordered by {plan.label}")
 
@@ -628,7 +527,7 @@ def subset_(
     if budget is None and target_confidence is None and changed_since is None:
         raise click.UsageError("give --budget, --target-confidence or --changed-since")
     bins = _parse_split(split_index)
-    plan = _Plan(app, options)
+    plan = _plan(app, options)
     total = sum(r.expected_duration_s for r in plan.order)
     try:
         budget_s = None if budget is None else parse_budget(budget, total)
@@ -682,7 +581,7 @@ def subset_(
 
 
 def _impacted(
-    app: AppContext, plan: _Plan, ref: str, stale_runs: int
+    app: AppContext, plan: RankingPlan, ref: str, stale_runs: int
 ) -> tuple[list[Ranked], list[Ranked], set[str]]:
     """(impacted tests in plan order, the others, the always-selected) for ``ref``'s diff."""
     from aqe.cli._coverage import coverage_state
@@ -692,7 +591,7 @@ def _impacted(
     impact = impacted_tests(
         coverage_state(app), changes, pending=plan.pending.test_ids, stale_runs=stale_runs or None
     )
-    in_files = _changed_tests(list(changes), plan.pending, plan.names)
+    in_files = queries.changed_tests(list(changes), plan.pending, plan.names)
     always = plan.always | in_files
     wanted = set(impact.reasons) | always
     err = console(stderr=True)
@@ -710,7 +609,7 @@ def _impacted(
     return inside, [r for r in plan.order if r.test_id not in wanted], always
 
 
-def _test_files(plan: _Plan) -> set[str]:
+def _test_files(plan: RankingPlan) -> set[str]:
     files = set()
     for test_id in plan.pending.test_ids:
         known = plan.names.get(test_id)

@@ -17,6 +17,7 @@ from aqe.cli._metrics import metrics_port_option, start_metrics
 from aqe.cli._table import Cell, emit_table, output_options
 
 if TYPE_CHECKING:
+    from aqe.app import ProgressBar
     from aqe.log.jetstream import JetStreamEventLog
     from aqe.projections import Progress, Projection
 
@@ -60,10 +61,16 @@ async def catch_up(
     """:func:`aqe.app.catch_up` with a progress bar on stderr unless ``quiet``."""
     from aqe.app import catch_up as fold
 
+    return await fold(log, app, projection, bar=fold_bar(not quiet), materialize=materialize)
+
+
+def fold_bar(enabled: bool) -> ProgressBar | None:
+    """:func:`progress_bar` as the folds of :mod:`aqe.app` take it; None when not ``enabled``."""
+
     def bar(total: int, label: str) -> contextlib.AbstractContextManager[Callable[[int], None]]:
         return progress_bar(total, label, True)
 
-    return await fold(log, app, projection, bar=None if quiet else bar, materialize=materialize)
+    return bar if enabled else None
 
 
 def _stats_line(stats: Any) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -10,33 +9,19 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from aqe.app import AppContext, open_log, projections_root, run
+from aqe import queries
+from aqe.app import AppContext, open_log, run
 from aqe.cli._context import apply_options, console, json_option, pass_app, print_json
-from aqe.cli._projections import catch_up, progress_bar
+from aqe.cli._projections import fold_bar, progress_bar
 from aqe.cli._table import Cell, Column, Styled, emit_table, output_options, styled
-from aqe.errors import AqeError, IngestError
+from aqe.errors import AqeError, ConfigError, IngestError
 
 if TYPE_CHECKING:
     from aqe.events import Event
     from aqe.ingest.model import ParsedReport
-    from aqe.log.jetstream import JetStreamEventLog
     from aqe.projections.history import HistoryPolicy
 
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _VERDICT_STYLE = {"p": "green", "r": "yellow", "f": "red", "e": "magenta", "s": "dim"}
-
-
-async def fold_history(log: JetStreamEventLog, app: AppContext, *, quiet: bool) -> str | None:
-    """Fold new events into the history projection; None, or why it was skipped.
-
-    Only the snapshot is saved: every question reads it, and the LanceDB tables (for
-    other readers) cost LanceDB's import and writer, about 220 MB at 200k tests, in
-    every ingest. ``aqe consume history`` writes them.
-    """
-    from aqe.projections.history import HistoryProjection
-
-    return await catch_up(log, app, HistoryProjection(), quiet=quiet, materialize=False)
 
 
 @click.command()
@@ -142,7 +127,11 @@ def ingest(
                 # a large run is not held in memory twice (issue 21: 200k cases).
                 events.clear()
                 try:
-                    skipped = None if no_fold else await fold_history(log, app, quiet=not show)
+                    skipped = (
+                        None
+                        if no_fold
+                        else await queries.fold_history(log, app, bar=fold_bar(show))
+                    )
                 except AqeError as exc:
                     raise IngestError(
                         names, f"run stored, but the history was not updated: {exc}"
@@ -197,55 +186,20 @@ def ingest(
 
 
 def parse_since(value: str | None) -> int | None:
-    """``--since``: ``7d``/``12h``/``30m``/``2w`` ago, or an ISO date/time; as epoch ns."""
-    if not value:
-        return None
-    match = _DURATION_RE.match(value.strip())
-    if match:
-        seconds = int(match[1]) * _UNIT_S[match[2]]
-        return int((time.time() - seconds) * 1e9)
+    """``--since``: :func:`aqe.queries.parse_since`, a bad value a usage error naming it."""
     try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(
-            f"{value!r}: use a duration like 7d, 12h, 30m or an ISO date like 2026-11-01",
-            param_hint="--since",
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1e9)
-
-
-def _policy(flip_threshold: float | None, broken_streak: int | None) -> HistoryPolicy | None:
-    from aqe.projections.history import DEFAULT_POLICY, HistoryPolicy
-
-    if flip_threshold is None and broken_streak is None:
-        return None
-    return HistoryPolicy(
-        window=DEFAULT_POLICY.window,
-        min_runs=DEFAULT_POLICY.min_runs,
-        flip_min_runs=DEFAULT_POLICY.flip_min_runs,
-        flip_threshold=DEFAULT_POLICY.flip_threshold if flip_threshold is None else flip_threshold,
-        broken_streak=DEFAULT_POLICY.broken_streak if broken_streak is None else broken_streak,
-    )
+        return queries.parse_since(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--since") from None
 
 
 def _load(
     app: AppContext, refresh: bool, policy: HistoryPolicy | None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """History rows, after folding what the log has that the projection lacks."""
-    from aqe.projections.history import load_rows
-
-    if refresh:
-
-        async def go() -> str | None:
-            async with open_log(app) as log:
-                return await fold_history(log, app, quiet=True)
-
-        skipped = run(go())
-        if skipped:
-            console(stderr=True).print(f"[dim]not refreshed: {skipped}[/dim]")
-    tests, runs, _ = load_rows(projections_root(app) / "history", policy)
+    tests, runs, skipped = queries.load_history(app, policy, refresh=refresh)
+    if skipped:
+        console(stderr=True).print(f"[dim]not refreshed: {skipped}[/dim]")
     return tests, runs
 
 
@@ -281,27 +235,6 @@ def _policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
         type=click.FloatRange(0, 1),
         help="Flip rate (pass<->fail changes per run) that makes a test flaky [default 0.2].",
     )(func)
-
-
-_TEST_SORTS = {
-    "flip-rate": lambda r: (-(r["flip_rate"] or 0.0), r["test_id"]),
-    "pass-rate": lambda r: (r["pass_rate"] if r["pass_rate"] is not None else 2.0, r["test_id"]),
-    "runs": lambda r: (-r["runs"], r["test_id"]),
-    "failures": lambda r: (-(r["failures"] + r["errors"]), r["test_id"]),
-    "duration": lambda r: (-r["duration_p95_s"], r["test_id"]),
-    "last-seen": lambda r: (-r["last_seen_ns"], r["test_id"]),
-    "name": lambda r: r["test_id"],
-}
-
-
-def _select_tests(
-    rows: list[dict[str, Any]], since: str | None, sort: str, limit: int | None
-) -> list[dict[str, Any]]:
-    cutoff = parse_since(since)
-    if cutoff is not None:
-        rows = [r for r in rows if r["last_seen_ns"] >= cutoff]
-    rows = sorted(rows, key=_TEST_SORTS[sort])
-    return rows[:limit] if limit else rows
 
 
 def _recent(recent: str, width: int = 20) -> Styled:
@@ -370,7 +303,7 @@ def render_status_table(
     """The flaky or broken table (``rows`` default to every test of that status)."""
     title, extra, sort = _STATUS_VIEWS[status]
     if rows is None:
-        rows = _select_tests([r for r in tests if r["status"] == status], None, sort, None)
+        rows = queries.select_tests([r for r in tests if r["status"] == status], None, sort, None)
     if not rows:
         console().print(f"no {status} tests ({len(tests)} tests known)")
         return
@@ -383,7 +316,7 @@ def _status_command(status: str) -> click.Command:
     @click.command(name=status)
     @click.option(
         "--sort",
-        type=click.Choice(sorted(_TEST_SORTS)),
+        type=click.Choice(sorted(queries.TEST_SORTS)),
         default=default_sort,
         show_default=True,
         help="Order of the rows.",
@@ -402,13 +335,15 @@ def _status_command(status: str) -> click.Command:
         as_json: bool,
         predicted: bool = False,
     ) -> None:
-        tests, _ = _load(app, not offline, _policy(flip_threshold, broken_streak))
+        tests, _ = _load(app, not offline, queries.history_policy(flip_threshold, broken_streak))
         if predicted:
             from aqe.cli._flaky_model import show_predicted
 
             show_predicted(app, tests, as_json, refresh=not offline)
             return
-        rows = _select_tests([r for r in tests if r["status"] == status], since, sort, limit)
+        rows = queries.select_tests(
+            [r for r in tests if r["status"] == status], parse_since(since), sort, limit
+        )
         if as_json:
             print_json(rows)
             return
@@ -446,7 +381,7 @@ broken = _status_command("broken")
 @click.argument("test", required=False)
 @click.option(
     "--sort",
-    type=click.Choice(sorted(_TEST_SORTS)),
+    type=click.Choice(sorted(queries.TEST_SORTS)),
     default="name",
     show_default=True,
     help="Order of the rows.",
@@ -468,19 +403,16 @@ def history(
     as_json: bool,
 ) -> None:
     """Per-test history; with TEST (an id or a substring of one), that test in detail."""
-    tests, _ = _load(app, not offline, _policy(flip_threshold, broken_streak))
+    tests, _ = _load(app, not offline, queries.history_policy(flip_threshold, broken_streak))
     if test:
-        exact = [r for r in tests if r["test_id"] == test]
-        matches = exact or [r for r in tests if test in r["test_id"]]
-        if not matches:
-            raise AqeError(f"no test matches {test!r} ({len(tests)} tests known)")
+        matches = queries.find_tests(tests, test)
         if len(matches) == 1:
             _one_test(matches[0], as_json)
             return
         tests = matches
     if status_filter:
         tests = [r for r in tests if r["status"] == status_filter]
-    rows = _select_tests(tests, since, sort, limit)
+    rows = queries.select_tests(tests, parse_since(since), sort, limit)
     if as_json:
         print_json(rows)
         return
@@ -508,7 +440,7 @@ def _one_test(row: dict[str, Any], as_json: bool) -> None:
 
 
 @click.command()
-@click.option("--sort", type=click.Choice(["newest", "oldest", "failures"]), default="newest")
+@click.option("--sort", type=click.Choice(queries.RUN_SORTS), default="newest")
 @_question_options
 @pass_app
 def runs(
@@ -521,14 +453,7 @@ def runs(
 ) -> None:
     """Runs with their totals, newest first."""
     _, rows = _load(app, not offline, None)
-    cutoff = parse_since(since)
-    if cutoff is not None:
-        rows = [r for r in rows if r["started_ns"] >= cutoff]
-    if sort == "newest":
-        rows = rows[::-1]
-    elif sort == "failures":
-        rows = sorted(rows, key=lambda r: (-(r["failed"] + r["errors"]), -r["first_seq"]))
-    rows = rows[:limit] if limit else rows
+    rows = queries.select_runs(rows, parse_since(since), sort, limit)
     if as_json:
         print_json(rows)
         return
@@ -640,7 +565,7 @@ def _quarantine_command(enter: bool) -> click.Command:
         async def go() -> int:
             async with open_log(app) as log:
                 result = await log.append(event)
-                await fold_history(log, app, quiet=True)
+                await queries.fold_history(log, app)
                 return result.seq
 
         seq = run(go())

@@ -2,10 +2,10 @@
 
 ``build_server(app)`` returns an :class:`mcp.server.mcpserver.MCPServer` (the official
 SDK) whose tools answer what the CLI's ``--json`` answers, by calling the same
-functions the CLI commands call (the question helpers of :mod:`aqe.cli._tests`, the
-ranking plan of :mod:`aqe.cli._learn`, the pattern engine, the log's ``append``, the
-workflow store). The MCP server is a second face beside the CLI, at the same
-composition level, so it shares the CLI's query layer instead of copying it.
+functions the CLI commands call (the questions of :mod:`aqe.queries`, the pattern
+engine, the log's ``append``, the workflow store). The MCP server is a second face
+beside the CLI: both build on the composition root :mod:`aqe.app` and the query layer,
+and neither imports the other.
 
 Tools whose work is synchronous (folding the history, loading the ranking model) run
 in a worker thread, so one slow call never blocks the transport. Inputs are validated
@@ -74,11 +74,8 @@ INSTRUCTIONS = (
 
 def _error(exc: BaseException) -> Exception:
     """The message the CLI would print for ``exc``, as the tool's error (``isError``)."""
-    import click
     from mcp.server.mcpserver.exceptions import ToolError
 
-    if isinstance(exc, click.ClickException):
-        return ToolError(exc.format_message())
     return ToolError(str(exc))
 
 
@@ -90,24 +87,30 @@ def _json(value: Any) -> str:
 
 
 async def _in_thread(func: Any, *args: Any) -> str:
-    """Run a synchronous CLI-layer call (it may run its own event loop) off the loop;
-    its answer as JSON text."""
+    """Run a synchronous query (it may run its own event loop) off the loop; its answer
+    as JSON text."""
     import anyio
-    import click
 
     try:
         return _json(await anyio.to_thread.run_sync(func, *args))
-    except (AqeError, click.ClickException, ValueError, LookupError) as exc:
+    except (AqeError, ValueError, LookupError) as exc:
         raise _error(exc) from exc
 
 
-def _history_rows(
-    app: AppContext, flip_threshold: float | None, broken_streak: int | None
-) -> list[dict[str, Any]]:
-    from aqe.cli._tests import _load, _policy
+def _load(
+    app: AppContext, flip_threshold: float | None = None, broken_streak: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(tests, runs) of the history, folded up to the log's end first."""
+    from aqe.queries import history_policy, load_history
 
-    tests, _ = _load(app, True, _policy(flip_threshold, broken_streak))
-    return tests
+    tests, runs, skipped = load_history(app, history_policy(flip_threshold, broken_streak))
+    if skipped:
+        _warn(f"not refreshed: {skipped}")
+    return tests, runs
+
+
+def _warn(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def build_server(app: AppContext) -> MCPServer:
@@ -135,21 +138,18 @@ def build_server(app: AppContext) -> MCPServer:
         broken_streak: BrokenStreak = None,
     ) -> str:
         """Per-test history (verdicts, pass and flip rates, durations); as `aqe history --json`."""
-        from aqe.cli._tests import _select_tests
+        from aqe.queries import find_tests, parse_since, select_tests
 
         def go() -> Any:
-            tests = _history_rows(app, flip_threshold, broken_streak)
+            tests, _ = _load(app, flip_threshold, broken_streak)
             if test:
-                exact = [r for r in tests if r["test_id"] == test]
-                matches = exact or [r for r in tests if test in r["test_id"]]
-                if not matches:
-                    raise AqeError(f"no test matches {test!r} ({len(tests)} tests known)")
+                matches = find_tests(tests, test)
                 if len(matches) == 1:
                     return matches[0]
                 tests = matches
             if status:
                 tests = [r for r in tests if r["status"] == status]
-            return _select_tests(tests, since, sort, limit)
+            return select_tests(tests, parse_since(since), sort, limit)
 
         return await _in_thread(go)
 
@@ -161,12 +161,12 @@ def build_server(app: AppContext) -> MCPServer:
             flip_threshold: FlipThreshold = None,
             broken_streak: BrokenStreak = None,
         ) -> str:
-            from aqe.cli._tests import _select_tests
+            from aqe.queries import parse_since, select_tests
 
             def go() -> Any:
-                tests = _history_rows(app, flip_threshold, broken_streak)
+                tests, _ = _load(app, flip_threshold, broken_streak)
                 rows = [r for r in tests if r["status"] == status]
-                return _select_tests(rows, since, sort or default_sort, limit)
+                return select_tests(rows, parse_since(since), sort or default_sort, limit)
 
             return await _in_thread(go)
 
@@ -192,18 +192,11 @@ def build_server(app: AppContext) -> MCPServer:
         limit: Limit | None = None,
     ) -> str:
         """Runs with their totals, newest first; as `aqe runs --json`."""
-        from aqe.cli._tests import _load, parse_since
+        from aqe.queries import parse_since, select_runs
 
         def go() -> Any:
-            _, rows = _load(app, True, None)
-            cutoff = parse_since(since)
-            if cutoff is not None:
-                rows = [r for r in rows if r["started_ns"] >= cutoff]
-            if sort == "newest":
-                rows = rows[::-1]
-            elif sort == "failures":
-                rows = sorted(rows, key=lambda r: (-(r["failed"] + r["errors"]), -r["first_seq"]))
-            return rows[:limit] if limit else rows
+            _, rows = _load(app)
+            return select_runs(rows, parse_since(since), sort, limit)
 
         return await _in_thread(go)
 
@@ -221,8 +214,7 @@ def build_server(app: AppContext) -> MCPServer:
         def go() -> Any:
             import msgspec
 
-            from aqe.app import projections_root, run
-            from aqe.cli._projections import catch_up
+            from aqe.app import catch_up, projections_root, run
             from aqe.search.engine import PatternSearch
             from aqe.search.projection import PatternsProjection
 
@@ -230,7 +222,7 @@ def build_server(app: AppContext) -> MCPServer:
                 from aqe.app import open_log
 
                 async with open_log(app) as log:
-                    return await catch_up(log, app, PatternsProjection(), quiet=True)
+                    return await catch_up(log, app, PatternsProjection())
 
             run(refresh())
             searcher = PatternSearch.open(projections_root(app) / "patterns")
@@ -244,20 +236,18 @@ def build_server(app: AppContext) -> MCPServer:
         return await _in_thread(go)
 
     def plan(tests: list[str] | None, algo: str, policy: str | None) -> Any:
-        import io
+        from aqe.queries import RankingPlan
 
-        from aqe.cli._learn import _Plan
-
-        options = {
-            "policy_id": policy,
-            "algo": algo,
-            "tests_file": io.StringIO("".join(t + "\n" for t in tests)) if tests else None,
-            "changed_file": None,
-            "fmt": "json",
-            "dataset": None,
-            "as_json": True,
-        }
-        return _Plan(app, options)
+        return RankingPlan(
+            app,
+            policy_id=policy,
+            algo=algo,
+            tests="".join(t + "\n" for t in tests).splitlines() if tests else None,
+            changed=None,
+            fmt="json",
+            dataset=None,
+            warn=_warn,
+        )
 
     @server.tool()
     async def prioritize_tests(
