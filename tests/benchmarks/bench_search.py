@@ -17,8 +17,11 @@ Per query, as :class:`aqe.search.engine.PatternSearch` does it: ``embed_query`` 
 0.6/0.4, 10 results). It prints p50/p99 of each stage, recall@10 of the vector path
 against exact search on the 500 real queries, end-to-end QPS warm (repeated queries:
 LRU) and cold (queries never seen: the model runs, on the default embedding backend,
-``AQE_EMBED``; the same unseen queries through torch fp32 are timed in the same run as
-the baseline unless ``--no-torch-baseline``), and the NumPy exact dot-product
+``AQE_EMBED``, with a fresh persistent cache as a search has; the same unseen queries
+through torch fp32 are timed in the same run as the baseline unless
+``--no-torch-baseline``, and alternately with the cold ones through the query path as
+it was before 2026-12-08, ``embed([query])``: one cache commit per query), and the
+NumPy exact dot-product
 baseline (matmul + argpartition) measured in the same loop, as a ratio. It asserts
 no time.
 """
@@ -29,6 +32,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -132,7 +136,7 @@ def numpy_top(matrix: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
 
 def run_queries(
     texts: Sequence[str],
-    embedder: Embedder,
+    embed: Callable[[str], np.ndarray],
     keyword: Any,
     vectors: VectorIndex,
     rrf: Callable[..., list[tuple[str, float]]] | None,
@@ -143,7 +147,7 @@ def run_queries(
     began = clock()
     for text in texts:
         t0 = clock()
-        query = embedder.embed_query(text)
+        query = embed(text)
         t1 = clock()
         kw = keyword.search(text, DEPTH) if keyword is not None else []
         t2 = clock()
@@ -170,6 +174,7 @@ def bench_size(
     cold: Embedder,
     warm: Embedder,
     baseline: Embedder | None,
+    before: Embedder,
 ) -> dict[str, Any]:
     matrix, source = grow(real, n, args.seed)
     ids = [f"p{i:06d}" for i in range(n)]
@@ -228,16 +233,30 @@ def bench_size(
     warm_times: dict[str, list[float]] = {
         s: [] for s in ("embed", "keyword", "vector", "fuse", "total")
     }
-    run_queries(queries, warm, keyword, vectors, rrf, {s: [] for s in warm_times})  # fills the LRU
+    warm_query = warm.embed_query
+    run_queries(queries, warm_query, keyword, vectors, rrf, {s: [] for s in warm_times})  # LRU
     warm_s = sum(
-        run_queries(queries, warm, keyword, vectors, rrf, warm_times) for _ in range(args.rounds)
+        run_queries(queries, warm_query, keyword, vectors, rrf, warm_times)
+        for _ in range(args.rounds)
     )
-    cold_times: dict[str, list[float]] = {s: [] for s in warm_times}
     fresh = [f"{q} ({n})" for q in queries[: args.cold]]  # never embedded before
-    cold_s = run_queries(fresh, cold, keyword, vectors, rrf, cold_times)
+    cold_times: dict[str, list[float]] = {s: [] for s in warm_times}
+    before_times: dict[str, list[float]] = {s: [] for s in warm_times}
+    cold_s = before_s = 0.0
+    # Now and before, alternately in halves so both see the same load: the query path
+    # as it is, and as it was (embed() per query: its bookkeeping and one cache commit).
+    half = max(1, len(fresh) // 2)
+    for part in (fresh[:half], fresh[half:]):
+        cold_s += run_queries(part, cold.embed_query, keyword, vectors, rrf, cold_times)
+        old = [f"{q} <{n}>" for q in part]
+        before_s += run_queries(
+            old, lambda t: before.embed([t])[0], keyword, vectors, rrf, before_times
+        )
     base_times: dict[str, list[float]] = {s: [] for s in warm_times}
     base_s = (
-        run_queries([f"{q} [{n}]" for q in fresh], baseline, keyword, vectors, rrf, base_times)
+        run_queries(
+            [f"{q} [{n}]" for q in fresh], baseline.embed_query, keyword, vectors, rrf, base_times
+        )
         if baseline is not None
         else None
     )
@@ -250,6 +269,10 @@ def bench_size(
         print(f"{stage:<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
     cold_embed = cold_times["embed"]
     print(f"{'cold embed (model)':<22}{pct(cold_embed, 50):>10.3f}{pct(cold_embed, 99):>10.3f}")
+    ts = before_times["embed"]
+    print(f"{'cold embed, old path':<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
+    ts = cold_times["total"]
+    print(f"{'cold total':<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
     if base_times["embed"]:
         ts = base_times["embed"]
         print(f"{'cold embed torch fp32':<22}{pct(ts, 50):>10.3f}{pct(ts, 99):>10.3f}")
@@ -266,9 +289,11 @@ def bench_size(
     )
     warm_qps = len(warm_times["total"]) / warm_s
     cold_qps = len(fresh) / cold_s
+    before_qps = len(fresh) / before_s
     base_qps = len(fresh) / base_s if base_s else None
     print(
         f"QPS end to end: warm {warm_qps:,.0f}, cold {cold_qps:,.1f} with {cold.model_version}"
+        f" (old query path {before_qps:,.1f}, x{cold_qps / before_qps:.2f})"
         + (
             f", cold {base_qps:,.1f} with torch fp32 (x{cold_qps / base_qps:.2f})"
             if base_qps
@@ -287,6 +312,7 @@ def bench_size(
         "warm_total_p50_ms": pct(warm_times["total"], 50),
         "warm_qps": warm_qps,
         "cold_qps": cold_qps,
+        "cold_qps_old_path": before_qps,
         "cold_qps_torch_fp32": base_qps,
         "embedder": cold.model_version,
     }
@@ -319,18 +345,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cache {args.cache_dir})"
         )
 
-    cold = Embedder()  # in memory: every new text runs the model (the default backend)
-    cold.embed_query("load the model before timing")
+    # Cold: a fresh persistent cache, as a search's embedder has one; every new text
+    # runs the model (the default backend). "before": the same, through embed().
+    scratch = tempfile.TemporaryDirectory(prefix="bench-search-")
+    cold = Embedder(Path(scratch.name) / "cold")
+    before = Embedder(Path(scratch.name) / "before")
+    for embedder in (cold, before):
+        embedder.embed(["load the model before timing"])
     baseline = None
     if not args.no_torch_baseline and cold.model_version != Embedder(backend="torch").model_version:
         baseline = Embedder(backend="torch", precision="fp32")
         baseline.embed_query("load the model before timing")
     warm = Embedder(args.cache_dir)
     summary = [
-        bench_size(n, real, snippets, queries, query_vectors, args, cold, warm, baseline)
+        bench_size(n, real, snippets, queries, query_vectors, args, cold, warm, baseline, before)
         for n in sizes
     ]
-    warm.close()
+    for embedder in (warm, cold, before):
+        embedder.close()
+    scratch.cleanup()
     if args.json:
         print(json.dumps(summary, indent=2))
     return 0
