@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from aqe.server import LocalCluster, NatsServerProcess
+
+if TYPE_CHECKING:
+    from nats.aio.client import Client
 
 # --- nats-server -------------------------------------------------------------------------
 # One real nats-server per test, on a free port, with JetStream storing under tmp_path.
@@ -28,6 +32,22 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServerProcess]:
 def nats_url(nats_server: NatsServerProcess) -> str:
     """The client URL of :func:`nats_server`."""
     return nats_server.url
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    """A client of :func:`nats_url` with every stream of ``streams/`` applied; closed after."""
+    import nats
+
+    from aqe.log import load_stream_specs
+    from aqe.log.admin import apply_streams
+
+    client = await nats.connect(nats_url)
+    try:
+        await apply_streams(client, load_stream_specs())
+        yield client
+    finally:
+        await client.close()
 
 
 @pytest.fixture

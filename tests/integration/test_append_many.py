@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -41,14 +40,6 @@ _GUARD_S = 60.0
 
 def case(test_id: str, run: str = "r1") -> TestCaseExecuted:
     return TestCaseExecuted(test_id=test_id, run_id=run, outcome="passed")
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    await apply_streams(client, load_stream_specs())
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -12,18 +12,14 @@ import asyncio
 import os
 import time
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import nats
 import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from aqe.dashboard import serve
 from aqe.events import TestCaseExecuted, TestRunFinished, TestRunStarted
-from aqe.log import load_stream_specs
-from aqe.log.admin import apply_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.metrics import METRIC_NAMES
 from aqe.projections import CatalogProjection, ProjectionRunner, SnapshotStore
@@ -34,16 +30,6 @@ from support.waiting import until
 pytestmark = [pytest.mark.nats, pytest.mark.timeout(120)]
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        await apply_streams(client, load_stream_specs())
-        yield client
-    finally:
-        await client.close()
 
 
 async def scrape(url: str) -> tuple[set[str], Samples]:

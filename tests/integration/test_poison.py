@@ -10,7 +10,7 @@ checkpoint.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import nats
@@ -30,16 +30,6 @@ from support.servers import server_with_config
 pytestmark = pytest.mark.nats
 
 POISON = "aqe.tests.case.poison.executed"
-
-
-@pytest.fixture
-async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url)
-    try:
-        await apply_streams(client, load_stream_specs())
-        yield client
-    finally:
-        await client.close()
 
 
 async def poison_between_two_events(
