@@ -168,35 +168,18 @@ def lease_from(envelope: Envelope) -> Lease | None:
         EventDecodeError: the message cannot be decoded.
     """
     event = envelope.decode()
-    if isinstance(event, LeaseAcquired):
-        return Lease(
-            group=event.group,
-            holder=event.holder,
-            term=envelope.seq,
-            last_seq=envelope.seq,
-            lease_ms=event.lease_ms,
-            renewed_at_ns=envelope.recorded_at_ns,
-        )
-    if isinstance(event, LeaseRenewed):
-        return Lease(
-            group=event.group,
-            holder=event.holder,
-            term=event.term,
-            last_seq=envelope.seq,
-            lease_ms=event.lease_ms,
-            renewed_at_ns=envelope.recorded_at_ns,
-        )
-    if isinstance(event, LeaseReleased):
-        return Lease(
-            group=event.group,
-            holder=event.holder,
-            term=event.term,
-            last_seq=envelope.seq,
-            lease_ms=0,
-            renewed_at_ns=envelope.recorded_at_ns,
-            released=True,
-        )
-    return None
+    if not isinstance(event, LeaseAcquired | LeaseRenewed | LeaseReleased):
+        return None
+    return Lease(
+        group=event.group,
+        holder=event.holder,
+        # An acquisition starts a term: its own sequence is the fencing token.
+        term=envelope.seq if isinstance(event, LeaseAcquired) else event.term,
+        last_seq=envelope.seq,
+        lease_ms=0 if isinstance(event, LeaseReleased) else event.lease_ms,
+        renewed_at_ns=envelope.recorded_at_ns,
+        released=isinstance(event, LeaseReleased),
+    )
 
 
 def fold_leases(envelopes: Iterable[Envelope]) -> dict[str, Lease]:
