@@ -20,7 +20,6 @@ Each function is one stage and may run again at any time without repeating itsel
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -436,8 +435,8 @@ async def confirm_here(
     Raises:
         TimeoutError: one had not ended after ``timeout_s``.
     """
-    from aqe.runners import RunnerAgent, RunnerConfig
-    from aqe.workflows.driver import WorkflowDriver
+    from aqe.runners import RunnerConfig
+    from aqe.workflows.local import drive_here
     from aqe.workflows.perf import BENCH_CAPABILITY, PerfConfirmWorkflow
 
     async def open_ones() -> list[str]:
@@ -446,17 +445,15 @@ async def confirm_here(
 
     if not await open_ones():
         return
-    config = RunnerConfig(ack_wait_s=120.0, fetch_timeout_s=0.5)
-    agents = [RunnerAgent(log, bus, [BENCH_CAPABILITY], config=config) for _ in range(runners)]
-    async with WorkflowDriver(log, {PERF_CONFIRM: PerfConfirmWorkflow()}):
-        for agent in agents:
-            await agent.start()
-        try:
-            deadline = time.monotonic() + timeout_s
-            while await open_ones():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"perf confirmations still open after {timeout_s:.0f} s")
-                await asyncio.sleep(0.3)
-        finally:
-            for agent in agents:
-                await agent.stop()
+    await drive_here(
+        log,
+        bus,
+        PerfConfirmWorkflow(),
+        open_ones,
+        capabilities=[BENCH_CAPABILITY],
+        config=RunnerConfig(ack_wait_s=120.0, fetch_timeout_s=0.5),
+        runners=runners,
+        timeout_s=timeout_s,
+        poll_s=0.3,
+        what="perf confirmations",
+    )

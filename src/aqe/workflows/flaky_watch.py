@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -150,9 +148,9 @@ async def investigate(
     Raises:
         TimeoutError: an instance had not ended after ``timeout_s``.
     """
-    from aqe.runners import RunnerAgent, RunnerConfig
-    from aqe.workflows.driver import WorkflowDriver
+    from aqe.runners import RunnerConfig
     from aqe.workflows.flaky import FlakyWorkflow
+    from aqe.workflows.local import drive_here
 
     ids = [s.instance_id for s in starts]
 
@@ -163,21 +161,17 @@ async def investigate(
     ran = bool(await open_ones())
     if ran:
         await start_flaky(log, starts, started_by=started_by)
-        config = RunnerConfig(ack_wait_s=60.0, fetch_timeout_s=0.5)
-        agents = [
-            RunnerAgent(log, bus, ["pytest"], config=config, dead_letters=dead_letters)
-            for _ in range(runners)
-        ]
-        async with WorkflowDriver(log, {FLAKY: FlakyWorkflow()}):
-            for agent in agents:
-                await agent.start()
-            try:
-                deadline = time.monotonic() + timeout_s
-                while await open_ones():
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"flaky instances still open after {timeout_s:.0f} s")
-                    await asyncio.sleep(0.5)
-            finally:
-                for agent in agents:
-                    await agent.stop()
+        await drive_here(
+            log,
+            bus,
+            FlakyWorkflow(),
+            open_ones,
+            capabilities=["pytest"],
+            config=RunnerConfig(ack_wait_s=60.0, fetch_timeout_s=0.5),
+            runners=runners,
+            timeout_s=timeout_s,
+            poll_s=0.5,
+            what="flaky instances",
+            dead_letters=dead_letters,
+        )
     return await verdicts(log, ids), ran
