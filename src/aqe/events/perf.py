@@ -78,8 +78,13 @@ class BenchmarkMeasured(Event, frozen=True, kw_only=True, tag="perf.series.measu
     """Where ``commit`` lives (a path or git URL), if known."""
 
 
-class PerfChangeDetected(Event, frozen=True, kw_only=True, tag="perf.change.detected.v1"):
-    """A suspected change point in a series, significant between its segments."""
+class _PerfChange(Event, frozen=True, kw_only=True):
+    """The fields that say which change of which series, and how big and how sure.
+
+    Shared by :class:`PerfChangeDetected` and :class:`PerfAlertRaised` (an alert repeats
+    the change it is about); a subclass's own fields come after these, so both keep
+    their field order, wire bytes and schema.
+    """
 
     id_field: ClassVar[str] = "change_id"
 
@@ -93,6 +98,11 @@ class PerfChangeDetected(Event, frozen=True, kw_only=True, tag="perf.change.dete
     """Ratio of medians, after / before (1.2: the metric grew by 20 %)."""
     confidence: float
     """1 - p of the significance test between the segments."""
+
+
+class PerfChangeDetected(_PerfChange, frozen=True, kw_only=True, tag="perf.change.detected.v1"):
+    """A suspected change point in a series, significant between its segments."""
+
     p_value: float
     commit_before: str
     commit_after: str
@@ -122,19 +132,9 @@ class PerfChangeVerified(Event, frozen=True, kw_only=True, tag="perf.change.veri
     reasons: tuple[str, ...] = ()
 
 
-class PerfAlertRaised(Event, frozen=True, kw_only=True, tag="perf.alert.raised.v1"):
+class PerfAlertRaised(_PerfChange, frozen=True, kw_only=True, tag="perf.alert.raised.v1"):
     """A confirmed change alerts; ``change_id`` is the dedup key (one alert per change)."""
 
-    id_field: ClassVar[str] = "change_id"
-
-    change_id: str
-    series_id: str
-    benchmark: str
-    metric: str
-    machine_class: str
-    direction: ChangeDirection
-    magnitude: float
-    confidence: float
     commit_before: str
     commit_after: str
     summary: str
