@@ -44,28 +44,41 @@ def test_since_reads_durations_and_iso_dates_and_names_a_bad_value() -> None:
         parse_since("soon")
 
 
-def test_tests_are_filtered_sorted_and_cut() -> None:
-    rows = [
-        _test("b", last_seen_ns=5, runs=3, flip=0.5),
-        _test("a", last_seen_ns=1, runs=9, flip=0.1),
-        _test("c", last_seen_ns=9, runs=3, flip=0.9),
-    ]
-    assert [r["test_id"] for r in select_tests(rows, None, "name", None)] == ["a", "b", "c"]
-    assert [r["test_id"] for r in select_tests(rows, None, "runs", None)] == ["a", "b", "c"]
-    assert [r["test_id"] for r in select_tests(rows, 5, "flip-rate", None)] == ["c", "b"]
-    assert [r["test_id"] for r in select_tests(rows, None, "flip-rate", 1)] == ["c"]
+TESTS = [
+    _test("b", last_seen_ns=5, runs=3, flip=0.5),
+    _test("a", last_seen_ns=1, runs=9, flip=0.1),
+    _test("c", last_seen_ns=9, runs=3, flip=0.9),
+]
+RUNS = [
+    _run("r1", started_ns=1, failed=2, first_seq=1),
+    _run("r2", started_ns=2, failed=0, first_seq=5),
+    _run("r3", started_ns=3, failed=2, first_seq=9),
+]
 
 
-def test_runs_are_filtered_sorted_and_cut() -> None:
-    rows = [
-        _run("r1", started_ns=1, failed=2, first_seq=1),
-        _run("r2", started_ns=2, failed=0, first_seq=5),
-        _run("r3", started_ns=3, failed=2, first_seq=9),
-    ]
-    assert [r["run_id"] for r in select_runs(rows, None, "newest", None)] == ["r3", "r2", "r1"]
-    assert [r["run_id"] for r in select_runs(rows, None, "oldest", 2)] == ["r1", "r2"]
-    assert [r["run_id"] for r in select_runs(rows, 2, "failures", None)] == ["r3", "r2"]
-    assert [r["run_id"] for r in select_runs(rows, None, "failures", None)] == ["r3", "r1", "r2"]
+@pytest.mark.parametrize(
+    ("select", "rows", "since_ns", "sort", "limit", "expected"),
+    [
+        (select_tests, TESTS, None, "name", None, ["a", "b", "c"]),
+        (select_tests, TESTS, None, "runs", None, ["a", "b", "c"]),
+        (select_tests, TESTS, 5, "flip-rate", None, ["c", "b"]),
+        (select_tests, TESTS, None, "flip-rate", 1, ["c"]),
+        (select_runs, RUNS, None, "newest", None, ["r3", "r2", "r1"]),
+        (select_runs, RUNS, None, "oldest", 2, ["r1", "r2"]),
+        (select_runs, RUNS, 2, "failures", None, ["r3", "r2"]),
+        (select_runs, RUNS, None, "failures", None, ["r3", "r1", "r2"]),
+    ],
+)
+def test_rows_are_filtered_sorted_and_cut(
+    select: Any,
+    rows: list[dict[str, Any]],
+    since_ns: int | None,
+    sort: str,
+    limit: int | None,
+    expected: list[str],
+) -> None:
+    key = "test_id" if select is select_tests else "run_id"
+    assert [r[key] for r in select(rows, since_ns, sort, limit)] == expected
 
 
 def test_a_test_is_found_exactly_before_by_substring() -> None:
