@@ -218,3 +218,32 @@ print(searcher.search("freeze the clock", k=1).model)
     for searcher in (first, second):
         assert searcher.search("nats fixture", k=1).model == fp32
         assert searcher.pending_model is None
+
+
+@pytest.mark.timeout(240)
+def test_an_index_build_interrupted_while_embedding_resumes_from_the_cache(
+    tmp_path: Path,
+) -> None:
+    from aqe.search.projection import search_set_current
+
+    directory = tmp_path / "patterns"
+    embedder = Embedder(cache_dir_for(directory), backend="onnx", precision="int8", batch_size=2)
+
+    def crash(done: int, total: int) -> None:
+        if done >= 2:
+            raise KeyboardInterrupt
+
+    projection = PatternsProjection(embedder_factory=lambda _dir: embedder, on_embed=crash)
+    state = LibraryState(patterns={k: msgspec.structs.replace(v) for k, v in PATTERNS.items()})
+    with pytest.raises(KeyboardInterrupt):  # the snapshot is saved, then the fold dies
+        SnapshotStore(projection, directory).save(Snapshot(state=state, checkpoints={"P": 6}))
+    assert not search_set_current(directory, {"P": 6})
+    assert search_set_model(directory) is None
+
+    resumed = Embedder(cache_dir_for(directory), backend="onnx", precision="int8")
+    report = reembed_search_set(directory, resumed)
+    assert (report.source, report.cached, report.computed) == (None, 2, 4)
+    assert search_set_current(directory, {"P": 6})
+    assert PatternSearch.open(directory, resumed).search("freeze time", k=1).hits[0].pattern_id == (
+        "clock"
+    )
