@@ -27,6 +27,7 @@ __all__ = [
     "AppContext",
     "ProgressBar",
     "catch_up",
+    "caught_up_state",
     "fold_progress",
     "open_log",
     "pending_events",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 ProgressBar = Callable[[int, str], contextlib.AbstractContextManager[Callable[[int], None]]]
 """``bar(total, label)``: a context that yields ``set_completed(n)`` (a face's progress bar)."""
@@ -178,6 +180,34 @@ async def catch_up(
     except ProjectionError as exc:
         return str(exc)
     return None
+
+
+async def caught_up_state(log: JetStreamEventLog, app: AppContext, projection: Projection[S]) -> S:
+    """``projection``'s state, resumed from its stored checkpoint and caught up.
+
+    Only what the log added since the last save is read (not the streams from sequence
+    1), and the snapshot is saved again, so the next call, in this process or the next,
+    starts there too: ``aqe perf watch`` reads its state this way every round. When
+    another process holds the projection (``aqe consume NAME --follow``, which keeps it
+    current), its last saved snapshot is returned as it stands.
+    """
+    from aqe.errors import ProjectionError
+    from aqe.log.retry import while_unavailable
+    from aqe.projections import ProjectionRunner, SnapshotStore, projection_lock
+    from aqe.projections.deadletter import JetStreamDeadLetters
+
+    directory = projections_root(app) / projection.name
+    store = SnapshotStore(projection, directory)
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(projection_lock(directory))
+        except ProjectionError:
+            return store.load().state
+        runner = ProjectionRunner(
+            projection, log, store, JetStreamDeadLetters(log.connection), materialize=False
+        )
+        await while_unavailable(runner.run)  # each run resumes at the checkpoint
+        return runner.state
 
 
 def workflow_registry() -> dict[str, Workflow[Any]]:

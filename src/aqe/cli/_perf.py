@@ -492,7 +492,11 @@ def watch(
     min_size: int,
     as_json: bool,
 ) -> None:
-    """Detect, start confirmations, record verdicts, raise and deliver alerts (in rounds)."""
+    """Detect, start confirmations, record verdicts, raise and deliver alerts (in rounds).
+
+    The perf state resumes from the perf projection's checkpoint (as `aqe consume perf`
+    leaves it): a start reads only what AQE_PERF added since.
+    """
     import msgspec
 
     from aqe.perf.pipeline import ConfirmOptions, WatchReport
@@ -505,7 +509,7 @@ def watch(
         reports = []
         async with open_log(app) as log:
             while True:
-                reports += await _round(log, sinks, cfg, options, runners)
+                reports += await _round(app, log, sinks, cfg, options, runners)
                 if once:
                     return reports
                 await asyncio.sleep(interval)
@@ -523,17 +527,32 @@ def watch(
 
 
 async def _round(
-    log: Any, sinks: list[AlertSink], cfg: DetectConfig, options: ConfirmOptions, runners: int
+    app: AppContext,
+    log: Any,
+    sinks: list[AlertSink],
+    cfg: DetectConfig,
+    options: ConfirmOptions,
+    runners: int,
 ) -> list[Any]:
+    from aqe.app import caught_up_state
     from aqe.perf.pipeline import confirm_here, watch_once
+    from aqe.perf.series import PerfProjection
 
-    first = await watch_once(log, sinks, config=cfg, options=options)
+    projection = PerfProjection()
+
+    def state_of(log: Any) -> Any:  # from the perf projection's checkpoint, not seq 1
+        return caught_up_state(log, app, projection)
+
+    first = await watch_once(log, sinks, config=cfg, options=options, state_of=state_of)
     if runners <= 0 or not first.confirmations:
         return [first]
     from aqe.coordination.nats_bus import NatsBus
 
     await confirm_here(log, NatsBus(log.connection), first.confirmations, runners=runners)
-    return [first, await watch_once(log, sinks, config=cfg, options=options)]
+    return [
+        first,
+        await watch_once(log, sinks, config=cfg, options=options, state_of=state_of),
+    ]
 
 
 @perf.command("quality")

@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -403,21 +403,26 @@ async def watch_once(
     config: DetectConfig | None = None,
     options: ConfirmOptions | None = None,
     settle: int = 5,
+    state_of: Callable[[EventLog], Awaitable[PerfState]] = read_state,
 ) -> WatchReport:
-    """Every stage once, in order (see the module docstring)."""
+    """Every stage once, in order (see the module docstring).
+
+    ``state_of`` gives the perf state as the log holds it now: by default a fold of
+    ``AQE_PERF`` from the start; ``aqe perf watch`` resumes its stored projection.
+    """
     report = WatchReport()
-    state = await read_state(log)
+    state = await state_of(log)
     report.series = len(state.series)
     report.detected = [c.change_id for c in await record_changes(log, state, config)]
     if report.detected:
-        state = await read_state(log)
+        state = await state_of(log)
     report.confirmations = await start_confirmations(log, state, options)
     report.verdicts = await carry_out_verdicts(log, state)
     if report.verdicts:
-        state = await read_state(log)
+        state = await state_of(log)
     report.alerts = await raise_alerts(log, state, settle=settle)
     if report.alerts:
-        state = await read_state(log)
+        state = await state_of(log)
     report.deliveries = await deliver(log, state, sinks)
     return report
 
