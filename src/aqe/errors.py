@@ -9,6 +9,7 @@ so no client type crosses a port.
 
     AqeError
     ├── ConfigError (ValueError)            bad settings, missing binary, bad stream file
+    │   └── BridgeConfigError               a bridge config file that cannot be used (file, field)
     ├── EventError (ValueError)
     │   ├── UnknownEventTypeError           a type tag nobody registered
     │   ├── EventValidationError            a payload that does not match its schema
@@ -26,12 +27,19 @@ so no client type crosses a port.
     ├── ProjectionError
     │   └── UnknownProjectionError (LookupError)
     ├── ReportError (ValueError)            a test report that cannot be read (file, line, why)
+    │   └── DataSetError                    a line of a test-code file that cannot be read
     ├── IngestError                         a read report whose run was not stored (files, why)
     ├── NoHistoryError (LookupError)        a question about test runs the log does not hold yet
     ├── SkillError (ValueError)             a skill or skill library that is not valid (file, line)
+    ├── AuditError                          no seal, a bad proof file, a bad export
     ├── SandboxError                        a sandbox could not be prepared (source, setup)
     │   └── SandboxUnavailableError         a sandbox backend cannot run on this machine
-    └── CommandRejectedError                a command handler decided "no"
+    ├── CommandRejectedError                a command handler decided "no"
+    ├── DeposedError                        this candidate no longer (or never) held the lease
+    └── BridgeError                         a QUIC bridge link or its configuration failed
+        ├── LinkDownError (ConnectionError) no connection to the peer
+        ├── StreamClosedError               a bridge stream ended (peer, reset, bad input)
+        └── FrameError (ValueError)         bytes on a stream that are not a valid frame
 """
 
 from __future__ import annotations
@@ -40,15 +48,20 @@ from pathlib import Path
 
 __all__ = [
     "AqeError",
+    "AuditError",
     "BatchRejectedError",
+    "BridgeConfigError",
     "BridgeError",
     "CommandRejectedError",
     "ConcurrencyError",
     "ConfigError",
+    "DataSetError",
+    "DeposedError",
     "EventDecodeError",
     "EventError",
     "EventNotFoundError",
     "EventValidationError",
+    "FrameError",
     "IngestError",
     "LimitExceededError",
     "LinkDownError",
@@ -76,6 +89,23 @@ class AqeError(Exception):
 
 class ConfigError(AqeError, ValueError):
     """Settings, files or the environment are not usable as given."""
+
+
+class BridgeConfigError(ConfigError):
+    """A bridge config file that cannot be used; names the file and the field.
+
+    Attributes:
+        path: The config file, as given.
+        field: The field, e.g. ``peers[1].address`` (empty for the file as a whole).
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, path: Path, field: str, reason: str) -> None:
+        where = f"{path}: {field}: " if field else f"{path}: "
+        super().__init__(where + reason)
+        self.path = path
+        self.field = field
+        self.reason = reason
 
 
 class EventError(AqeError, ValueError):
@@ -233,6 +263,10 @@ class ReportError(AqeError, ValueError):
         super().__init__(f"{where}: {reason}")
 
 
+class DataSetError(ReportError):
+    """A line of a test-code file that cannot be read (file, line, field)."""
+
+
 class IngestError(AqeError):
     """Reports were read, but appending their run (or folding it) failed.
 
@@ -269,6 +303,10 @@ class SkillError(AqeError, ValueError):
         self.line = line
 
 
+class AuditError(AqeError):
+    """An audit operation could not be carried out (no seal, bad proof file, bad export)."""
+
+
 class SandboxError(AqeError):
     """A sandbox's working copy, setup or backend could not be prepared."""
 
@@ -286,6 +324,36 @@ class CommandRejectedError(AqeError):
     """A command handler's decision: the command is not allowed in this state."""
 
 
+class DeposedError(AqeError):
+    """This candidate does not (or no longer) hold the group's lease.
+
+    Raised when the server rejects a renewal or a fenced write because another candidate
+    acquired the lease after ``term`` began, and when a leader-only call is made by a
+    candidate that holds no lease.
+
+    Attributes:
+        group: The election group.
+        holder: The candidate that lost (or never had) the lease.
+        term: The term it held (0: it held none).
+        actual: The lease filter's last sequence the server reported, when known.
+    """
+
+    def __init__(self, group: str, holder: str, term: int, actual: int | None = None) -> None:
+        self.group = group
+        self.holder = holder
+        self.term = term
+        self.actual = actual
+        if term == 0:
+            message = f"{holder!r} does not hold the lease of group {group!r}"
+        else:
+            now = "unknown" if actual is None else str(actual)
+            message = (
+                f"{holder!r} was deposed as leader of group {group!r}: term {term} has "
+                f"ended (the lease's last sequence is now {now})"
+            )
+        super().__init__(message)
+
+
 class BridgeError(AqeError):
     """A QUIC bridge link or its configuration failed."""
 
@@ -301,3 +369,7 @@ class StreamClosedError(BridgeError):
         super().__init__(reason)
         self.reason = reason
         self.code = code
+
+
+class FrameError(BridgeError, ValueError):
+    """Bytes on a stream that are not a valid frame."""

@@ -45,7 +45,7 @@ import pytest
 
 from aqe.config import Settings
 from aqe.coordination.identity import sign_registration
-from aqe.coordination.lease import DeposedError, LeaderElection, lease_filter
+from aqe.coordination.lease import LeaderElection, lease_filter
 from aqe.coordination.voting import (
     cast_vote,
     generate_keypair,
@@ -57,6 +57,7 @@ from aqe.errors import (
     BatchRejectedError,
     CommandRejectedError,
     ConcurrencyError,
+    DeposedError,
     LogError,
     LogUnavailableError,
 )

@@ -8,8 +8,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aqe.audit.explain import explain
 from aqe.audit.proof import check_proof
-from aqe.audit.seal import AuditError, seal_stream, trusted_keys
+from aqe.audit.seal import seal_stream, trusted_keys
 from aqe.coordination.voting import public_key_b64, sign_vote
+from aqe.errors import AuditError
 from aqe.events import (
     ProposalOpened,
     TestCaseExecuted,

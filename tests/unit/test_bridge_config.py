@@ -9,12 +9,11 @@ import pytest
 from aqe.bridge.config import (
     DEFAULT_STREAMS,
     BridgeConfig,
-    BridgeConfigError,
     LinkTuning,
     PeerConfig,
     load_config,
 )
-from aqe.errors import ConfigError
+from aqe.errors import BridgeConfigError, ConfigError
 from aqe.log import StreamSpec, load_stream_specs
 
 OPS = Path(__file__).resolve().parents[2] / "ops" / "bridge"

@@ -18,7 +18,6 @@ from aqe.bridge.frames import (
     Error,
     Frame,
     FrameDecoder,
-    FrameError,
     Gap,
     Hello,
     Marks,
@@ -28,7 +27,7 @@ from aqe.bridge.frames import (
     encode_frame,
     partition_of,
 )
-from aqe.errors import BridgeError, StreamClosedError
+from aqe.errors import BridgeError, FrameError, StreamClosedError
 
 EVERY_FRAME: list[Frame] = [
     Open(origin="alpha", stream="AQE_TESTS", partition=3, partitions=16, source="beta"),

@@ -15,7 +15,6 @@ import pytest
 
 from aqe.coordination.lease import (
     LEASE_FILTER,
-    DeposedError,
     LeaderElection,
     Lease,
     fold_leases,
@@ -23,7 +22,7 @@ from aqe.coordination.lease import (
     lease_from,
     read_lease,
 )
-from aqe.errors import AqeError, ConcurrencyError, LogUnavailableError
+from aqe.errors import AqeError, ConcurrencyError, DeposedError, LogUnavailableError
 from aqe.events import AgentHeartbeat, Envelope, Event, LeaseAcquired, LeaseReleased, LeaseRenewed
 from aqe.events.coordination import TaskCompleted
 from aqe.log import InMemoryEventLog

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aqe.errors import ConfigError, ReportError
-from aqe.flakemodel.data import DataSetError, TestCode, load_tests
+from aqe.errors import ConfigError, DataSetError, ReportError
+from aqe.flakemodel.data import TestCode, load_tests
 from aqe.flakemodel.evaluate import evaluate, splits
 from aqe.flakemodel.features import (
     HISTORY_FEATURES,

@@ -8,6 +8,4 @@
 * :mod:`~aqe.audit.export`: Parquet exports with seals and proofs, checked offline.
 """
 
-from aqe.audit.seal import AuditError
-
-__all__ = ["AuditError"]
+__all__: list[str] = []

@@ -16,8 +16,7 @@ from collections.abc import Sequence
 import msgspec
 
 from aqe.audit.proof import InclusionProof, Prover
-from aqe.audit.seal import AuditError
-from aqe.errors import EventDecodeError
+from aqe.errors import AuditError, EventDecodeError
 from aqe.events import Envelope, TestCaseExecuted
 from aqe.log.port import EventLog
 from aqe.log.streams import StreamSpec

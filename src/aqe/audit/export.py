@@ -37,7 +37,8 @@ from aqe.audit.proof import (
     decode_proof,
     encode_proof,
 )
-from aqe.audit.seal import AuditError, TrustedKeys, head_of, seal_problem, seals_of
+from aqe.audit.seal import TrustedKeys, head_of, seal_problem, seals_of
+from aqe.errors import AuditError
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import MAX_BATCH, BatchResult, EventLog

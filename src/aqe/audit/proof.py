@@ -17,13 +17,13 @@ from aqe.audit.leaf import leaf_bytes, leaf_headers, message_leaf_hash
 from aqe.audit.merkle import MerkleTree, leaf_hash, verify_inclusion
 from aqe.audit.seal import (
     AUDIT_STREAM,
-    AuditError,
     SealHead,
     TrustedKeys,
     head_of,
     seal_problem,
     seals_of,
 )
+from aqe.errors import AuditError
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import EventLog

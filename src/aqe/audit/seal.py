@@ -47,7 +47,7 @@ from aqe.audit.merkle import (
     frontier_root,
 )
 from aqe.coordination.voting import load_public_key, public_key_b64
-from aqe.errors import AqeError, ConfigError
+from aqe.errors import AuditError, ConfigError
 from aqe.events import Envelope
 from aqe.events.audit import StreamSealed
 from aqe.log.port import EventLog
@@ -59,7 +59,6 @@ __all__ = [
     "DIGEST_BYTES",
     "MAX_LEAVES_PER_SEAL",
     "SEALER_ID",
-    "AuditError",
     "SealHead",
     "TrustedKeys",
     "head_bytes",
@@ -87,10 +86,6 @@ _DOMAIN = "aqe.audit.seal.v1"
 
 TrustedKeys = Mapping[str, str]
 """Key id -> raw Ed25519 public key (base64): the keys whose seals a verifier accepts."""
-
-
-class AuditError(AqeError):
-    """An audit operation could not be carried out (no seal, bad proof file, bad export)."""
 
 
 def key_id(public_key: str) -> str:

@@ -27,8 +27,8 @@ from aioquic.quic.connection import (
     stream_is_unidirectional,
 )
 
-from aqe.bridge.frames import MAX_FRAME, Error, Frame, FrameDecoder, FrameError, encode_frame
-from aqe.errors import StreamClosedError
+from aqe.bridge.frames import MAX_FRAME, Error, Frame, FrameDecoder, encode_frame
+from aqe.errors import FrameError, StreamClosedError
 
 __all__ = ["SEND_BUFFER", "Link", "QuicFrameStream"]
 

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
 from aqe.bridge._nats import redact_urls
-from aqe.errors import ConfigError
+from aqe.errors import BridgeConfigError
 
 if TYPE_CHECKING:
     from aqe.log.streams import StreamSpec
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_STREAMS",
     "BridgeConfig",
-    "BridgeConfigError",
     "LinkTuning",
     "ListenConfig",
     "PeerConfig",
@@ -76,23 +75,6 @@ _NATS_SCHEMES: Final = frozenset({"nats", "tls", "ws", "wss"})
 _MAX_PARTITIONS: Final = 256
 # JetStream takes at most 1,000 messages in one atomic batch; one is the chain's marker.
 _MAX_BATCH: Final = 999
-
-
-class BridgeConfigError(ConfigError):
-    """A bridge config file that cannot be used; names the file and the field.
-
-    Attributes:
-        path: The config file, as given.
-        field: The field, e.g. ``peers[1].address`` (empty for the file as a whole).
-        reason: What is wrong with it.
-    """
-
-    def __init__(self, path: Path, field: str, reason: str) -> None:
-        where = f"{path}: {field}: " if field else f"{path}: "
-        super().__init__(where + reason)
-        self.path = path
-        self.field = field
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -52,7 +52,7 @@ import zlib
 
 import msgspec
 
-from aqe.errors import BridgeError
+from aqe.errors import FrameError
 
 __all__ = [
     "MAX_FRAME",
@@ -64,7 +64,6 @@ __all__ = [
     "Error",
     "Frame",
     "FrameDecoder",
-    "FrameError",
     "Gap",
     "Hello",
     "Marks",
@@ -168,10 +167,6 @@ Frame = Open | Resume | Data | DataBatch | Ack | Gap | Error | Hello | Marks
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Frame)
 _EVENTS_DECODER = msgspec.msgpack.Decoder(tuple[Data, ...])
-
-
-class FrameError(BridgeError, ValueError):
-    """Bytes on a stream that are not a valid frame."""
 
 
 def encode_frame(frame: Frame) -> bytes:

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from aqe.bridge._nats import nats_settings, redact_urls
-from aqe.bridge.config import BridgeConfig, BridgeConfigError
+from aqe.bridge.config import BridgeConfig
 from aqe.bridge.status import SNAPSHOT_VERSION, write_snapshot
-from aqe.errors import BridgeError
+from aqe.errors import BridgeConfigError, BridgeError
 
 if TYPE_CHECKING:
     from aqe.bridge.certs import TlsFiles

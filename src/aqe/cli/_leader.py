@@ -104,8 +104,7 @@ async def _write_loop(election: LeaderElection, every_s: float, emit: Any) -> No
     It deliberately does not check the local lease deadline (``is_leader``): a leader
     that was paused wakes up believing it still leads, and the server must reject it.
     """
-    from aqe.coordination.lease import DeposedError
-    from aqe.errors import LogUnavailableError
+    from aqe.errors import DeposedError, LogUnavailableError
     from aqe.events.coordination import LeaderCheckpointed
 
     count = 0
@@ -141,7 +140,8 @@ async def _campaign(
     for_s: float | None,
     emit: Any,
 ) -> None:
-    from aqe.coordination.lease import DeposedError, LeaderElection, read_lease
+    from aqe.coordination.lease import LeaderElection, read_lease
+    from aqe.errors import DeposedError
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

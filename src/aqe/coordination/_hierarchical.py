@@ -33,8 +33,9 @@ import msgspec
 from aqe.coordination._loads import Loads
 from aqe.coordination._runtime import DispatchContext, Dispatcher
 from aqe.coordination.bus import BusMessage, Subscription
-from aqe.coordination.lease import DeposedError, LeaderElection, Lease
+from aqe.coordination.lease import LeaderElection, Lease
 from aqe.coordination.tasks import TaskEntry
+from aqe.errors import DeposedError
 from aqe.events import Envelope, Event, TaskAbandoned, TaskClaimed, TaskCompleted, TaskSubmitted
 
 __all__ = ["HierarchicalDispatcher", "Route", "split_groups"]

@@ -41,7 +41,7 @@ from typing import Final
 
 import msgspec
 
-from aqe.errors import AqeError, ConcurrencyError, LogUnavailableError
+from aqe.errors import ConcurrencyError, DeposedError, LogUnavailableError
 from aqe.events import Envelope, Event
 from aqe.events.coordination import LeaseAcquired, LeaseReleased, LeaseRenewed
 from aqe.log.port import AppendResult, EventLog
@@ -53,7 +53,6 @@ __all__ = [
     "DEFAULT_LEASE_MS",
     "LEASE_FILTER",
     "LEASE_PREFIX",
-    "DeposedError",
     "LeaderElection",
     "Lease",
     "fold_leases",
@@ -87,36 +86,6 @@ def lease_filter(group: str) -> str:
 
 LEASE_FILTER = lease_filter
 """Alias of :func:`lease_filter`: ``LEASE_FILTER(group)``."""
-
-
-class DeposedError(AqeError):
-    """This candidate does not (or no longer) hold the group's lease.
-
-    Raised when the server rejects a renewal or a fenced write because another candidate
-    acquired the lease after ``term`` began, and when a leader-only call is made by a
-    candidate that holds no lease.
-
-    Attributes:
-        group: The election group.
-        holder: The candidate that lost (or never had) the lease.
-        term: The term it held (0: it held none).
-        actual: The lease filter's last sequence the server reported, when known.
-    """
-
-    def __init__(self, group: str, holder: str, term: int, actual: int | None = None) -> None:
-        self.group = group
-        self.holder = holder
-        self.term = term
-        self.actual = actual
-        if term == 0:
-            message = f"{holder!r} does not hold the lease of group {group!r}"
-        else:
-            now = "unknown" if actual is None else str(actual)
-            message = (
-                f"{holder!r} was deposed as leader of group {group!r}: term {term} has "
-                f"ended (the lease's last sequence is now {now})"
-            )
-        super().__init__(message)
 
 
 class Lease(msgspec.Struct, frozen=True, kw_only=True):

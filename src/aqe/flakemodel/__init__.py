@@ -9,7 +9,7 @@
   :mod:`aqe.log.objectstore`); :mod:`.projection` models and the newest prediction per test.
 """
 
-from aqe.flakemodel.data import DataSetError, TestCode, load_tests
+from aqe.flakemodel.data import TestCode, load_tests
 from aqe.flakemodel.model import FlakeModel, HeadConfig
 
-__all__ = ["DataSetError", "FlakeModel", "HeadConfig", "TestCode", "load_tests"]
+__all__ = ["FlakeModel", "HeadConfig", "TestCode", "load_tests"]

@@ -14,13 +14,9 @@ from pathlib import Path
 
 import msgspec
 
-from aqe.errors import ReportError
+from aqe.errors import DataSetError
 
-__all__ = ["DataSetError", "TestCode", "load_tests", "text_digest"]
-
-
-class DataSetError(ReportError):
-    """A line of a test-code file that cannot be read (file, line, field)."""
+__all__ = ["TestCode", "load_tests", "text_digest"]
 
 
 class TestCode(msgspec.Struct, frozen=True, kw_only=True):
