@@ -69,3 +69,20 @@ def test_a_server_that_fails_to_start_is_reaped(tmp_path: Path) -> None:
             with pytest.raises(ServerError, match="address already in use"):
                 _start(tmp_path / f"second{i}", port=first.port)
         assert set(_our_zombies()) - before == set()
+
+
+def test_a_server_that_ignores_sigterm_is_killed_and_reaped(tmp_path: Path) -> None:
+    stamp = "2026/01/01 00:00:00.000000"
+    fake = tmp_path / "fake-nats-server"
+    fake.write_text(
+        "#!/bin/sh\ntrap '' TERM\n"
+        f'echo "[$$] {stamp} [INF]   Version:  2.15.1"\n'
+        f'echo "[$$] {stamp} [INF] Listening for client connections on 127.0.0.1:4999"\n'
+        f'echo "[$$] {stamp} [INF] Server is ready"\n'
+        "exec sleep 60\n"
+    )
+    fake.chmod(0o755)
+    server = _start(tmp_path / "deaf", binary=fake)
+    assert server.stop_sync(timeout=0.2)
+    assert server.returncode == -9  # SIGTERM ignored (inherited across exec), so SIGKILL
+    assert server.pid not in _our_zombies()
