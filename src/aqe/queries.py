@@ -21,6 +21,7 @@ from aqe.app import AppContext, ProgressBar, catch_up, open_log, projections_roo
 from aqe.errors import AqeError, ConfigError, NoHistoryError
 
 if TYPE_CHECKING:
+    from aqe.learning.features import Cycle
     from aqe.learning.selection import Pending, TestNames
     from aqe.learning.training import Ranked
     from aqe.log.jetstream import JetStreamEventLog
@@ -35,6 +36,7 @@ __all__ = [
     "find_tests",
     "fold_history",
     "history_policy",
+    "learning_history",
     "load_history",
     "parse_since",
     "select_runs",
@@ -169,6 +171,29 @@ def select_runs(rows: list[Row], since_ns: int | None, sort: str, limit: int | N
 
 # -- a pending run's ranking --------------------------------------------------------------
 
+_NO_RUNS = "the log holds no test runs yet: `aqe ingest` reports first, or pass --dataset iofrol"
+
+
+def learning_history(app: AppContext, dataset: Path | None) -> tuple[list[Cycle], str, int]:
+    """``(cycles, source, last AQE_TESTS sequence)`` to learn from: a data set or the log.
+
+    Raises:
+        NoHistoryError: The log holds no test runs (and no ``dataset`` was given).
+    """
+    from aqe.learning.training import history_from_log, load_cycles
+
+    if dataset is not None:
+        return load_cycles(dataset), str(dataset), 0
+
+    async def go() -> tuple[list[Cycle], int]:
+        async with open_log(app) as log:
+            return await history_from_log(log)
+
+    cycles, last = run(go())
+    if not cycles:
+        raise NoHistoryError(_NO_RUNS)
+    return cycles, "log", last
+
 
 def algorithm_names(algo: str) -> list[str]:
     """The algorithms ``algo`` names: one, a comma-separated list, or ``all``.
@@ -289,10 +314,7 @@ class RankingPlan:
             events = run(go())
             self.cycles = from_events(events)
             if not self.cycles:
-                raise NoHistoryError(
-                    "the log holds no test runs yet: `aqe ingest` reports first, "
-                    "or pass --dataset iofrol"
-                )
+                raise NoHistoryError(_NO_RUNS)
         self.names = runner_names(events)
         known = history_order(self.cycles, self.names)
         entries = list(tests) if tests is not None else list(known)

@@ -47,22 +47,11 @@ def _resolve_dataset(ctx: click.Context, param: click.Parameter, value: str | No
 
 
 def _history(app: AppContext, dataset: Path | None) -> tuple[list[Cycle], str, int]:
-    """(cycles, source, last AQE_TESTS sequence) from a data set or the log."""
-    from aqe.learning.training import history_from_log, load_cycles
-
-    if dataset is not None:
-        return load_cycles(dataset), str(dataset), 0
-
-    async def go() -> tuple[list[Cycle], int]:
-        async with open_log(app) as log:
-            return await history_from_log(log)
-
-    cycles, last = run(go())
-    if not cycles:
-        raise click.UsageError(
-            "the log holds no test runs yet: `aqe ingest` reports first, or pass --dataset iofrol"
-        )
-    return cycles, "log", last
+    """:func:`aqe.queries.learning_history`, an empty log a usage error."""
+    try:
+        return queries.learning_history(app, dataset)
+    except NoHistoryError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _names(algo: str) -> list[str]:
