@@ -9,9 +9,9 @@ import pytest
 
 from aqe.errors import ConcurrencyError, LogUnavailableError
 from aqe.events import Event, TaskClaimed
-from aqe.log import AppendResult, InMemoryEventLog
+from aqe.log import AppendResult, InMemoryEventLog, NewEvent
 from aqe.log.jetstream import _translated
-from aqe.log.retry import append_conditional, while_unavailable
+from aqe.log.retry import append_conditional, append_new, while_unavailable
 
 
 async def test_retries_until_the_operation_succeeds() -> None:
@@ -131,3 +131,11 @@ async def test_a_conditional_append_in_process_settles_as_ours() -> None:
     )
     assert result.duplicate
     assert result.seq == 1
+
+
+async def test_append_new_counts_only_what_the_log_did_not_hold() -> None:
+    log = InMemoryEventLog()
+    items = [NewEvent(event=_claim(agent), event_id=f"claim-{agent}") for agent in ("a", "b")]
+    assert await append_new(log, []) == 0
+    assert await append_new(log, items) == 2
+    assert await append_new(log, [*items, NewEvent(event=_claim("c"), event_id="claim-c")]) == 1

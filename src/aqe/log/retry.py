@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
 from aqe.errors import ConcurrencyError, LogUnavailableError
@@ -19,9 +19,9 @@ from aqe.log.subjects import subject_for
 
 if TYPE_CHECKING:
     from aqe.events import Event
-    from aqe.log.port import EventLog
+    from aqe.log.port import EventLog, NewEvent
 
-__all__ = ["DEFAULT_UNAVAILABLE_S", "append_conditional", "while_unavailable"]
+__all__ = ["DEFAULT_UNAVAILABLE_S", "append_conditional", "append_new", "while_unavailable"]
 
 T = TypeVar("T")
 
@@ -56,6 +56,18 @@ async def while_unavailable(
                 raise
             await asyncio.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+
+
+async def append_new(log: EventLog, items: Sequence[NewEvent]) -> int:
+    """Append events that carry fixed ids, riding out an unavailable log; how many were new.
+
+    A retry resends the same ids, so what an earlier try stored counts as a duplicate,
+    not as new.
+    """
+    if not items:
+        return 0
+    results = await while_unavailable(lambda: log.append_many(items))
+    return sum(not r.duplicate for r in results)
 
 
 async def append_conditional(

@@ -39,7 +39,7 @@ from aqe.events.perf import (
     PerfChangeVerified,
 )
 from aqe.log.port import EventLog, NewEvent
-from aqe.log.retry import while_unavailable
+from aqe.log.retry import append_new, while_unavailable
 from aqe.perf._fingerprint import series_id
 from aqe.perf.alerts import alert_events, alert_summary
 from aqe.perf.detect import DetectConfig, detect_changes, direction_of
@@ -112,10 +112,7 @@ async def append_measurements(log: EventLog, events: Sequence[BenchmarkMeasured]
     """Append measurements (each with an id from its series and run); returns how many
     were new."""
     items = [NewEvent(event=e, event_id=f"measured-{e.series_id}-{e.run_id}") for e in events]
-    if not items:
-        return 0
-    results = await while_unavailable(lambda: log.append_many(items))
-    return sum(not r.duplicate for r in results)
+    return await append_new(log, items)
 
 
 async def read_state(log: EventLog) -> PerfState:
@@ -294,11 +291,7 @@ async def carry_out_verdicts(log: EventLog, state: PerfState) -> int:
 
 async def raise_alerts(log: EventLog, state: PerfState, *, settle: int = 5) -> int:
     """Append the alert events due; returns how many were new."""
-    items = alert_events(state, settle=settle)
-    if not items:
-        return 0
-    results = await while_unavailable(lambda: log.append_many(items))
-    return sum(not r.duplicate for r in results)
+    return await append_new(log, alert_events(state, settle=settle))
 
 
 class Delivery(msgspec.Struct, frozen=True, kw_only=True):

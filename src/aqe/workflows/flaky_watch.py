@@ -23,7 +23,7 @@ import msgspec
 from aqe.errors import CommandRejectedError
 from aqe.events import WorkflowDecided, WorkflowFinished
 from aqe.log.port import EventLog, NewEvent
-from aqe.log.retry import while_unavailable
+from aqe.log.retry import append_new
 from aqe.projections.history import HistoryState
 from aqe.workflows._flaky_trigger import FlakyStart, flaky_starts, quarantine_event
 from aqe.workflows._store import fact_of, read_instance, read_instances, start_instance
@@ -95,10 +95,7 @@ async def carry_out_quarantines(log: EventLog) -> int:
             if mapped is not None:
                 event_id, enforced = mapped
                 items.append(NewEvent(event=enforced, event_id=event_id))
-    if not items:
-        return 0
-    results = await while_unavailable(lambda: log.append_many(items))
-    return sum(not r.duplicate for r in results)
+    return await append_new(log, items)
 
 
 class Investigated(msgspec.Struct, frozen=True, kw_only=True):
