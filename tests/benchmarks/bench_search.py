@@ -20,8 +20,9 @@ LRU) and cold (queries never seen: the model runs, on the default embedding back
 ``AQE_EMBED``, with a fresh persistent cache as a search has; the same unseen queries
 through torch fp32 are timed in the same run as the baseline unless
 ``--no-torch-baseline``, and alternately with the cold ones through the query path as
-it was before 2026-12-08, ``embed([query])``: one cache commit per query), and the
-NumPy exact dot-product
+it was before 2026-12-08, ``embed([query])``: one cache commit per query; with the
+process CPU time a cold query costs, which contention does not inflate as it does wall
+time), and the NumPy exact dot-product
 baseline (matmul + argpartition) measured in the same loop, as a ratio. It asserts
 no time.
 """
@@ -242,12 +243,14 @@ def bench_size(
     fresh = [f"{q} ({n})" for q in queries[: args.cold]]  # never embedded before
     cold_times: dict[str, list[float]] = {s: [] for s in warm_times}
     before_times: dict[str, list[float]] = {s: [] for s in warm_times}
-    cold_s = before_s = 0.0
+    cold_s = before_s = cold_cpu = 0.0
     # Now and before, alternately in halves so both see the same load: the query path
     # as it is, and as it was (embed() per query: its bookkeeping and one cache commit).
     half = max(1, len(fresh) // 2)
     for part in (fresh[:half], fresh[half:]):
+        cpu = time.process_time()
         cold_s += run_queries(part, cold.embed_query, keyword, vectors, rrf, cold_times)
+        cold_cpu += time.process_time() - cpu
         old = [f"{q} <{n}>" for q in part]
         before_s += run_queries(
             old, lambda t: before.embed([t])[0], keyword, vectors, rrf, before_times
@@ -293,7 +296,9 @@ def bench_size(
     base_qps = len(fresh) / base_s if base_s else None
     print(
         f"QPS end to end: warm {warm_qps:,.0f}, cold {cold_qps:,.1f} with {cold.model_version}"
-        f" (old query path {before_qps:,.1f}, x{cold_qps / before_qps:.2f})"
+        f" (old query path {before_qps:,.1f}, x{cold_qps / before_qps:.2f};"
+        f" CPU {cold_cpu / len(fresh) * 1000:.2f} ms a query = {len(fresh) / cold_cpu:,.0f}"
+        " a second per core)"
         + (
             f", cold {base_qps:,.1f} with torch fp32 (x{cold_qps / base_qps:.2f})"
             if base_qps
@@ -312,6 +317,7 @@ def bench_size(
         "warm_total_p50_ms": pct(warm_times["total"], 50),
         "warm_qps": warm_qps,
         "cold_qps": cold_qps,
+        "cold_cpu_ms_per_query": cold_cpu / len(fresh) * 1000,
         "cold_qps_old_path": before_qps,
         "cold_qps_torch_fp32": base_qps,
         "embedder": cold.model_version,
