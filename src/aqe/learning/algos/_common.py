@@ -27,7 +27,9 @@ __all__ = [
     "Memory",
     "Target",
     "buckets_of",
+    "episode_transitions",
     "learning_targets",
+    "position_rewards",
     "priorities_of",
     "read_hyperparameters",
     "transitions_of",
@@ -108,6 +110,47 @@ def transitions_of(
 ) -> list[Transition]:
     """One-step transitions (``done``, ``next_state == state``) for a ranked cycle."""
     return one_step_transitions(policy, obs, actions, outcome.rewards)
+
+
+def position_rewards(order_verdicts: NDArray[np.integer[Any]]) -> NDArray[np.float64]:
+    """Per placement of a sequentially ordered cycle (verdicts in run order), the reward
+    ``(n - k + 0.5) / n`` of a failing test at 1-based position ``k``, else 0: that
+    failure's share of APFD, so the rewards sum to ``m * APFD`` (``m`` failures)."""
+    failed = np.asarray(order_verdicts) != 0
+    n = failed.size
+    share = (n - np.arange(1, n + 1, dtype=np.float64) + 0.5) / max(n, 1)
+    out: NDArray[np.float64] = np.where(failed, share, 0.0)
+    return out
+
+
+def episode_transitions(
+    policy: str,
+    obs: CycleObservation,
+    order: Sequence[int] | NDArray[np.integer[Any]],
+    rewards: Sequence[float] | NDArray[np.floating[Any]],
+    actions: Sequence[float] | None = None,
+) -> list[Transition]:
+    """One transition per placement of a cycle ordered as an episode: in run order,
+    ``next_state`` the next placed test's features, only the last ``done``. ``action``
+    is ``actions[k]`` when given, else the priority ``n - k`` of the ``k``-th pick."""
+    n = len(order)
+    out: list[Transition] = []
+    states = [tuple(float(v) for v in obs.features[int(i)]) for i in order]
+    for k, i in enumerate(order):
+        last = k == n - 1
+        out.append(
+            Transition(
+                cycle=obs.cycle,
+                test_id=obs.test_ids[int(i)],
+                policy=policy,
+                state=states[k],
+                action=float(n - k) if actions is None else float(actions[k]),
+                reward=float(rewards[k]),
+                next_state=states[k] if last else states[k + 1],
+                done=last,
+            )
+        )
+    return out
 
 
 class Memory:

@@ -1,41 +1,61 @@
-"""Policy-gradient prioritisers over priority buckets: A2C, one-step Actor-Critic, PPO.
+"""Policy-gradient prioritisers over real sequential decisions: A2C, Actor-Critic, PPO.
 
-Each test is a one-step episode: the state is its feature vector
-(``obs.features.shape[1]`` columns, read at the first cycle), the action one of
-``n_buckets`` priority buckets, the return the learning target of its reward (see
-:func:`~aqe.learning.algos._common.learning_targets`). The
-priority is the bucket plus half the policy's expected bucket position
-``sum_a pi(a|s) a / (n_buckets - 1)`` as a tie-break. While training the bucket is
-sampled from ``pi``; otherwise it is the most probable one.
+Ordering a cycle of ``n`` tests is an episode of ``n`` decisions (as for
+:mod:`aqe.learning.algos.sequential`):
+
+* **state** at step ``k``: the tests still to place (their feature rows);
+* **action**: the next test, drawn from ``pi(i | remaining) = softmax(s)`` over the
+  remaining tests, where the actor gives every test a score ``s = f(features)`` (a
+  listwise, Plackett-Luce policy: the whole ordering's probability is the product of
+  these choices);
+* **reward** of the test placed at 1-based position ``k``: ``(n - k + 0.5) / n`` if it
+  fails, else 0 (:func:`~aqe.learning.algos._common.position_rewards`): the failure's
+  share of APFD, so the return of an episode is ``m * APFD`` and a failing test earns
+  more the earlier it is placed (rank-aware by construction);
+* **critic**: the value of a state is additive over the tests still to place,
+  ``V_k = sum_{j remaining} v(x_j)``, ``v`` a critic head, so ``V_n = 0`` at the end.
+
+The algorithms differ in how they learn from an episode (advantages normalised per
+episode, so every cycle weighs the same whatever its size):
+
+* :class:`A2CPolicy` ("a2c"): shared trunk, actor and critic heads; advantage
+  ``G_k - V_k`` with the Monte-Carlo return-to-go ``G_k``; one synchronous update per
+  train call over the episodes drawn.
+* :class:`ActorCriticPolicy` ("actor-critic"): separate actor and critic networks
+  and optimisers; the one-step TD error ``r_k + gamma V_{k+1} - V_k`` (bootstrapped)
+  is both the actor's advantage and the critic's error; one update per episode.
+* :class:`PPOPolicy` ("ppo"): shared trunk; GAE(``gamma``, ``lam``) advantages and the
+  clipped surrogate over the per-step log-probabilities, ``epochs`` passes per batch,
+  the behaviour log-probabilities being those of the policy that sampled the episode.
+
+Experience and replay. Every observed cycle's features and verdicts are kept (the
+newest ``memory`` cycles; all of IOF/ROL by default). A past cycle is an environment
+that can be replayed exactly: its verdicts are known once it ran. Each :meth:`train`
+samples ``replay`` episodes from the current policy (Gumbel-perturbed scores, i.e. an
+ordering drawn from the Plackett-Luce policy, with a seeded ``torch.Generator``) on the
+newest cycle and on past cycles drawn uniformly (seeded numpy ``Generator``), and
+learns from them, as Bagherzadeh, Kahani and Briand (TSE 2021) train on episodes
+simulated from earlier cycles. Cycles where order cannot matter (one test, none or
+all failing) are not replayed: every ordering earns the same.
+
+Acting. :meth:`act` returns the scores themselves: the most probable ordering of the
+Plackett-Luce policy (its mode). The exploration is in the sampled training episodes,
+never in the ranking that is evaluated. Decisions only ever see the observation
+(earlier cycles); the verdicts arrive in :meth:`observe`, after the ranking.
 
 Networks are MLPs with two hidden layers of ``hidden`` (32) tanh units, trained with
-Adam and an entropy bonus:
+Adam; torch runs on one thread; weights are initialised under ``torch.manual_seed(seed)``
+inside a forked RNG. Same seed, same data: same priorities.
 
-* :class:`A2CPolicy` ("a2c"): one network, shared trunk, actor and critic heads;
-  each :meth:`train` makes one synchronous pass over the decisions observed since the
-  last call, in minibatches of 16, with advantage ``r' - V(s)`` normalised per
-  minibatch.
-* :class:`ActorCriticPolicy` ("actor-critic"): separate actor and critic networks and
-  optimisers, one update per decision (TD error ``r' - V(s)`` for one-step episodes);
-  both losses go through one backward pass and fused Adam steps, as per-decision
-  updates of such small networks cost what torch's per-call overheads cost.
-* :class:`PPOPolicy` ("ppo"): shared trunk; a few epochs of minibatches over the last
-  ``window`` cycles' decisions with the clipped surrogate objective, the behaviour
-  log-probabilities being those of the policy that ranked each cycle.
-
-Rewards and targets. A2C and PPO name their own reward, the rank-aware ``timerank``
-(their ``reward`` attribute, which the evaluator honours), and learn it through the
-``penalised`` target over 5 buckets. With ``tcfail`` under a time budget and the
-``calibration`` target (actor-critic's defaults, 10 buckets) a low bucket is a
-self-fulfilling claim (see :func:`~aqe.learning.algos._common.learning_targets`): A2C
-settled there and ranked the tests most likely to fail last (mean APFD 0.43 on
-IOF/ROL, random 0.51), and PPO escaped it on some seeds only (0.595, 0.55, 0.584 for
-seeds 0-2; 0.604, 0.595, 0.589 now).
-
-Decisions are kept in a bounded replay memory (the newest ``memory`` = 10,000, as in
-RETECS). Same seed, same data: same priorities (weights are initialised under
-``torch.manual_seed(seed)`` inside a forked RNG; sampling uses a seeded
-``torch.Generator``, shuffling a seeded numpy ``Generator``; torch runs on one thread).
+Defaults measured on IOF/ROL seed 0 (APFD, ``aqe`` / ``rows`` protocol, 18 feature
+columns). The first version (one-step bandits over 5 or 10 priority buckets with a
+``timerank`` / ``penalised`` target, as RETECS formulates them) reached 0.584 / 0.606
+(A2C), 0.548 / 0.578 (actor-critic, 5-seed means) and 0.594 / 0.622 (PPO, 5-seed
+means). As episodes of picks with ``gamma`` 1 (the return-to-go, a long-horizon credit
+for each pick): PPO 0.559. ``gamma`` 0 (each pick judged by its own reward; placing a
+passing test early already costs through the later failures' smaller rewards): A2C
+0.597 / 0.623, actor-critic 0.597, PPO 0.588 (``lr`` 3e-3) and 0.593 (``lr`` 1e-3).
+A2C with 16 replayed episodes instead of 8: 0.596.
 """
 
 from __future__ import annotations
@@ -51,16 +71,13 @@ from torch import Tensor, nn
 
 from aqe.errors import ConfigError
 from aqe.learning.algos._common import (
-    Memory,
-    buckets_of,
-    check_target,
-    learning_targets,
-    priorities_of,
+    episode_transitions,
+    position_rewards,
     read_hyperparameters,
-    transitions_of,
     write_hyperparameters,
 )
 from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, Transition
+from aqe.learning.metrics import rank
 
 __all__ = ["A2CPolicy", "ActorCriticPolicy", "PPOPolicy"]
 
@@ -77,7 +94,38 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     )
 
 
-class _DiscretePolicy:
+def step_log_probs(scores: Tensor) -> Tensor:
+    """Per step ``k``, ``log pi(a_k | remaining)`` for scores given in pick order.
+
+    ``log softmax`` of the picked test's score over the tests not yet placed:
+    ``s_k - logsumexp(s_k, ..., s_{n-1})``.
+    """
+    suffix = torch.logcumsumexp(scores.flip(0), dim=0).flip(0)
+    return scores - suffix
+
+
+def _returns_to_go(rewards: Tensor) -> Tensor:
+    return torch.flip(torch.cumsum(torch.flip(rewards, (0,)), 0), (0,))
+
+
+def _normalise(advantage: Tensor) -> Tensor:
+    if advantage.numel() < 2:
+        return advantage
+    return (advantage - advantage.mean()) / (advantage.std() + 1e-8)
+
+
+class _Episode:
+    """One replayed ordering: features and rewards in pick order, behaviour log-probs."""
+
+    __slots__ = ("features", "logp", "rewards")
+
+    def __init__(self, features: Tensor, rewards: Tensor, logp: Tensor) -> None:
+        self.features = features
+        self.rewards = rewards
+        self.logp = logp
+
+
+class _RankingPolicy:
     name: str = ""
     kind: Kind = "discrete"
 
@@ -85,34 +133,29 @@ class _DiscretePolicy:
         self,
         seed: int = 0,
         *,
-        n_buckets: int = 10,
         hidden: int = 32,
-        lr: float = 1e-3,
-        entropy: float = 0.01,
-        batch_size: int = 64,
-        memory: int = 10_000,
-        target: str = "calibration",
+        lr: float = 3e-3,
+        replay: int = 8,
+        memory: int = 1000,
+        gamma: float = 0.0,
     ) -> None:
-        if n_buckets < 2 or hidden < 1 or batch_size < 1 or lr <= 0:
+        if hidden < 1 or lr <= 0 or replay < 1 or memory < 1 or not 0.0 <= gamma <= 1.0:
             raise ConfigError(
-                f"need n_buckets >= 2, hidden >= 1, batch_size >= 1, lr > 0 "
-                f"({n_buckets}, {hidden}, {batch_size}, {lr})"
+                f"need hidden >= 1, lr > 0, replay >= 1, memory >= 1, 0 <= gamma <= 1 "
+                f"({hidden}, {lr}, {replay}, {memory}, {gamma})"
             )
         self.seed = seed
-        self.n_buckets = n_buckets
         self.hidden = hidden
         self.lr = lr
-        self.entropy = entropy
-        self.batch_size = batch_size
-        self.memory_size = memory
-        self.target = check_target(target)
+        self.replay = replay
+        self.memory = memory
+        self.gamma = gamma
         self._rng = np.random.default_rng(seed)
         self._gen = torch.Generator().manual_seed(seed)
         self._training = True
-        self._memory = Memory(memory)
-        self._fresh = 0
+        self._cycles: list[tuple[NDArray[np.float32], NDArray[np.int8]]] = []
+        self._fresh = False
         self._n_features: int | None = None
-        self._position = torch.arange(n_buckets, dtype=torch.float32) / (n_buckets - 1)
 
     # -- networks (built lazily: the feature count comes with the first cycle) ---------
 
@@ -125,7 +168,8 @@ class _DiscretePolicy:
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         raise NotImplementedError
 
-    def _logits(self, x: Tensor) -> Tensor:
+    def _scores_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per test, the actor's score and the critic's share ``v``."""
         raise NotImplementedError
 
     def _ensure(self, n_features: int) -> None:
@@ -142,58 +186,74 @@ class _DiscretePolicy:
     # -- Policy -------------------------------------------------------------------------
 
     def act(self, obs: CycleObservation) -> NDArray[np.float64]:
-        """Priorities: a sampled (training) or most probable bucket plus a tie-break."""
-        n = len(obs.test_ids)
-        if n == 0:
+        """The actor's scores: the policy's most probable ordering, highest first."""
+        if len(obs.test_ids) == 0:
             return np.zeros(0, dtype=np.float64)
         torch.set_num_threads(1)
         self._ensure(obs.features.shape[1])
         with torch.no_grad():
-            probs = torch.softmax(self._logits(torch.from_numpy(obs.features)), dim=-1)
-            if self._training:
-                chosen = torch.multinomial(probs, 1, generator=self._gen).squeeze(-1)
-            else:
-                chosen = probs.argmax(dim=-1)
-            tie = probs @ self._position
-        return priorities_of(chosen.numpy().astype(np.int64), tie.numpy().astype(np.float64))
+            scores, _ = self._scores_values(torch.from_numpy(obs.features))
+        return scores.numpy().astype(np.float64)
 
     def observe(
         self, obs: CycleObservation, priorities: NDArray[np.float64], outcome: CycleOutcome
     ) -> list[Transition]:
-        """Record each test's bucket, reward and behaviour log-probability."""
-        actions = buckets_of(priorities, self.n_buckets)
+        """Keep the cycle for replay; one transition per placement, in run order."""
+        order = rank(priorities, obs.test_ids)
+        verdicts = np.asarray(outcome.verdicts, dtype=np.int8)
         if self._training and len(obs.test_ids) > 0:
-            self._ensure(obs.features.shape[1])
-            with torch.no_grad():
-                logp = torch.log_softmax(self._logits(torch.from_numpy(obs.features)), dim=-1)
-                chosen = logp.gather(1, torch.from_numpy(actions).unsqueeze(1)).squeeze(1)
-            self._memory.add(obs.features, actions, outcome.rewards, chosen.numpy())
-            self._fresh += len(obs.test_ids)
-        return transitions_of(self.name, obs, actions, outcome)
-
-    def _update(self) -> tuple[int, float]:
-        raise NotImplementedError
+            self._cycles.append((obs.features.astype(np.float32), verdicts.copy()))
+            del self._cycles[: max(0, len(self._cycles) - self.memory)]
+            self._fresh = True
+        rewards = position_rewards(verdicts[order])
+        return episode_transitions(self.name, obs, order, rewards)
 
     def train(self) -> TrainStats:
-        """Learn from the memory (see the class); a no-op when not training."""
-        if not self._training or self._fresh == 0:
+        """Learn from ``replay`` episodes sampled now (see the module docstring)."""
+        if not self._training or not self._fresh:
+            return TrainStats()
+        self._fresh = False
+        usable = [i for i, (_, v) in enumerate(self._cycles) if 0 < int(v.sum()) < v.size]
+        if not usable:
             return TrainStats()
         torch.set_num_threads(1)
         start = time.perf_counter()
-        updates, loss = self._update()
-        self._fresh = 0
+        newest = len(self._cycles) - 1
+        picks = [newest] if newest in usable else []
+        while len(picks) < self.replay:
+            picks.append(usable[int(self._rng.integers(len(usable)))])
+        episodes = [self._sample(*self._cycles[i]) for i in picks]
+        updates, loss = self._update(episodes)
         return TrainStats(updates=updates, loss=loss, seconds=time.perf_counter() - start)
+
+    def _sample(self, features: NDArray[np.float32], verdicts: NDArray[np.int8]) -> _Episode:
+        """An ordering drawn from the current policy (Gumbel-max = Plackett-Luce draws)."""
+        x = torch.from_numpy(features)
+        with torch.no_grad():
+            scores, _ = self._scores_values(x)
+            u = torch.rand(scores.shape, generator=self._gen).clamp_(1e-12, 1.0 - 1e-7)
+            order = torch.argsort(scores - torch.log(-torch.log(u)), descending=True)
+            logp = step_log_probs(scores[order])
+        failed = verdicts[order.numpy()]
+        rewards = torch.from_numpy(position_rewards(failed).astype(np.float32))
+        return _Episode(x[order], rewards, logp)
+
+    def _update(self, episodes: list[_Episode]) -> tuple[int, float]:
+        raise NotImplementedError
+
+    def _values(self, v: Tensor) -> tuple[Tensor, Tensor]:
+        """``V_k`` (remaining tests' shares summed) and ``V_{k+1}`` (0 after the last)."""
+        value = _returns_to_go(v)
+        return value, torch.cat([value[1:], value.new_zeros(1)])
 
     def hyperparameters(self) -> dict[str, Any]:
         """The constructor's keyword arguments (without ``seed``)."""
         return {
-            "n_buckets": self.n_buckets,
             "hidden": self.hidden,
             "lr": self.lr,
-            "entropy": self.entropy,
-            "batch_size": self.batch_size,
-            "memory": self.memory_size,
-            "target": self.target,
+            "replay": self.replay,
+            "memory": self.memory,
+            "gamma": self.gamma,
         }
 
     def save(self, directory: Path) -> None:
@@ -206,7 +266,7 @@ class _DiscretePolicy:
         torch.save(blob, directory / _WEIGHTS_FILE)
 
     def load(self, directory: Path) -> None:
-        """Read what :meth:`save` wrote.
+        """Read what :meth:`save` wrote (the replayed cycles are not saved).
 
         Raises:
             ConfigError: missing files, another algorithm, or other hyperparameters.
@@ -227,65 +287,38 @@ class _DiscretePolicy:
                 optimizer.load_state_dict(blob["optimizers"][key])
         except (OSError, RuntimeError, KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{directory}: unreadable weights ({exc})") from exc
+        self._cycles = []
 
     def set_training(self, training: bool) -> None:
-        """Sampling and learning on (``True``) or off (most probable bucket)."""
+        """Learning (and the sampled training episodes) on or off."""
         self._training = training
-
-    # -- helpers for the updates ---------------------------------------------------------
-
-    def _batch(self, rows: NDArray[np.int64]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        m = self._memory
-        actions = m.actions[rows]
-        returns = learning_targets(actions, m.rewards[rows], self.n_buckets, self.target)
-        return (
-            torch.from_numpy(m.states[rows]),
-            torch.from_numpy(actions),
-            torch.from_numpy(returns.astype(np.float32)),
-            torch.from_numpy(m.logps[rows]),
-        )
-
-    def _minibatches(self, rows: NDArray[np.int64]) -> list[NDArray[np.int64]]:
-        shuffled = rows[self._rng.permutation(rows.size)]
-        return [shuffled[i : i + self.batch_size] for i in range(0, shuffled.size, self.batch_size)]
 
 
 class _SharedNet(nn.Module):
-    """A tanh trunk with an actor head (bucket logits) and a critic head (value)."""
+    """A tanh trunk with an actor head (score) and a critic head (the test's share)."""
 
-    def __init__(self, n_in: int, hidden: int, n_buckets: int) -> None:
+    def __init__(self, n_in: int, hidden: int) -> None:
         super().__init__()
         self.trunk = nn.Sequential(
             nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh()
         )
-        self.actor = nn.Linear(hidden, n_buckets)
+        self.actor = nn.Linear(hidden, 1)
         self.critic = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         h = self.trunk(x)
-        return self.actor(h), self.critic(h).squeeze(-1)
+        return self.actor(h).squeeze(-1), self.critic(h).squeeze(-1)
 
 
-class _SharedPolicy(_DiscretePolicy):
-    reward: str = "timerank"
-    """The reward :func:`aqe.learning.evaluate.evaluate_online` scores these policies with."""
-
-    def __init__(
-        self,
-        seed: int = 0,
-        *,
-        value_coef: float = 0.5,
-        n_buckets: int = 5,
-        target: str = "penalised",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(seed, n_buckets=n_buckets, target=target, **kwargs)
+class _SharedPolicy(_RankingPolicy):
+    def __init__(self, seed: int = 0, *, value_coef: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(seed, **kwargs)
         self.value_coef = value_coef
         self._net: _SharedNet | None = None
         self._opt: torch.optim.Optimizer | None = None
 
     def _build(self, n_features: int) -> None:
-        self._net = _SharedNet(n_features, self.hidden, self.n_buckets)
+        self._net = _SharedNet(n_features, self.hidden)
         self._opt = torch.optim.Adam(self._net.parameters(), lr=self.lr)
 
     def _parts(self) -> tuple[_SharedNet, torch.optim.Optimizer]:
@@ -299,83 +332,57 @@ class _SharedPolicy(_DiscretePolicy):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"net": self._parts()[1]}
 
-    def _logits(self, x: Tensor) -> Tensor:
-        logits: Tensor = self._parts()[0](x)[0]
-        return logits
+    def _scores_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        scores, values = self._parts()[0](x)
+        return scores, values
 
     def hyperparameters(self) -> dict[str, Any]:
         return {**super().hyperparameters(), "value_coef": self.value_coef}
 
 
 class A2CPolicy(_SharedPolicy):
-    """Advantage actor-critic with a shared trunk, synchronous minibatch updates.
-
-    Like :class:`PPOPolicy` it learns from the ``timerank`` reward with the ``penalised``
-    target over 5 buckets (see the module docstring); its minibatches hold 16 decisions
-    and their advantages are normalised.
+    """Advantage actor-critic, shared trunk, one synchronous update over the episodes.
 
     Args:
-        seed: seeds weights, sampling and shuffling.
-        n_buckets: priority buckets (actions).
+        seed: seeds weights, the sampled episodes and the replayed cycles.
         hidden: units per hidden layer (two layers).
         lr: Adam step size.
-        entropy: entropy bonus weight.
-        batch_size: minibatch size.
-        memory: replay memory capacity (decisions).
-        target: ``"penalised"``, ``"calibration"`` or ``"raw"``.
+        replay: episodes per :meth:`train` (the newest cycle and past ones).
+        memory: cycles kept for replay.
+        gamma: discount of the return-to-go.
         value_coef: weight of the critic's squared error.
-        normalize_advantage: scale each minibatch's advantages to mean 0, std 1.
     """
 
     name = "a2c"
 
-    def __init__(
-        self,
-        seed: int = 0,
-        *,
-        batch_size: int = 16,
-        normalize_advantage: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(seed, batch_size=batch_size, **kwargs)
-        self.normalize_advantage = normalize_advantage
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "normalize_advantage": self.normalize_advantage}
-
-    def _update(self) -> tuple[int, float]:
+    def _update(self, episodes: list[_Episode]) -> tuple[int, float]:
         net, opt = self._parts()
-        rows = self._memory.last_rows(self._fresh)
-        total, updates = 0.0, 0
-        for batch in self._minibatches(rows):
-            states, actions, returns, _ = self._batch(batch)
-            logits, values = net(states)
-            logp = torch.log_softmax(logits, dim=-1)
-            advantage = (returns - values).detach()
-            if self.normalize_advantage and advantage.numel() > 1:
-                advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-            chosen = logp.gather(1, actions.unsqueeze(1)).squeeze(1)
-            entropy = -(logp.exp() * logp).sum(-1).mean()
-            value_loss = (returns - values).pow(2).mean()
-            loss = -(chosen * advantage).mean() + self.value_coef * value_loss
-            loss = loss - self.entropy * entropy
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss.item())
-            updates += 1
-        return updates, total / max(updates, 1)
+        losses = []
+        for ep in episodes:
+            scores, v = net(ep.features)
+            logp = step_log_probs(scores)
+            value, _ = self._values(v)
+            returns = _discounted(ep.rewards, self.gamma)
+            advantage = _normalise((returns - value).detach())
+            losses.append(
+                -(logp * advantage).mean() + self.value_coef * (returns - value).pow(2).mean()
+            )
+        loss = torch.stack(losses).mean()
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        return 1, float(loss.item())
 
 
 class PPOPolicy(_SharedPolicy):
-    """Proximal policy optimisation (clipped surrogate) with a shared trunk.
+    """Proximal policy optimisation (clipped surrogate, GAE) with a shared trunk.
 
     Args:
-        seed, n_buckets, hidden, lr, entropy, batch_size, memory, target, value_coef:
-            as for :class:`A2CPolicy` (but ``batch_size`` 64 by default).
+        seed, hidden, replay, memory, gamma, value_coef: as for :class:`A2CPolicy`.
+        lr: Adam step size (1e-3: its ``epochs`` passes take more steps per train).
         clip: the ratio clip ``epsilon``.
-        epochs: passes over the window per :meth:`train`.
-        window: how many of the newest cycles each :meth:`train` learns from.
+        epochs: passes over the sampled episodes per :meth:`train`.
+        lam: the GAE ``lambda``.
     """
 
     name = "ppo"
@@ -386,91 +393,87 @@ class PPOPolicy(_SharedPolicy):
         *,
         clip: float = 0.2,
         epochs: int = 4,
-        window: int = 4,
+        lam: float = 0.95,
+        lr: float = 1e-3,
         **kwargs: Any,
     ) -> None:
-        super().__init__(seed, **kwargs)
-        if clip <= 0 or epochs < 1 or window < 1:
+        super().__init__(seed, lr=lr, **kwargs)
+        if clip <= 0 or epochs < 1 or not 0.0 <= lam <= 1.0:
             raise ConfigError(
-                f"need clip > 0, epochs >= 1, window >= 1 ({clip}, {epochs}, {window})"
+                f"need clip > 0, epochs >= 1, 0 <= lam <= 1 ({clip}, {epochs}, {lam})"
             )
         self.clip = clip
         self.epochs = epochs
-        self.window = window
+        self.lam = lam
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
             **super().hyperparameters(),
             "clip": self.clip,
             "epochs": self.epochs,
-            "window": self.window,
+            "lam": self.lam,
         }
 
-    def _update(self) -> tuple[int, float]:
+    def _update(self, episodes: list[_Episode]) -> tuple[int, float]:
         net, opt = self._parts()
-        rows = self._memory.last_cycles(self.window)
+        # advantages from the behaviour policy's critic, fixed for the epochs
+        targets = []
+        with torch.no_grad():
+            for ep in episodes:
+                _, v = net(ep.features)
+                value, following = self._values(v)
+                delta = ep.rewards + self.gamma * following - value
+                advantage = _discounted(delta, self.gamma * self.lam)
+                targets.append((_normalise(advantage), advantage + value))
         total, updates = 0.0, 0
         for _ in range(self.epochs):
-            for batch in self._minibatches(rows):
-                states, actions, returns, old_logp = self._batch(batch)
-                logits, values = net(states)
-                logp = torch.log_softmax(logits, dim=-1)
-                chosen = logp.gather(1, actions.unsqueeze(1)).squeeze(1)
-                advantage = (returns - values).detach()
-                if advantage.numel() > 1:
-                    advantage = (advantage - advantage.mean()) / (advantage.std() + 1e-8)
-                ratio = torch.exp(chosen - old_logp)
+            losses = []
+            for ep, (advantage, returns) in zip(episodes, targets, strict=True):
+                scores, v = net(ep.features)
+                logp = step_log_probs(scores)
+                value, _ = self._values(v)
+                ratio = torch.exp(logp - ep.logp)
                 surrogate = torch.minimum(
                     ratio * advantage,
                     torch.clamp(ratio, 1.0 - self.clip, 1.0 + self.clip) * advantage,
                 )
-                entropy = -(logp.exp() * logp).sum(-1).mean()
-                value_loss = (returns - values).pow(2).mean()
-                loss = -surrogate.mean() + self.value_coef * value_loss - self.entropy * entropy
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.item())
-                updates += 1
+                losses.append(-surrogate.mean() + self.value_coef * (returns - value).pow(2).mean())
+            loss = torch.stack(losses).mean()
+            opt.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            total += float(loss.item())
+            updates += 1
         return updates, total / max(updates, 1)
 
 
-class ActorCriticPolicy(_DiscretePolicy):
-    """One-step actor-critic: separate actor and critic networks, per-decision updates.
+class ActorCriticPolicy(_RankingPolicy):
+    """One-step actor-critic: separate networks, the TD(0) error as the advantage.
 
     Args:
-        seed, n_buckets, hidden, lr, entropy, memory, target: as for :class:`A2CPolicy`
-            (``lr`` is the actor's step size), but 10 buckets and the ``calibration``
-            target by default, with the evaluator's reward.
+        seed, hidden, lr, replay, memory, gamma: as for :class:`A2CPolicy` (``lr`` is
+            the actor's step size).
         critic_lr: the critic's step size.
-        gamma: discount, used only for decisions that are not ``done`` (none here).
     """
 
     name = "actor-critic"
 
-    def __init__(
-        self, seed: int = 0, *, critic_lr: float = 5e-3, gamma: float = 0.9, **kwargs: Any
-    ) -> None:
+    def __init__(self, seed: int = 0, *, critic_lr: float = 5e-3, **kwargs: Any) -> None:
         super().__init__(seed, **kwargs)
         self.critic_lr = critic_lr
-        self.gamma = gamma
         self._actor: nn.Sequential | None = None
         self._critic: nn.Sequential | None = None
         self._actor_opt: torch.optim.Optimizer | None = None
         self._critic_opt: torch.optim.Optimizer | None = None
 
     def hyperparameters(self) -> dict[str, Any]:
-        return {**super().hyperparameters(), "critic_lr": self.critic_lr, "gamma": self.gamma}
+        return {**super().hyperparameters(), "critic_lr": self.critic_lr}
 
     def _build(self, n_features: int) -> None:
-        self._actor = _mlp(n_features, self.hidden, self.n_buckets)
+        self._actor = _mlp(n_features, self.hidden, 1)
         self._critic = _mlp(n_features, self.hidden, 1)
-        # Fused Adam: one kernel per step instead of a loop over tensors; the per-decision
-        # updates are dominated by such overheads, not by arithmetic.
-        self._actor_opt = torch.optim.Adam(self._actor.parameters(), lr=self.lr, fused=True)
-        self._critic_opt = torch.optim.Adam(
-            self._critic.parameters(), lr=self.critic_lr, fused=True
-        )
+        self._actor_opt = torch.optim.Adam(self._actor.parameters(), lr=self.lr)
+        self._critic_opt = torch.optim.Adam(self._critic.parameters(), lr=self.critic_lr)
 
     def _parts(
         self,
@@ -492,28 +495,39 @@ class ActorCriticPolicy(_DiscretePolicy):
         _, _, actor_opt, critic_opt = self._parts()
         return {"actor": actor_opt, "critic": critic_opt}
 
-    def _logits(self, x: Tensor) -> Tensor:
-        logits: Tensor = self._parts()[0](x)
-        return logits
+    def _scores_values(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        actor, critic, _, _ = self._parts()
+        return actor(x).squeeze(-1), critic(x).squeeze(-1)
 
-    def _update(self) -> tuple[int, float]:
+    def _update(self, episodes: list[_Episode]) -> tuple[int, float]:
         actor, critic, actor_opt, critic_opt = self._parts()
-        rows = self._memory.last_rows(self._fresh)
-        states, actions, returns, _ = self._batch(rows)
         total = 0.0
-        # One-step episodes (done): the TD target is the return itself.
-        for i in range(rows.size):
-            s = states[i : i + 1]
-            delta = returns[i] - critic(s).squeeze()
-            logp = torch.log_softmax(actor(s), dim=-1).squeeze(0)
-            entropy = -(logp.exp() * logp).sum()
-            actor_loss = -logp[actions[i]] * delta.detach() - self.entropy * entropy
-            # The two losses share no parameters: one backward pass gives each network
-            # exactly the gradient of its own loss.
-            critic_opt.zero_grad()
+        for ep in episodes:
+            value, following = self._values(critic(ep.features).squeeze(-1))
+            # bootstrapped on the critic's next value: one-step temporal differences
+            delta = ep.rewards + self.gamma * following.detach() - value
+            logp = step_log_probs(actor(ep.features).squeeze(-1))
+            actor_loss = -(logp * _normalise(delta.detach())).mean()
+            critic_loss = delta.pow(2).mean()
+            # no shared parameters: one backward pass gives each network its own gradient
             actor_opt.zero_grad()
-            (delta.pow(2) + actor_loss).backward()
-            critic_opt.step()
+            critic_opt.zero_grad()
+            (actor_loss + critic_loss).backward()  # type: ignore[no-untyped-call]
             actor_opt.step()
-            total += float(delta.detach().pow(2).item())
-        return int(rows.size), total / max(int(rows.size), 1)
+            critic_opt.step()
+            total += float(critic_loss.item())
+        return len(episodes), total / max(len(episodes), 1)
+
+
+def _discounted(values: Tensor, factor: float) -> Tensor:
+    """``sum_{l >= k} factor ** (l - k) * values[l]`` for every ``k`` (no gradient)."""
+    if factor == 1.0:
+        return _returns_to_go(values.detach())
+    out = np.empty(values.numel(), dtype=np.float32)
+    running = 0.0
+    for k, value in zip(
+        range(values.numel() - 1, -1, -1), values.detach().flip(0).tolist(), strict=True
+    ):
+        running = value + factor * running
+        out[k] = running
+    return torch.from_numpy(out)

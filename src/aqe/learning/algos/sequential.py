@@ -49,7 +49,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from aqe.errors import ConfigError
-from aqe.learning.algos._common import read_hyperparameters, write_hyperparameters
+from aqe.learning.algos._common import (
+    episode_transitions,
+    position_rewards,
+    read_hyperparameters,
+    write_hyperparameters,
+)
 from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, Transition
 
 __all__ = ["CLASS_COLUMNS", "PROGRESS_BINS", "SequentialQLearning", "SequentialSarsa"]
@@ -183,8 +188,7 @@ class _Sequential:
         if order is None or len(order) != n:
             order = sorted(range(n), key=lambda i: (-float(priorities[i]), obs.test_ids[i]))
         keys = self._classes(obs)
-        failed = np.asarray(outcome.verdicts) != 0
-        rewards = [(n - k + 0.5) / n if failed[i] else 0.0 for k, i in enumerate(order, start=1)]
+        rewards = position_rewards(np.asarray(outcome.verdicts)[order]).tolist()
         episode = (
             [self._progress(k, n) for k in range(n)],
             [int(keys[i]) for i in order],
@@ -193,24 +197,9 @@ class _Sequential:
         if self._training and n:
             self._new.append(episode)
             self._cycles += 1
-        out: list[Transition] = []
-        for k, i in enumerate(order):
-            state = tuple(float(v) for v in obs.features[i])
-            last = k == n - 1
-            nxt = state if last else tuple(float(v) for v in obs.features[order[k + 1]])
-            out.append(
-                Transition(
-                    cycle=obs.cycle,
-                    test_id=obs.test_ids[i],
-                    policy=self.name,
-                    state=state,
-                    action=float(keys[i]),
-                    reward=rewards[k],
-                    next_state=nxt,
-                    done=last,
-                )
-            )
-        return out
+        return episode_transitions(
+            self.name, obs, order, rewards, actions=[float(keys[i]) for i in order]
+        )
 
     def _bootstrap(self, progress: int, next_key: int, remaining: set[int]) -> float:
         raise NotImplementedError
