@@ -165,6 +165,69 @@ def run_queries(
     return clock() - began
 
 
+def profile_cold(
+    texts: Sequence[str],
+    keyword: Any,
+    vectors: VectorIndex,
+    rrf: Callable[..., list[tuple[str, float]]] | None,
+) -> None:
+    """One cold query at a time: the pipeline's stages, the embedding alone, its parts.
+
+    Per query: the pipeline as :func:`run_queries` runs it; then another unseen text
+    embedded alone; then a third taken apart by hand (the cache lookup, the tokenizer,
+    the ONNX run, and the one-row cache commit the query path made before 2026-12-08).
+    Reaches into the embedder's internals (ONNX backend only): a profile, not an API.
+    """
+    from aqe.search.embed import _digest
+
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        piped, alone = Embedder(Path(tmp) / "piped"), Embedder(Path(tmp) / "alone")
+        for embedder in (piped, alone):
+            embedder.embed(["load the model before timing"])
+        if piped.backend != "onnx":
+            print("profile: ONNX backends only")
+            return
+        encoder, store = piped._model, piped._store
+        tokenizer, session = encoder._tokenizer, encoder._session(1)
+        stages: dict[str, list[float]] = {}
+        clock = time.perf_counter
+        for i, text in enumerate(texts):
+            one = {s: [] for s in ("embed", "keyword", "vector", "fuse", "total")}
+            run_queries([text], piped.embed_query, keyword, vectors, rrf, one)
+            for stage, values in one.items():
+                stages.setdefault(f"pipeline: {stage}", []).extend(values)
+            t0 = clock()
+            alone.embed_query(f"{text} #{i}")
+            stages.setdefault("embed alone, back to back", []).append(clock() - t0)
+            probe = f"{text} ~{i}"
+            t0 = clock()
+            digest = _digest(probe)
+            store.get_many(piped.model_version, [digest])
+            t1 = clock()
+            ids = np.array([tokenizer.encode(probe).ids], dtype=np.int64)
+            t2 = clock()
+            feed = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            (out,) = session.run(None, {**feed, "token_type_ids": np.zeros_like(ids)})
+            t3 = clock()
+            store.put_many(piped.model_version, [(digest, out[0])])
+            t4 = clock()
+            for stage, spent in (
+                ("embed part: cache lookup", t1 - t0),
+                ("embed part: tokenize", t2 - t1),
+                ("embed part: ONNX run", t3 - t2),
+                ("embed part: one commit", t4 - t3),
+            ):
+                stages.setdefault(stage, []).append(spent)
+        piped.close()
+        alone.close()
+    print(
+        f"{'profile (cold, ' + str(len(texts)) + ')':<30}{'p50 ms':>9}{'mean ms':>9}{'p90 ms':>9}"
+    )
+    for stage, values in stages.items():
+        mean = statistics.fmean(values) * 1000
+        print(f"{stage:<30}{pct(values, 50):>9.3f}{mean:>9.3f}{pct(values, 90):>9.3f}")
+
+
 def bench_size(
     n: int,
     real: np.ndarray,
@@ -264,6 +327,8 @@ def bench_size(
         else None
     )
 
+    if args.profile:
+        profile_cold([f"{q} {{{n}}}" for q in queries[: args.profile]], keyword, vectors, rrf)
     print(f"{'stage (warm)':<22}{'p50 ms':>10}{'p99 ms':>10}")
     for stage in ("embed", "keyword", "vector", "fuse", "total"):
         if stage in ("keyword", "fuse") and keyword is None:
@@ -333,6 +398,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".aqe" / "bench" / "embeddings")
     parser.add_argument("--json", action="store_true", help="also print a JSON summary")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N cold queries stage by stage, the embedding in its parts",
+    )
     parser.add_argument(
         "--no-torch-baseline", action="store_true", help="skip cold QPS with torch fp32"
     )
