@@ -60,6 +60,25 @@ def test_features_after_three_runs_by_hand() -> None:
     assert ((obs.features >= 0) & (obs.features <= 1)).all()
 
 
+def test_failure_streak_and_recent_failure_windows() -> None:
+    tracker = HistoryTracker()
+    # a: fails in cycles 0, 3, 4, 5; b: fails in 0 only, then passes; c misses cycle 5
+    verdicts = {"a": [1, 0, 0, 1, 1, 1], "b": [1, 0, 0, 0, 0, 0], "c": [1, 1, 1, 1, 1]}
+    for now in range(6):
+        ran = [t for t, v in verdicts.items() if now < len(v)]
+        tracker.observe_cycle(f"c{now}", ran, [1.0] * len(ran), [verdicts[t][now] for t in ran])
+    obs = tracker.observation("c6", ["a", "b", "c", "new"], now=6)
+    a, b, c, new = obs.features
+    assert a[COL["fail_streak"]] == pytest.approx(math.log1p(3) / math.log1p(50))
+    assert a[COL["fails_last_3"]] == pytest.approx(1.0)  # cycles 3, 4, 5
+    assert a[COL["fails_last_5"]] == pytest.approx(3 / 5)  # cycles 1..5
+    assert b[COL["fail_streak"]] == 0.0
+    assert b[COL["fails_last_5"]] == 0.0  # its failure was 6 cycles ago
+    assert c[COL["fail_streak"]] == pytest.approx(math.log1p(5) / math.log1p(50))
+    assert c[COL["fails_last_3"]] == pytest.approx(2 / 3)  # it did not run in cycle 5
+    assert new[COL["fail_streak"]] == new[COL["fails_last_3"]] == 0.0
+
+
 def test_gaps_saturate_at_the_horizon() -> None:
     tracker = HistoryTracker(horizon=10)
     tracker.observe_cycle("c0", ["a"], [1.0], [1], now=0)

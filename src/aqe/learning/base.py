@@ -33,7 +33,7 @@ __all__ = [
     "one_step_transitions",
 ]
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 """Bumped when :mod:`aqe.learning.features` changes what a state vector means."""
 
 Kind = Literal["heuristic", "tabular", "discrete", "continuous", "offline"]
