@@ -7,7 +7,7 @@ SARSA are the same algorithm. Here ordering a cycle of ``n`` tests is ``n`` deci
 * **state** at step ``k``: the progress ``k / n`` cut into :data:`PROGRESS_BINS` bins
   (and, through the remaining candidates, what is left to pick);
 * **action**: pick the next test among the remaining ones, by its *class* (its binned
-  history: ``verdict_1``, ``verdict_2``, ``since_fail``, ``is_new``, seven bins each as
+  history: ``verdict_1``, ``verdict_2``, ``fail_streak``, ``is_new``, seven bins each as
   in the one-step form); tests of one class are picked most-failing-first, then by
   id (rank ties);
 * **reward** of the test picked at 1-based position ``k``: ``(n - k + 0.5) / n`` if it
@@ -27,7 +27,11 @@ the class (``fail_rate``, ``verdict_1``, ``since_fail``, ``is_new``): ``gamma`` 
 ``fail_rate`` 0.581 / 0.582; ``verdict_1``, ``verdict_2``, ``since_fail``, ``is_new``
 **0.590 / 0.593** (seed 1: 0.584 / 0.586 against 0.572 / 0.578; rows protocol 0.616 /
 0.617 against 0.605 / 0.608); with ``verdict_3`` too 0.583 / 0.586; ``gamma`` 0.6
-0.589 / 0.590; ``replay`` 16 0.584 / 0.581.
+0.589 / 0.590; ``replay`` 16 0.584 / 0.581. With feature version 2 (the class
+``verdict_1``, ``verdict_2``, ``since_fail``, ``is_new``: 0.590 / 0.593, rows 0.614 /
+0.616): ``fail_streak`` for ``since_fail`` **0.596 / 0.599** (rows 0.623 / 0.624);
+``fails_last_5`` for it 0.592 / 0.591; ``verdict_1``, ``fails_last_3`` (or ``_5``),
+``since_fail``, ``is_new`` 0.588 / 0.587 (0.586 / 0.588).
 
 Exploration: with probability ``epsilon`` a step picks a uniformly random remaining
 test; ``epsilon`` decays by ``epsilon_decay`` per observed cycle down to
@@ -59,7 +63,7 @@ from aqe.learning.base import CycleObservation, CycleOutcome, Kind, TrainStats, 
 
 __all__ = ["CLASS_COLUMNS", "PROGRESS_BINS", "SequentialQLearning", "SequentialSarsa"]
 
-CLASS_COLUMNS: tuple[str, ...] = ("verdict_1", "verdict_2", "since_fail", "is_new")
+CLASS_COLUMNS: tuple[str, ...] = ("verdict_1", "verdict_2", "fail_streak", "is_new")
 """The feature columns whose bins make a test's class (the action)."""
 EDGES: tuple[float, ...] = (0.05, 0.15, 0.3, 0.5, 0.75, 0.999)
 PROGRESS_BINS = 4
