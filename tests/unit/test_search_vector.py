@@ -259,6 +259,9 @@ def test_add_without_retraining_is_searchable_and_masks_follow_ids(ivf_data) -> 
     assert "rebuilt" not in index.params  # 6000 <= 2 * 5000: no retraining
     assert (index.params["nlist"], index._centroids.tolist()) == (trained[0], trained[1].tolist())
     assert index.search(data[5500], 1)[0][0] == "p05500"
+    kept_lists = index._lists.copy()
+    index._refresh()  # what faiss holds agrees with the bookkeeping the add updated
+    np.testing.assert_array_equal(index._lists, kept_lists)
     assert recall(index, data, queries) >= TARGET_RECALL
     mask = np.arange(6000) >= 5000
     assert {pid for pid, _ in index.search(data[10], 10, mask=mask)} <= set(ids_for(6000)[5000:])

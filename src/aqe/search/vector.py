@@ -402,7 +402,7 @@ class VectorIndex:
         params = faiss.SearchParametersIVF()
         params.nprobe = nprobe
         if bitmap is not None:
-            selector = faiss.IDSelectorBitmap(len(self._slots), faiss.swig_ptr(bitmap))
+            selector = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
             params.sel = selector
         scores, labels = self._index.search(q, k, params=params)
         return self._hits(scores[0], labels[0])
@@ -432,7 +432,7 @@ class VectorIndex:
         probe_scores = np.ascontiguousarray(scores[chosen], dtype=np.float32)
         params = faiss.SearchParametersIVF()
         params.nprobe = chosen.shape[1]
-        selector = faiss.IDSelectorBitmap(len(self._slots), faiss.swig_ptr(bitmap))
+        selector = faiss.IDSelectorBitmap(bitmap.shape[0], faiss.swig_ptr(bitmap))
         params.sel = selector
         out_scores = np.empty((1, k), dtype=np.float32)
         out_labels = np.empty((1, k), dtype=np.int64)
@@ -482,7 +482,9 @@ class VectorIndex:
         _add(self._index, matrix, labels, assign)
         self._slots.extend(id_list)
         self._label.update((pid, first + i) for i, pid in enumerate(id_list))
-        self._refresh()
+        self._lists = np.concatenate([self._lists, assign.astype(np.int32)])
+        self._live = np.concatenate([self._live, labels])
+        self.params["count"] = int(self._live.shape[0])
         self._retrain_if_drifted()
 
     def remove(self, ids: Sequence[str]) -> None:
