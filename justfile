@@ -69,6 +69,7 @@ bench:
     {{py}} tests/benchmarks/bench_flaky.py
     {{py}} tests/benchmarks/bench_flakemodel.py
     {{py}} tests/benchmarks/bench_perf.py
+    {{py}} tests/benchmarks/bench_clock.py
     {{py}} tests/benchmarks/bench_coverage.py
     {{py}} tests/benchmarks/bench_audit.py
     {{py}} tests/benchmarks/bench_report.py

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aqe.errors import ReportError
+from aqe.errors import ConfigError, ReportError
 from aqe.perf.formats import parse_bench_file
-from aqe.perf.harness import harness_argv, parse_samples
+from aqe.perf.harness import CLOCKS, clock_of, harness_argv, metric_of, parse_samples
 
 PYTEST_BENCHMARK = {
     "machine_info": {
@@ -141,7 +141,17 @@ def test_broken_json_names_the_line(tmp_path: Path) -> None:
 def test_harness_line_round_trip() -> None:
     argv = harness_argv(["true"], warmup=1, repeat=2, python="python3")
     assert argv[:2] == ("python3", "-c")
-    assert argv[-2:] == ("--", "true")
+    assert argv[-3:] == ("wall", "--", "true")
     samples, code = parse_samples('noise\nAQE-BENCH {"samples": [0.5, 0.25], "exit": 0}\n')
     assert samples == (0.5, 0.25)
     assert code == 0
+
+
+def test_a_clock_names_its_metric_and_back() -> None:
+    assert [metric_of(c) for c in CLOCKS] == ["time", "cpu-time"]
+    assert [clock_of(metric_of(c)) for c in CLOCKS] == list(CLOCKS)
+    assert clock_of("rss") == "wall"
+    argv = harness_argv(["true"], warmup=0, repeat=1, python="python3", clock="cpu")
+    assert argv[-4:] == ("1", "cpu", "--", "true")
+    with pytest.raises(ConfigError, match="clock 'sundial' is not one of wall, cpu"):
+        harness_argv(["true"], warmup=0, repeat=1, clock="sundial")

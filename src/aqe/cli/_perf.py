@@ -170,6 +170,13 @@ def bench() -> None:
 )
 @click.option("--backend", default="process", show_default=True, help="Sandbox backend.")
 @click.option("--machine-class", default=None, help="Override the machine class (series key).")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "cpu"]),
+    default="wall",
+    show_default=True,
+    help="Sample wall time (metric time) or the command's CPU time (metric cpu-time).",
+)
 @output_options
 @pass_app
 def bench_run(
@@ -182,12 +189,15 @@ def bench_run(
     repeat: int,
     backend: str,
     machine_class: str | None,
+    clock: str,
     as_json: bool,
 ) -> None:
     """Run COMMAND (after --) in a sandbox at a commit: warm-up, then timed repetitions.
 
     Every repetition's wall time is a sample of the series NAME (metric time, unit s);
-    the command and repository are kept so a suspected change can be re-run.
+    with --clock cpu its user + system CPU time (metric cpu-time), which a busy machine
+    stretches far less. The command and repository are kept so a suspected change can
+    be re-run (on the same clock).
     """
     from aqe.events.perf import BenchmarkMeasured
     from aqe.perf._fingerprint import local_fingerprint
@@ -206,6 +216,7 @@ def bench_run(
             warmup=warmup,
             repeat=repeat,
             backend=backend,
+            clock=clock,
         )
         async with open_log(app) as log:
             await append_measurements(log, [point])

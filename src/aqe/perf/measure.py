@@ -3,8 +3,9 @@
 The working copy comes from the repository at the commit (a git repository is cloned
 and checked out by the sandbox; a plain folder is copied), the harness
 (:mod:`aqe.perf.harness`) runs the command ``warmup`` + ``repeat`` times and every timed
-run's wall time is a sample. The point keeps the command and the repository, so the
-confirm workflow can measure the same thing again at other commits.
+run's time on the chosen clock (wall or CPU time) is a sample. The point keeps the
+command and the repository, so the confirm workflow can measure the same thing again at
+other commits.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from aqe.errors import ConfigError
 from aqe.events.perf import BenchmarkMeasured, MachineFingerprint
 from aqe.perf._fingerprint import series_id
-from aqe.perf.harness import harness_argv, parse_samples
+from aqe.perf.harness import harness_argv, metric_of, parse_samples
 from aqe.sandbox import SandboxSpec, open_sandbox
 
 __all__ = ["Source", "measure", "repo_url", "resolve_source"]
@@ -78,24 +79,30 @@ async def measure(
     warmup: int = 1,
     repeat: int = 5,
     backend: str = "process",
+    clock: str = "wall",
 ) -> BenchmarkMeasured:
     """Run ``command`` at ``source`` and return the point (not appended).
 
+    ``clock`` ``cpu`` makes the samples the command's CPU time (metric ``cpu-time``, a
+    series of its own) instead of its wall time (metric ``time``).
+
     Raises:
-        ConfigError: the command failed, or the harness printed no samples.
+        ConfigError: the command failed, the clock is unknown, or the harness printed
+            no samples.
         SandboxError: the working copy could not be made.
     """
-    argv = harness_argv(command, warmup=warmup, repeat=repeat)
+    argv = harness_argv(command, warmup=warmup, repeat=repeat, clock=clock)
     spec = SandboxSpec(source=source.source, commit=source.commit, backend=backend, artefacts=())
     result = await open_sandbox(backend).run(spec, argv)
     samples, code = parse_samples(result.stdout)
     if code != 0 or not samples:
         raise ConfigError(f"bench: the command exited {code}: {result.stderr[-300:].strip()}")
     benchmark = name or shlex.join(command)
+    metric = metric_of(clock)
     return BenchmarkMeasured(
-        series_id=series_id(benchmark, "time", machine.machine_class),
+        series_id=series_id(benchmark, metric, machine.machine_class),
         benchmark=benchmark,
-        metric="time",
+        metric=metric,
         unit="s",
         samples=samples,
         machine=machine,

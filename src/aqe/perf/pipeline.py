@@ -44,6 +44,7 @@ from aqe.perf._fingerprint import series_id
 from aqe.perf.alerts import alert_events, alert_summary
 from aqe.perf.detect import DetectConfig, detect_changes, direction_of
 from aqe.perf.formats import BenchFile
+from aqe.perf.harness import clock_of
 from aqe.perf.series import PERF_STREAM, PerfProjection, PerfState
 from aqe.perf.sinks import AlertMessage, AlertSink, DeliveryError
 from aqe.workflows._store import fact_of, read_instances, start_instance
@@ -239,6 +240,7 @@ async def start_confirmations(
             "alpha": str(opts.alpha),
             "python": opts.python,
             "backend": opts.backend,
+            "clock": clock_of(series.metric),
         }
         try:
             await start_instance(

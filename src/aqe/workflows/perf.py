@@ -14,7 +14,8 @@ Parameters (strings):
   (the suspected after / before ratio);
 * ``rounds`` [5] (A B pairs), ``repeat`` [3] (timed runs per step), ``warmup`` [1];
 * ``min_effect`` [0.05], ``alpha`` [0.01], ``python`` [``python3``], ``backend``
-  [``process``], ``give_up_after_s`` [3600].
+  [``process``], ``give_up_after_s`` [3600], ``clock`` [``wall``] (``cpu`` for a
+  series of CPU times, :mod:`aqe.perf.harness`).
 
 It records the decision ``verdict`` (with the ratio, p-value and sample counts as data)
 and finishes ``succeeded``; a step that could not measure (a failed command, a parked
@@ -97,7 +98,11 @@ class PerfConfirmWorkflow:
                     + (f"; missing {', '.join(missing)}" if missing else "")
                 )
             argv = harness_argv(
-                command, warmup=warmup, repeat=repeat, python=p.get("python", "python3")
+                command,
+                warmup=warmup,
+                repeat=repeat,
+                python=p.get("python", "python3"),
+                clock=p.get("clock", "wall"),
             )
             backend = p.get("backend", "process")
             for side, commit in (("a", p["before"]), ("b", p["after"])):
