@@ -1,10 +1,11 @@
-"""`aqe perf watch` resumes from the perf projection's checkpoint, not from sequence 1.
+"""`aqe perf watch` resumes from its projections' checkpoints, not from sequence 1.
 
-Before, every start (and every round, several times) folded all of ``AQE_PERF`` again.
-The test watches the JetStream API from outside, on the same server: every consumer a
-second `aqe perf watch --once` creates on ``AQE_PERF`` must start past what the first
-one folded, and its detection must still see the whole series (a step that straddles
-the two starts is found).
+Before, every start (and every round, several times) folded all of ``AQE_PERF`` again,
+and read all of ``AQE_WORKFLOWS`` twice a round (the confirm instances, the verdicts).
+The tests watch the JetStream API from outside, on the same server: every consumer a
+second `aqe perf watch --once` creates on ``AQE_PERF`` (``AQE_WORKFLOWS``) must start
+past what the first one read, and the second round must still see the whole series (a
+step that straddles the two starts is found) and the verdict that came in between.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import nats
 import pytest
 
 from aqe.config import Settings
+from aqe.events import WorkflowDecided, WorkflowStarted
 from aqe.events.perf import BenchmarkMeasured, MachineFingerprint
 from aqe.log.admin import create_missing_streams
 from aqe.log.jetstream import JetStreamEventLog
+from aqe.perf.confirms import confirm_instance_id
 from aqe.perf.pipeline import append_measurements, new_changes, read_state
 
 pytestmark = pytest.mark.nats
@@ -68,9 +71,11 @@ async def _expected_changes(url: str) -> list[str]:
         await log.close()
 
 
-async def _watch_once(url: str, env: dict[str, str]) -> tuple[dict[str, Any], list[int]]:
-    """Run `aqe perf watch --once --json`; its report, and where each AQE_PERF consumer
-    it created starts (the create requests, seen on the server)."""
+async def _watch_once(
+    url: str, env: dict[str, str], stream: str = "AQE_PERF"
+) -> tuple[dict[str, Any], list[int]]:
+    """Run `aqe perf watch --once --json`; its report, and where each consumer it
+    created on ``stream`` starts (the create requests, seen on the server)."""
     nc = await nats.connect(url)
     starts: list[int] = []
 
@@ -82,7 +87,7 @@ async def _watch_once(url: str, env: dict[str, str]) -> tuple[dict[str, Any], li
             starts.append(0)
 
     try:
-        for subject in ("$JS.API.CONSUMER.CREATE.AQE_PERF", "$JS.API.CONSUMER.CREATE.AQE_PERF.>"):
+        for subject in (f"$JS.API.CONSUMER.CREATE.{stream}", f"$JS.API.CONSUMER.CREATE.{stream}.>"):
             await nc.subscribe(subject, cb=seen)
         await nc.flush()
         proc = await asyncio.create_subprocess_exec(
@@ -120,3 +125,49 @@ def test_perf_watch_resumes_from_its_checkpoint(nats_url: str, tmp_path: Path) -
     assert min(starts) > folded, f"a consumer started at {min(starts)}, not past {folded}"
     # The resumed state holds the whole series: the step after point FLAT is found.
     assert sorted(report["detected"]) == sorted(expected)
+
+
+async def _append_workflow_events(url: str, events: list[Any]) -> int:
+    log = await JetStreamEventLog.connect(Settings(nats_url=url))
+    try:
+        await create_missing_streams(log.connection, log.specs)
+        for event in events:
+            await log.append(event)
+        return await log.last_seq("AQE_WORKFLOWS")
+    finally:
+        await log.close()
+
+
+def test_perf_watch_reads_only_new_workflow_events_for_verdicts(
+    nats_url: str, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AQE_")}
+    env.update(AQE_NATS_URL=nats_url, AQE_DATA_DIR=str(tmp_path / "data"))
+
+    asyncio.run(_append(nats_url, _points(0, FLAT, 1.0) + _points(FLAT, STEP, 2.0)))
+    # Other workflows' history, which a round used to read twice over.
+    others = [
+        WorkflowStarted(instance_id=f"flaky-{i}", workflow="flaky", params={"test_id": f"t{i}"})
+        for i in range(40)
+    ]
+    read = asyncio.run(_append_workflow_events(nats_url, others))
+    report, starts = asyncio.run(_watch_once(nats_url, env, "AQE_WORKFLOWS"))
+    (change_id,) = report["detected"]
+    assert report["verdicts"] == 0
+    assert starts  # the first start reads the stream
+
+    # A fleet's confirm instance decides; the next round carries the verdict over.
+    decided = WorkflowDecided(
+        instance_id=confirm_instance_id(change_id),
+        key="verdict",
+        decision="confirmed",
+        reasons=("re-runs differ",),
+        data={"change_id": change_id, "magnitude": "2.0", "p_value": "0.0001"},
+    )
+    last = asyncio.run(_append_workflow_events(nats_url, [decided]))
+    assert last == read + 1
+    report, starts = asyncio.run(_watch_once(nats_url, env, "AQE_WORKFLOWS"))
+    assert starts
+    assert min(starts) > read, f"a consumer started at {min(starts)}, not past {read}"
+    assert report["verdicts"] == 1
+    assert report["alerts"] == 1

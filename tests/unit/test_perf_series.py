@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from aqe.events import Envelope, Event
+from aqe.events import Event
 from aqe.events.perf import (
     BenchmarkMeasured,
     MachineFingerprint,
@@ -14,24 +14,12 @@ from aqe.events.perf import (
     PerfChangeDetected,
     PerfChangeVerified,
 )
-from aqe.log.subjects import subject_for
 from aqe.perf.alerts import alert_events
 from aqe.perf.pipeline import new_changes
 from aqe.perf.series import PerfProjection, PerfState
+from support.envelopes import envelope
 
 MACHINE = MachineFingerprint(machine_class="x86_64-test-2c-py3.12", cores=2)
-
-
-def envelope(event: Event, seq: int) -> Envelope:
-    return Envelope(
-        stream="AQE_PERF",
-        subject=subject_for(event),
-        seq=seq,
-        event_id=f"e{seq}",
-        event_type=event.type_tag(),
-        recorded_at_ns=1_000 * seq,
-        data=event.to_json(),
-    )
 
 
 def points(levels: list[float]) -> list[Event]:

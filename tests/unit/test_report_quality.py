@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aqe.coverage.measured import MeasuredFile, coverage_events
 from aqe.coverage.projection import fold_events
-from aqe.events import Envelope, Event, TestRunFinished, TestRunStarted
+from aqe.events import Event, TestRunFinished, TestRunStarted
 from aqe.events.perf import BenchmarkMeasured, MachineFingerprint
-from aqe.log.subjects import subject_for
 from aqe.perf.pipeline import new_changes
 from aqe.perf.series import PerfProjection
 from aqe.report.model import Figure, Table
 from aqe.report.quality_views import coverage_section, perf_section
+from support.envelopes import envelope
 
 
 def measured(run: int) -> list[MeasuredFile]:
@@ -82,15 +82,3 @@ def test_perf_section_marks_the_detected_change_on_its_series() -> None:
         detected[0].direction,
         f"{detected[0].magnitude:+.1%}",
     ]
-
-
-def envelope(event: Event, seq: int) -> Envelope:
-    return Envelope(
-        stream="AQE_PERF",
-        subject=subject_for(event),
-        seq=seq,
-        event_id=f"e{seq}",
-        event_type=event.type_tag(),
-        recorded_at_ns=1_000 * seq,
-        data=event.to_json(),
-    )

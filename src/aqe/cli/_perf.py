@@ -506,7 +506,8 @@ def watch(
     """Detect, start confirmations, record verdicts, raise and deliver alerts (in rounds).
 
     The perf state resumes from the perf projection's checkpoint (as `aqe consume perf`
-    leaves it): a start reads only what AQE_PERF added since.
+    leaves it), the confirm instances and verdicts from the perf-confirms projection's:
+    each round reads only what AQE_PERF and AQE_WORKFLOWS added since.
     """
     import msgspec
 
@@ -546,24 +547,33 @@ async def _round(
     runners: int,
 ) -> list[Any]:
     from aqe.app import caught_up_state
+    from aqe.perf.confirms import ConfirmsProjection
     from aqe.perf.pipeline import confirm_here, watch_once
     from aqe.perf.series import PerfProjection
 
     projection = PerfProjection()
+    confirms = ConfirmsProjection()
 
-    def state_of(log: Any) -> Any:  # from the perf projection's checkpoint, not seq 1
+    # Both from their projection's checkpoint, not from sequence 1.
+    def state_of(log: Any) -> Any:
         return caught_up_state(log, app, projection)
 
-    first = await watch_once(log, sinks, config=cfg, options=options, state_of=state_of)
+    def confirms_of(log: Any) -> Any:
+        return caught_up_state(log, app, confirms)
+
+    async def once() -> Any:
+        return await watch_once(
+            log, sinks, config=cfg, options=options, state_of=state_of, confirms_of=confirms_of
+        )
+
+    first = await once()
     if runners <= 0 or not first.confirmations:
         return [first]
     from aqe.coordination.nats_bus import NatsBus
 
-    await confirm_here(log, NatsBus(log.connection), first.confirmations, runners=runners)
-    return [
-        first,
-        await watch_once(log, sinks, config=cfg, options=options, state_of=state_of),
-    ]
+    bus = NatsBus(log.connection)
+    await confirm_here(log, bus, first.confirmations, runners=runners, confirms_of=confirms_of)
+    return [first, await once()]
 
 
 @perf.command("quality")

@@ -10,7 +10,9 @@ Each function is one stage and may run again at any time without repeating itsel
   commits, so two watchers append it once);
 * :func:`start_confirmations`: a ``perf-confirm`` workflow per suspected change whose
   series knows its command and repository (instance id ``perf-confirm-<change id>``);
-* :func:`carry_out_verdicts`: the workflows' verdicts become ``PerfChangeVerified``;
+* :func:`carry_out_verdicts`: the workflows' verdicts become ``PerfChangeVerified``
+  (confirm instances and verdicts are the perf-confirms projection,
+  :mod:`aqe.perf.confirms`);
 * :func:`raise_alerts` and :func:`deliver`: alerts due, and each sink told once;
 * :func:`watch_once`: all of them in order; :func:`confirm_here` drives the
   confirmations in this process (a driver and ``bench`` runners), as ``aqe perf watch
@@ -30,7 +32,6 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from aqe.errors import CommandRejectedError, EventDecodeError
-from aqe.events import WorkflowDecided
 from aqe.events.perf import (
     BenchmarkMeasured,
     MachineFingerprint,
@@ -42,13 +43,13 @@ from aqe.log.port import EventLog, NewEvent
 from aqe.log.retry import append_new, while_unavailable
 from aqe.perf._fingerprint import series_id
 from aqe.perf.alerts import alert_events, alert_summary
+from aqe.perf.confirms import ConfirmsState, confirm_instance_id, read_confirms
 from aqe.perf.detect import DetectConfig, detect_changes, direction_of
 from aqe.perf.formats import BenchFile
 from aqe.perf.harness import clock_of
 from aqe.perf.series import PERF_STREAM, PerfProjection, PerfState
 from aqe.perf.sinks import AlertMessage, AlertSink, DeliveryError
-from aqe.workflows._store import fact_of, read_instances, start_instance
-from aqe.workflows.engine import INSTANCE_SUBJECTS, WORKFLOWS_STREAM
+from aqe.workflows._store import start_instance
 from aqe.workflows.perf import PERF_CONFIRM
 
 if TYPE_CHECKING:
@@ -205,18 +206,17 @@ class ConfirmOptions(msgspec.Struct, frozen=True, kw_only=True):
     backend: str = "process"
 
 
-def confirm_instance_id(change_id: str) -> str:
-    """The confirm workflow instance of a change."""
-    return f"{PERF_CONFIRM}-{change_id}"
-
-
 async def start_confirmations(
-    log: EventLog, state: PerfState, options: ConfirmOptions | None = None
+    log: EventLog,
+    state: PerfState,
+    options: ConfirmOptions | None = None,
+    confirms: ConfirmsState | None = None,
 ) -> list[str]:
     """Start a confirm workflow for each suspected change that can be re-run; returns
-    the instances started now."""
+    the instances started now (``confirms``: the confirm instances as the log holds
+    them, read from the start when not given)."""
     opts = options or ConfirmOptions()
-    existing = await read_instances(log)
+    existing = (confirms if confirms is not None else await read_confirms(log)).instances
     started: list[str] = []
     for change_id, entry in sorted(state.changes.items()):
         d = entry.detected
@@ -257,33 +257,27 @@ async def start_confirmations(
     return started
 
 
-async def carry_out_verdicts(log: EventLog, state: PerfState) -> int:
-    """Append a ``PerfChangeVerified`` for each confirm verdict not recorded yet."""
+async def carry_out_verdicts(
+    log: EventLog, state: PerfState, confirms: ConfirmsState | None = None
+) -> int:
+    """Append a ``PerfChangeVerified`` for each confirm verdict not recorded yet
+    (``confirms``: as the log holds them, read from the start when not given)."""
     items: list[NewEvent] = []
-    async for env in log.read(WORKFLOWS_STREAM, subjects=INSTANCE_SUBJECTS):
-        fact = fact_of(env)
-        if fact is None:
-            continue
-        event = fact.event
-        if not (isinstance(event, WorkflowDecided) and event.key == "verdict"):
-            continue
-        change_id = event.data.get("change_id", "")
+    verdicts = (confirms if confirms is not None else await read_confirms(log)).verdicts
+    for change_id, verdict in sorted(verdicts.items()):
         entry = state.changes.get(change_id)
-        if (
-            entry is None
-            or entry.verified is not None
-            or event.instance_id != confirm_instance_id(change_id)
-        ):
+        if entry is None or entry.verified is not None:
             continue
+        data = verdict.data
         verified = PerfChangeVerified(
             change_id=change_id,
-            verdict="confirmed" if event.decision == "confirmed" else "dismissed",
-            magnitude=float(event.data.get("magnitude", "1")),
-            p_value=float(event.data.get("p_value", "1")),
-            samples_before=int(event.data.get("samples_before", "0")),
-            samples_after=int(event.data.get("samples_after", "0")),
-            instance_id=event.instance_id,
-            reasons=event.reasons,
+            verdict="confirmed" if verdict.decision == "confirmed" else "dismissed",
+            magnitude=float(data.get("magnitude", "1")),
+            p_value=float(data.get("p_value", "1")),
+            samples_before=int(data.get("samples_before", "0")),
+            samples_after=int(data.get("samples_after", "0")),
+            instance_id=verdict.instance_id,
+            reasons=verdict.reasons,
         )
         items.append(NewEvent(event=verified, event_id=f"verified-{change_id}"))
     if items:
@@ -399,11 +393,14 @@ async def watch_once(
     options: ConfirmOptions | None = None,
     settle: int = 5,
     state_of: Callable[[EventLog], Awaitable[PerfState]] = read_state,
+    confirms_of: Callable[[EventLog], Awaitable[ConfirmsState]] = read_confirms,
 ) -> WatchReport:
     """Every stage once, in order (see the module docstring).
 
     ``state_of`` gives the perf state as the log holds it now: by default a fold of
-    ``AQE_PERF`` from the start; ``aqe perf watch`` resumes its stored projection.
+    ``AQE_PERF`` from the start; ``confirms_of`` likewise the confirm instances and
+    verdicts (``AQE_WORKFLOWS``, read once a round). ``aqe perf watch`` resumes both
+    from their stored projections.
     """
     report = WatchReport()
     state = await state_of(log)
@@ -411,8 +408,10 @@ async def watch_once(
     report.detected = [c.change_id for c in await record_changes(log, state, config)]
     if report.detected:
         state = await state_of(log)
-    report.confirmations = await start_confirmations(log, state, options)
-    report.verdicts = await carry_out_verdicts(log, state)
+    confirms = await confirms_of(log)
+    report.confirmations = await start_confirmations(log, state, options, confirms)
+    # The instances started just now have no verdicts yet: the same read serves.
+    report.verdicts = await carry_out_verdicts(log, state, confirms)
     if report.verdicts:
         state = await state_of(log)
     report.alerts = await raise_alerts(log, state, settle=settle)
@@ -429,8 +428,10 @@ async def confirm_here(
     *,
     runners: int = 1,
     timeout_s: float = 900.0,
+    confirms_of: Callable[[EventLog], Awaitable[ConfirmsState]] = read_confirms,
 ) -> None:
-    """Drive the given confirm instances to their end in this process.
+    """Drive the given confirm instances to their end in this process (``confirms_of``
+    tells which still run, polled; see :func:`watch_once`).
 
     Raises:
         TimeoutError: one had not ended after ``timeout_s``.
@@ -440,8 +441,8 @@ async def confirm_here(
     from aqe.workflows.perf import BENCH_CAPABILITY, PerfConfirmWorkflow
 
     async def open_ones() -> list[str]:
-        found = await read_instances(log)
-        return [i for i in instance_ids if i in found and not found[i].finished]
+        confirms = await confirms_of(log)
+        return [i for i in instance_ids if confirms.running(i)]
 
     if not await open_ones():
         return

@@ -73,6 +73,12 @@ def _perf() -> Projection[Any]:
     return PerfProjection()
 
 
+def _perf_confirms() -> Projection[Any]:
+    from aqe.perf.confirms import ConfirmsProjection
+
+    return ConfirmsProjection()
+
+
 def _flaky_predictions() -> Projection[Any]:
     from aqe.flakemodel.projection import PredictionsProjection
 
@@ -86,6 +92,7 @@ PROJECTIONS: dict[str, Callable[[], Projection[Any]]] = {
     "experience": _experience,
     "membership": _membership,
     "perf": _perf,
+    "perf-confirms": _perf_confirms,
     "coverage": _coverage,
     "flaky-predictions": _flaky_predictions,
 }
