@@ -15,10 +15,10 @@ from aqe.events import WorkflowDecided
 from aqe.log.admin import create_missing_streams
 from aqe.log.jetstream import JetStreamEventLog
 from aqe.perf._fingerprint import make_fingerprint
+from aqe.perf.confirms import confirm_instance_id
 from aqe.perf.formats import parse_bench_file
 from aqe.perf.pipeline import (
     append_measurements,
-    confirm_instance_id,
     measured_events,
     read_state,
     watch_once,
