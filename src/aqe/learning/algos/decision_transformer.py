@@ -37,6 +37,15 @@ must lean high: asked for its expected return (``optimism = 0``) a test that oft
 fails averages out near 0, the return of a passing test run late, and the ranking
 turns backwards (0.41).
 
+What was tried in the second pass (issue 18; IOF/ROL, ``aqe`` protocol, mean APFD of
+the online replay, features v1, seeds 0 / 1; the defaults give 0.590 / 0.597): one fixed
+high return asked of every test (``target_return`` 1.0, the top of the ``timerank``
+range) 0.556 (seed 0), the failure described above; a stronger tilt (``optimism`` 6)
+0.586; refitting on the recorded cycles far more often (``refit_growth`` 1.2: about 25
+fits instead of 7, whose last one, at 16,384 of the 27,664 decisions, ranks the final
+40% of the replay) 0.586 / 0.592; returns from the rank-blind ``tcfail`` instead of the
+rank-aware ``timerank`` 0.588 / 0.583. The defaults stay.
+
 Offline: :meth:`fit` trains a fresh model (seeded) for ``fit_steps`` minibatches on the
 transitions given and rebuilds the per-test contexts from them, so the same
 transitions and seed give the same model whether they arrive through :meth:`observe`
