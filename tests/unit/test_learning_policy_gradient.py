@@ -205,6 +205,8 @@ def test_attributes_and_bad_settings() -> None:
         A2CPolicy(gamma=1.5)
     with pytest.raises(ConfigError):
         ActorCriticPolicy(replay=0)
+    with pytest.raises(ConfigError):
+        A2CPolicy(batch=0)
 
 
 def test_penalised_target_does_not_pay_for_hiding_a_failure() -> None:
