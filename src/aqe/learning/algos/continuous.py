@@ -389,11 +389,15 @@ class DDPGPolicy(_ActorCritic):
     """Deep deterministic policy gradient (Lillicrap et al. 2016) on priority scores.
 
     A sigmoid actor in ``[0, 1]``, one Q critic, target networks with soft updates and
-    Gaussian exploration noise on the actor's logit (``noise``).
+    Gaussian exploration noise on the actor's logit (``noise``). Wider layers (128) and
+    a faster critic (``critic_lr`` 3e-3) than the shared defaults: IOF/ROL seeds 0-4,
+    aqe 0.580, 0.591, 0.572, 0.577, 0.589 (mean 0.582) against 0.574, 0.585, 0.579,
+    0.581, 0.568 (0.577); rows 0.608, 0.603, 0.605, 0.594, 0.598 (0.602) against 0.605,
+    0.594, 0.593, 0.599, 0.559 (0.590). Each alone, aqe seeds 0-2: 0.582 either way.
     """
 
     name = "ddpg"
-    defaults: ClassVar[dict[str, Any]] = {"noise": 0.3}
+    defaults: ClassVar[dict[str, Any]] = {"noise": 0.3, "critic_lr": 3e-3, "hidden": [128, 128]}
 
     def _build(self, n_features: int) -> None:
         hidden = self.hp["hidden"]
