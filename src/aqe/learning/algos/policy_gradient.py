@@ -66,6 +66,8 @@ updates) 0.585 / 0.586; and ``value_coef`` 0.1 **0.590 / 0.586** (its default);
 ``value_coef`` 0.01 (their defaults): A2C **0.594** (every seed up, 0.593-0.597), PPO
 0.595 / 0.594 / 0.592 on seeds 0-2 (against 0.594 / 0.593 / 0.588): the critic's
 gradient through the shared trunk was costing the actor.
+A critic head on the trunk's detached output instead (``value_coef`` 0.5; no critic
+gradient in the trunk at all): A2C 0.594, PPO 0.594 over seeds 0-4: no better, not kept.
 """
 
 from __future__ import annotations
