@@ -465,7 +465,9 @@ class TD3Policy(DDPGPolicy):
     every ``policy_delay`` critic updates. Like DDPG, 128-wide layers and ``critic_lr``
     3e-3: IOF/ROL seeds 0-4, aqe 0.587, 0.585, 0.574, 0.589, 0.583 (mean 0.584) against
     0.572, 0.576, 0.569, 0.581, 0.572 (0.574); rows 0.614, 0.603, 0.609, 0.610, 0.603
-    (0.608) against 0.599, 0.583, 0.608, 0.600, 0.601 (0.598).
+    (0.608) against 0.599, 0.583, 0.608, 0.600, 0.601 (0.598). Further, aqe seeds 0-2
+    (0.587, 0.585, 0.574 with these defaults): 256-wide layers 0.586, 0.591, 0.582,
+    ``critic_lr`` 1e-2 0.580, 0.590, 0.578, inside the seed spread, not taken.
     """
 
     name = "td3"
