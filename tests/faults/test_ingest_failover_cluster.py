@@ -22,7 +22,7 @@ from aqe.log.jetstream import JetStreamEventLog
 from aqe.log.retry import while_unavailable
 from aqe.server import LocalCluster
 
-pytestmark = [pytest.mark.nats, pytest.mark.cluster, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.nats, pytest.mark.cluster, pytest.mark.faults, pytest.mark.timeout(240)]
 
 TESTS = 40
 
