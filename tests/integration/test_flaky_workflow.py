@@ -66,6 +66,7 @@ async def _history(log: JetStreamEventLog) -> HistoryState:
     return state
 
 
+@pytest.mark.slow  # about 3 minutes on an idle 2-core machine: the slow suite (CI runs it)
 async def test_every_labelled_test_lands_in_its_class(
     log: tuple[JetStreamEventLog, nats.NATS],
 ) -> None:

@@ -36,8 +36,12 @@ def _cosqa() -> tuple[list[str], list[str]]:
 
 
 @pytest.fixture(scope="module")
-def embedder(request: pytest.FixtureRequest) -> Iterator[Embedder]:
-    cache = Path(request.config.cache.mkdir("aqe-embeddings"))
+def embedder(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Embedder]:
+    # pytest's cache keeps the vectors between runs; without it (-p no:cacheprovider), a temp dir
+    store = getattr(request.config, "cache", None)
+    cache = Path(store.mkdir("aqe-embeddings")) if store else tmp_path_factory.mktemp("embeddings")
     with Embedder(cache) as model:
         yield model
 
